@@ -1,0 +1,25 @@
+"""The ``hpte`` command: thin Typer commands over hpte.engine."""
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="hpte",
+    help="hpte: a vectorised batch trading engine (numba kernels on CPU, optional CUDA).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+md_app = typer.Typer(help="Market data: ITCH 5.0, LOBSTER, bars.", no_args_is_help=True)
+app.add_typer(md_app, name="md")
+
+# --- sub-command registrations (one line each) ---
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Orchestration: schemas, validation, state, devices, pipelines and I/O."""

@@ -1,0 +1,3 @@
+from hpte.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Compiled kernels: arrays and scalars in, counts out. No I/O, no Python objects."""
