@@ -81,6 +81,7 @@ R_POST_ONLY_WOULD_TAKE = 11
 R_SELF_TRADE = 12
 R_FOK_NOT_FILLABLE = 13
 R_END_OF_SESSION = 14
+R_PRICE_OUT_OF_RANGE = 15  # resting would stretch the book's ladder past Engine(max_levels=...)
 REASON_NAMES = {
     R_NONE: "",
     R_INVALID_ACTION: "INVALID_ACTION",
@@ -97,6 +98,7 @@ REASON_NAMES = {
     R_SELF_TRADE: "SELF_TRADE",
     R_FOK_NOT_FILLABLE: "FOK_NOT_FILLABLE",
     R_END_OF_SESSION: "END_OF_SESSION",
+    R_PRICE_OUT_OF_RANGE: "PRICE_OUT_OF_RANGE",
 }
 
 # ---------------------------------------------------------------------------------------------

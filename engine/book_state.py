@@ -1,0 +1,276 @@
+"""Allocation and growth of the book state and of the output buffers the kernels write.
+
+The kernels never allocate. When a pool, a ladder or an output buffer is too small they stop
+before the row that needs it and say so; the functions here grow the arrays (between kernel
+calls) and the engine resumes at that row. Nothing is ever dropped for capacity.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from hpte.kernels import book as K
+from hpte.kernels.match_cpu import relayout_cpu
+
+from . import schema as Sch
+
+
+class Inputs(NamedTuple):
+    """One micro-batch as kernel columns (all length n)."""
+    ts: np.ndarray       # int64 ns
+    oid: np.ndarray      # uint64
+    side: np.ndarray     # int8 +1/-1
+    px: np.ndarray       # int64 ticks
+    qty: np.ndarray      # int64 lots
+    action: np.ndarray   # uint8 ACT_*
+    otype: np.ndarray    # uint8 OT_*
+    tif: np.ndarray      # uint8 TIF_*
+    acct: np.ndarray     # uint32
+    post: np.ndarray     # uint8 0/1
+    force: np.ndarray    # uint8 reject reason forced by the engine (0 = none)
+
+
+class State(NamedTuple):
+    """All books (see kernels/book.py for the meaning of each array)."""
+    bk: np.ndarray
+    lv_head: np.ndarray
+    lv_tail: np.ndarray
+    lv_qty: np.ndarray
+    lv_cnt: np.ndarray
+    bm0: np.ndarray
+    bm1: np.ndarray
+    o_id: np.ndarray
+    o_qty: np.ndarray
+    o_px: np.ndarray
+    o_next: np.ndarray
+    o_prev: np.ndarray
+    o_acct: np.ndarray
+    o_flags: np.ndarray
+    tab: np.ndarray
+
+
+class Outputs(NamedTuple):
+    """Output columns, split in regions r with write cursors cur[r, 0..2] (fills, events,
+    deltas) and exclusive ends cap[r, 0..2] (absolute row indices)."""
+    f_seq: np.ndarray
+    f_ts: np.ndarray
+    f_sym: np.ndarray
+    f_tid: np.ndarray
+    f_mid: np.ndarray
+    f_tacct: np.ndarray
+    f_macct: np.ndarray
+    f_tside: np.ndarray
+    f_px: np.ndarray
+    f_qty: np.ndarray
+    e_seq: np.ndarray
+    e_ts: np.ndarray
+    e_sym: np.ndarray
+    e_oid: np.ndarray
+    e_acct: np.ndarray
+    e_side: np.ndarray
+    e_code: np.ndarray
+    e_reason: np.ndarray
+    e_px: np.ndarray
+    e_qty: np.ndarray
+    e_leaves: np.ndarray
+    d_seq: np.ndarray
+    d_ts: np.ndarray
+    d_sym: np.ndarray
+    d_side: np.ndarray
+    d_px: np.ndarray
+    d_qty: np.ndarray
+    d_cnt: np.ndarray
+    cur: np.ndarray
+    cap: np.ndarray
+
+
+_FILL_FIELDS = ("f_seq", "f_ts", "f_sym", "f_tid", "f_mid", "f_tacct", "f_macct", "f_tside", "f_px", "f_qty")
+_EVENT_FIELDS = ("e_seq", "e_ts", "e_sym", "e_oid", "e_acct", "e_side", "e_code", "e_reason", "e_px", "e_qty", "e_leaves")
+_DELTA_FIELDS = ("d_seq", "d_ts", "d_sym", "d_side", "d_px", "d_qty", "d_cnt")
+STREAMS = (
+    (_FILL_FIELDS, Sch.FILL_COLUMNS),
+    (_EVENT_FIELDS, Sch.EVENT_COLUMNS),
+    (_DELTA_FIELDS, Sch.DELTA_COLUMNS),
+)
+
+_STATE_DTYPES = {
+    "lv_head": np.int32, "lv_tail": np.int32, "lv_qty": np.int64, "lv_cnt": np.int32,
+    "o_id": np.uint64, "o_qty": np.int64, "o_px": np.int64, "o_next": np.int32,
+    "o_prev": np.int32, "o_acct": np.uint32, "o_flags": np.uint8, "tab": np.int32,
+}
+
+
+def _pow2(x: int) -> int:
+    return 1 << max(0, int(x - 1).bit_length())
+
+
+def alloc_outputs(caps: np.ndarray) -> Outputs:
+    """Outputs with regions of the given capacities: caps int64[R, 3]."""
+    caps = np.asarray(caps, dtype=np.int64).reshape(-1, 3)
+    starts = np.zeros_like(caps)
+    starts[1:] = np.cumsum(caps, axis=0)[:-1]
+    totals = caps.sum(axis=0)
+    arrays = {}
+    for k, (fields, cols) in enumerate(STREAMS):
+        for f, (_, dt) in zip(fields, cols):
+            arrays[f] = np.empty(int(totals[k]), dtype=dt)
+    return Outputs(**arrays, cur=starts.copy(), cap=starts + caps)
+
+
+def grow_outputs(O: Outputs, r: int, need: np.ndarray) -> Outputs:
+    """A copy of O whose region r can hold at least `need` (int64[3]) more rows per stream."""
+    starts = region_starts(O)
+    caps = O.cap - starts
+    used = O.cur - starts
+    new_caps = caps.copy()
+    new_caps[r] = np.maximum(caps[r] * 2, used[r] + np.asarray(need, np.int64) * 2 + 1024)
+    N = alloc_outputs(new_caps)
+    for k, (fields, _cols) in enumerate(STREAMS):
+        for f in fields:
+            src, dst = getattr(O, f), getattr(N, f)
+            for rr in range(len(caps)):
+                dst[N.cur[rr, k]:N.cur[rr, k] + used[rr, k]] = src[starts[rr, k]:starts[rr, k] + used[rr, k]]
+    N.cur[:] = N.cur + used
+    return N
+
+
+def region_starts(O: Outputs) -> np.ndarray:
+    """First row of each region: int64[R, 3] (regions are laid out back to back)."""
+    starts = np.zeros_like(O.cap)
+    starts[1:] = O.cap[:-1]
+    return starts
+
+
+def region_columns(O: Outputs, r: int = 0) -> tuple[dict, dict, dict]:
+    """(fills, events, deltas) of region r as column dicts (views, no copy)."""
+    out = []
+    for k, (fields, cols) in enumerate(STREAMS):
+        start = region_starts(O)[r, k]
+        out.append({name: getattr(O, f)[start:O.cur[r, k]] for f, (name, _) in zip(fields, cols)})
+    return tuple(out)
+
+
+class BookStore:
+    """Owns the State arrays, the symbol -> book map and their growth."""
+
+    def __init__(self, max_levels: int = 1 << 24, init_pool: int = 64):
+        if max_levels < K.LEVEL_BLOCK or max_levels % K.LEVEL_BLOCK:
+            raise ValueError(f"max_levels must be a positive multiple of {K.LEVEL_BLOCK}, got {max_levels}")
+        self.max_levels = int(max_levels)
+        self.init_pool = int(init_pool)
+        self.symbols = np.empty(0, dtype=np.uint32)   # sorted known symbols
+        self.book_of_sorted = np.empty(0, dtype=np.int64)  # book index of each sorted symbol
+        self.S = self._alloc(np.zeros((0, K.NF), dtype=np.int64))
+
+    # ---- geometry ------------------------------------------------------------------------
+    @property
+    def n_books(self) -> int:
+        return self.S.bk.shape[0]
+
+    @staticmethod
+    def _alloc(bk: np.ndarray) -> State:
+        """Fresh arrays for the geometry in bk (offsets recomputed, contents empty)."""
+        bk = bk.copy()
+        nlev, pcap, tsize = bk[:, K.F_NLEV], bk[:, K.F_PCAP], bk[:, K.F_TMASK] + 1
+        bk[:, K.F_LOFF] = np.concatenate([[0], np.cumsum(nlev)[:-1]]) if len(bk) else 0
+        bk[:, K.F_POFF] = np.concatenate([[0], np.cumsum(pcap)[:-1]]) if len(bk) else 0
+        bk[:, K.F_TOFF] = np.concatenate([[0], np.cumsum(tsize)[:-1]]) if len(bk) else 0
+        L, P, T = int(nlev.sum()), int(pcap.sum()), int(tsize.sum())
+        arr = {
+            "lv_head": np.full(L, -1, np.int32), "lv_tail": np.full(L, -1, np.int32),
+            "lv_qty": np.zeros(L, np.int64), "lv_cnt": np.zeros(L, np.int32),
+            "bm0": np.zeros(max(L // 64, 1), np.uint64), "bm1": np.zeros(max(L // 4096, 1), np.uint64),
+            "o_id": np.zeros(P, np.uint64), "o_qty": np.zeros(P, np.int64), "o_px": np.zeros(P, np.int64),
+            "o_next": np.full(P, -1, np.int32), "o_prev": np.full(P, -1, np.int32),
+            "o_acct": np.zeros(P, np.uint32), "o_flags": np.zeros(P, np.uint8),
+            "tab": np.zeros(T, np.int32),
+        }
+        return State(bk=bk, **arr)
+
+    def _relayout(self, bk_new: np.ndarray) -> None:
+        n_old = self.n_books
+        T = self._alloc(bk_new)
+        if n_old:
+            relayout_cpu(self.S, T, n_old)
+        self.S = T
+
+    # ---- symbols -------------------------------------------------------------------------
+    def books_for(self, symbol: np.ndarray, px: np.ndarray, action: np.ndarray, otype: np.ndarray) -> np.ndarray:
+        """Dense book index of every row, creating books for new symbols (ladder centred on
+        the first limit price seen for them)."""
+        if symbol.size == 0:
+            return np.empty(0, np.int64)
+        lo, hi = symbol.min(), symbol.max()
+        if lo == hi and self.symbols.size and self.symbols[0] == lo and self.symbols.size == 1:
+            return np.zeros(symbol.size, np.int64)
+        uniq, first = np.unique(symbol, return_index=True)
+        new = uniq[~np.isin(uniq, self.symbols)]
+        if new.size:
+            bk = np.zeros((new.size, K.NF), dtype=np.int64)
+            bk[:, K.F_SYM] = new
+            bk[:, K.F_NLEV] = K.LEVEL_BLOCK
+            bk[:, K.F_PCAP] = self.init_pool
+            bk[:, K.F_TMASK] = _pow2(2 * self.init_pool) - 1
+            bk[:, K.F_BID] = -1
+            bk[:, K.F_ASK] = -1
+            bk[:, K.F_FREE] = -1
+            # centre each new ladder on the first positive limit price of a new order
+            is_px = (action == Sch.ACT_NEW) & (otype == Sch.OT_LIMIT) & (px > 0)
+            for j, s in enumerate(new):
+                rows = np.flatnonzero((symbol == s) & is_px)
+                p0 = int(px[rows[0]]) if rows.size else K.LEVEL_BLOCK // 2
+                bk[j, K.F_BASE] = p0 - K.LEVEL_BLOCK // 2
+            self._relayout(np.vstack([self.S.bk, bk]))
+            start = len(self.book_of_sorted)
+            all_syms = np.concatenate([self.symbols, new])
+            all_books = np.concatenate([self.book_of_sorted, np.arange(start, start + new.size)])
+            o = np.argsort(all_syms, kind="stable")
+            self.symbols, self.book_of_sorted = all_syms[o], all_books[o]
+        return self.book_of_sorted[np.searchsorted(self.symbols, symbol)]
+
+    def books_by_symbol(self) -> np.ndarray:
+        """Book indices in ascending symbol order."""
+        return self.book_of_sorted.astype(np.int64)
+
+    # ---- growth --------------------------------------------------------------------------
+    def grow_pool(self, b: int) -> None:
+        bk = self.S.bk.copy()
+        pcap = max(self.init_pool, int(bk[b, K.F_PCAP]) * 2)
+        bk[b, K.F_PCAP] = pcap
+        bk[b, K.F_TMASK] = _pow2(2 * pcap) - 1
+        self._relayout(bk)
+
+    def occupied_price_range(self, b: int) -> tuple[int, int] | None:
+        S = self.S
+        loff, nlev = int(S.bk[b, K.F_LOFF]), int(S.bk[b, K.F_NLEV])
+        occ = np.flatnonzero(S.lv_cnt[loff:loff + nlev])
+        if occ.size == 0:
+            return None
+        base = int(S.bk[b, K.F_BASE])
+        return base + int(occ[0]), base + int(occ[-1])
+
+    def ladder_for(self, b: int, px: int) -> bool:
+        """Grow/recentre book b's ladder to cover price px and every resting level.
+
+        Returns False (and changes nothing) when that would need more than max_levels levels.
+        """
+        rng = self.occupied_price_range(b)
+        lo, hi = (px, px) if rng is None else (min(rng[0], px), max(rng[1], px))
+        span = hi - lo + 1
+        if span > self.max_levels:
+            return False
+        bk = self.S.bk.copy()
+        nlev = min(self.max_levels, max(int(bk[b, K.F_NLEV]), _pow2(2 * span), K.LEVEL_BLOCK))
+        nlev = -(-nlev // K.LEVEL_BLOCK) * K.LEVEL_BLOCK
+        bk[b, K.F_NLEV] = nlev
+        bk[b, K.F_BASE] = lo - (nlev - span) // 2
+        self._relayout(bk)
+        return True
+
+    # ---- accounting ----------------------------------------------------------------------
+    def nbytes(self) -> int:
+        return int(sum(a.nbytes for a in self.S))
+
+    def resting(self) -> int:
+        return int(self.S.bk[:, K.F_NREST].sum()) if self.n_books else 0

@@ -1,0 +1,131 @@
+"""The Engine: micro-batches of orders in, fills, order events and L2 deltas out.
+
+    eng = Engine(stp="none")
+    res = eng.submit(batch)          # dict of columns, structured array, Arrow batch or table
+    res.fills, res.events, res.deltas  # dicts of numpy columns (engine/schema.py)
+    eng.end_session(ts_ns)           # expires DAY orders
+    eng.book_levels(depth=5), eng.book_l3()
+
+Processing a stream in batches of any size gives exactly the outputs of processing it one
+row at a time (README, "Matching semantics").
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from hpte.kernels import book as K
+from hpte.kernels.match_cpu import match_seq_cpu
+from hpte.kernels.snapshot import expire_day_cpu, l3_cpu, levels_cpu
+
+from . import schema as S
+from .book_state import BookStore, Inputs, alloc_outputs, grow_outputs, region_columns
+from .io import InputError, order_columns
+
+
+class Result(NamedTuple):
+    """Outputs of one call, each a dict of numpy columns in arrival order."""
+    fills: dict
+    events: dict
+    deltas: dict
+
+
+class Engine:
+    """A matching engine over any number of books (one per symbol).
+
+    Parameters
+    ----------
+    stp : str
+        Self-trade prevention: "none", "cancel-newest", "cancel-oldest", "cancel-both",
+        "decrement" (see README).
+    max_levels : int
+        Most price levels (ticks) one book's ladder may span; an order that would have to rest
+        further from the rest of its book is rejected with PRICE_OUT_OF_RANGE. A multiple of 4096.
+    """
+
+    def __init__(self, stp: str = "none", max_levels: int = 1 << 24):
+        if stp not in S.STP_NAMES:
+            raise ValueError(f"unknown stp mode {stp!r}; expected one of {', '.join(S.STP_NAMES)}")
+        self.stp_name = stp
+        self.stp = S.STP_NAMES[stp]
+        self.store = BookStore(max_levels=max_levels)
+        self.seq = 0             # seq of the next input row
+        self.last_ts = None
+        self.grow_counts = {"pool": 0, "ladder": 0, "output": 0}
+
+    # ------------------------------------------------------------------------------------
+    def submit(self, batch) -> Result:
+        """Match one micro-batch. Structural problems (missing/mistyped columns, decreasing
+        timestamps) raise InputError before anything changes; bad rows are REJECTED events."""
+        c = order_columns(batch)
+        n = len(c["ts_ns"])
+        if n and self.last_ts is not None and c["ts_ns"][0] < self.last_ts:
+            raise InputError(
+                f"column 'ts_ns' row 0: timestamps must not decrease across batches "
+                f"({self.last_ts} then {int(c['ts_ns'][0])})")
+        books = self.store.books_for(c["symbol"], c["price_ticks"], c["action"], c["order_type"])
+        I = Inputs(ts=c["ts_ns"], oid=c["order_id"], side=c["side"], px=c["price_ticks"],
+                   qty=c["qty"], action=c["action"], otype=c["order_type"], tif=c["tif"],
+                   acct=c["account"], post=c["post_only"], force=np.zeros(n, np.uint8))
+        O = alloc_outputs([[n // 2 + 256, 2 * n + 256, n + 256]])
+        pos = 0
+        while True:
+            st, pos = match_seq_cpu(I, self.store.S, O, books, pos, self.seq, self.stp)
+            if st == K.ST_OK:
+                break
+            O = self._grow(st, int(books[pos]), pos, I, O)
+        self.seq += n
+        if n:
+            self.last_ts = int(c["ts_ns"][-1])
+        return Result(*region_columns(O, 0))
+
+    def _grow(self, st: int, b: int, row: int, I: Inputs, O):
+        """Make room for row `row` of book b as the kernel asked; returns the outputs."""
+        if st == K.ST_NEED_POOL:
+            self.store.grow_pool(b)
+            self.grow_counts["pool"] += 1
+        elif st == K.ST_NEED_LADDER:
+            if not self.store.ladder_for(b, int(I.px[row])):
+                I.force[row] = S.R_PRICE_OUT_OF_RANGE
+            self.grow_counts["ladder"] += 1
+        elif st == K.ST_NEED_OUTPUT:
+            nrest = int(self.store.S.bk[b, K.F_NREST])
+            m = nrest if self.stp != S.STP_NONE else min(max(int(I.qty[row]), 0), nrest)
+            O = grow_outputs(O, 0, np.array([m, 2 * m + 4, m + 3], np.int64))
+            self.grow_counts["output"] += 1
+        else:  # pragma: no cover - a kernel bug
+            raise RuntimeError(f"kernel returned unknown status {st}")
+        return O
+
+    # ------------------------------------------------------------------------------------
+    def end_session(self, ts_ns: int) -> Result:
+        """Expire every resting DAY order (README, "End of session")."""
+        nrest = self.store.resting()
+        O = alloc_outputs([[0, nrest + 1, nrest + 1]])
+        expire_day_cpu(self.store.S, O, self.store.books_by_symbol(), np.uint64(self.seq), np.int64(ts_ns))
+        return Result(*region_columns(O, 0))
+
+    def book_levels(self, depth: int | None = None) -> dict:
+        """L2 levels of every book: columns of schema.LEVEL_COLUMNS (books by ascending
+        symbol; bids best to worst, then asks best to worst; at most `depth` per side)."""
+        St = self.store.S
+        nlev = int(np.count_nonzero(St.lv_cnt))
+        cols = {name: np.empty(nlev, dt) for name, dt in S.LEVEL_COLUMNS}
+        k = levels_cpu(St, self.store.books_by_symbol(), -1 if depth is None else int(depth),
+                       cols["symbol"], cols["side"], cols["level"], cols["price_ticks"],
+                       cols["qty"], cols["orders"])
+        return {name: a[:k] for name, a in cols.items()}
+
+    def book_l3(self) -> dict:
+        """Every resting order in priority order: columns of schema.L3_COLUMNS."""
+        n = self.store.resting()
+        cols = {name: np.empty(n, dt) for name, dt in S.L3_COLUMNS}
+        k = l3_cpu(self.store.S, self.store.books_by_symbol(), cols["symbol"], cols["side"],
+                   cols["price_ticks"], cols["order_id"], cols["account"], cols["qty"], cols["tif"])
+        assert k == n, (k, n)
+        return cols
+
+    def state_bytes(self) -> int:
+        """Bytes held by the book state (ladders, pools, id tables)."""
+        return self.store.nbytes()

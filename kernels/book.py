@@ -1,0 +1,756 @@
+"""Order-book kernels: price ladder, per-level FIFO in a preallocated pool, id index, bitmaps.
+
+Many books live in one set of flat arrays (book-major). Per book b, ``bk[b, F_*]`` holds its
+scalars: where its ladder, pool and id table start in the flat arrays, their sizes, the best
+levels, counters. Everything below is written once as ``register_jitable`` functions (scalars
+and arrays in, no allocation, no exceptions, no Python objects), so the same per-order step can
+be compiled for the CPU (drivers in kernels/match_cpu.py) and for CUDA.
+
+Units: prices int64 ticks, quantities int64 lots, times int64 ns. Slots and level indices are
+local to their book (0-based inside the book's segment), so a book's segment can be moved
+without rewriting links.
+
+State tuple ``S`` (see engine/book_state.py for allocation):
+  bk      int64[B, NF]   per-book scalars, F_* below
+  lv_head int32[L]       first order slot of each level (-1 empty)
+  lv_tail int32[L]       last order slot
+  lv_qty  int64[L]       total resting quantity of each level
+  lv_cnt  int32[L]       resting orders at each level
+  bm0     uint64[L/64]   occupancy bit per level
+  bm1     uint64[L/4096] occupancy bit per bm0 word
+  o_id    uint64[P]      order id per pool slot
+  o_qty   int64[P]       leaves quantity
+  o_px    int64[P]       price
+  o_next  int32[P]       next slot in the level FIFO (also the free list)
+  o_prev  int32[P]       previous slot in the level FIFO
+  o_acct  uint32[P]      account
+  o_flags uint8[P]       bit0 sell, bits1-2 tif, bit3 post-only
+  tab     int32[T]       open-addressing id index: local slot + 1, 0 = empty
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba.extending import register_jitable
+
+from hpte.engine.schema import (
+    ACT_CANCEL, ACT_NEW, ACT_REPLACE, BUY, EV_ACCEPTED, EV_CANCELLED, EV_EXPIRED, EV_FILLED,
+    EV_PARTIALLY_FILLED, EV_REJECTED, EV_REPLACED, OT_LIMIT, OT_MARKET, R_DUPLICATE_ORDER_ID,
+    R_FOK_NOT_FILLABLE, R_INVALID_ACTION, R_INVALID_ORDER_TYPE, R_INVALID_POST_ONLY,
+    R_INVALID_PRICE, R_INVALID_QTY, R_INVALID_SIDE, R_INVALID_TIF, R_NONE, R_NOT_OWNER,
+    R_POST_ONLY_WOULD_TAKE, R_SELF_TRADE, R_UNKNOWN_ORDER, SELL, STP_CANCEL_BOTH,
+    STP_CANCEL_NEWEST, STP_CANCEL_OLDEST, STP_DECREMENT, STP_NONE, TIF_DAY, TIF_FOK, TIF_GTC,
+)
+
+# Per-book scalar fields: bk[b, F_*]
+F_BASE = 0      # price (ticks) of ladder level 0
+F_NLEV = 1      # ladder levels (multiple of 4096)
+F_LOFF = 2      # offset of level 0 in the flat level arrays (multiple of 4096)
+F_BID = 3       # best bid level (local index), -1 when no bids
+F_ASK = 4       # best ask level, -1 when no asks
+F_POFF = 5      # offset of slot 0 in the flat pool
+F_PCAP = 6      # pool slots
+F_FREE = 7      # head of the free list (local slot), -1 when empty
+F_HW = 8        # slots never used yet start here
+F_TOFF = 9      # offset of the id table
+F_TMASK = 10    # id table size - 1 (size is a power of two >= 2 * pool slots)
+F_NREST = 11    # resting orders
+F_BIDQTY = 12   # total resting bid quantity
+F_ASKQTY = 13   # total resting ask quantity
+F_SYM = 14      # symbol of this book
+NF = 16
+
+LEVEL_BLOCK = 4096  # ladder sizes and offsets are multiples of this (one bm1 word)
+
+# Kernel return status
+ST_OK = 0
+ST_NEED_POOL = 1     # book needs more pool slots (and id table)
+ST_NEED_LADDER = 2   # order may rest outside the book's ladder
+ST_NEED_OUTPUT = 3   # output region too small for the worst case of the next order
+
+FL_SELL = 1
+FL_POST = 8
+
+_U1 = np.uint64(1)
+_U0 = np.uint64(0)
+_HMUL = np.uint64(0x9E3779B97F4A7C15)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bit helpers (portable: plain integer arithmetic, no intrinsics)
+# ---------------------------------------------------------------------------------------------
+@register_jitable
+def msb64(x):
+    """Index of the highest set bit of a non-zero uint64."""
+    n = 0
+    if x >> np.uint64(32):
+        x = x >> np.uint64(32)
+        n += 32
+    if x >> np.uint64(16):
+        x = x >> np.uint64(16)
+        n += 16
+    if x >> np.uint64(8):
+        x = x >> np.uint64(8)
+        n += 8
+    if x >> np.uint64(4):
+        x = x >> np.uint64(4)
+        n += 4
+    if x >> np.uint64(2):
+        x = x >> np.uint64(2)
+        n += 2
+    if x >> np.uint64(1):
+        n += 1
+    return n
+
+
+@register_jitable
+def lsb64(x):
+    """Index of the lowest set bit of a non-zero uint64."""
+    return msb64(x & (~x + _U1))
+
+
+@register_jitable
+def bit_set(bm0, bm1, g):
+    """Mark global level g occupied."""
+    w = g >> 6
+    if bm0[w] == _U0:
+        bm1[w >> 6] |= _U1 << np.uint64(w & 63)
+    bm0[w] |= _U1 << np.uint64(g & 63)
+
+
+@register_jitable
+def bit_clear(bm0, bm1, g):
+    """Mark global level g empty."""
+    w = g >> 6
+    bm0[w] &= ~(_U1 << np.uint64(g & 63))
+    if bm0[w] == _U0:
+        bm1[w >> 6] &= ~(_U1 << np.uint64(w & 63))
+
+
+@register_jitable
+def scan_down(bm0, bm1, g, lo):
+    """Highest occupied global level in [lo, g], or -1. lo is a multiple of LEVEL_BLOCK."""
+    if g < lo:
+        return -1
+    w = g >> 6
+    b = g & 63
+    word = bm0[w] & (np.uint64(0xFFFFFFFFFFFFFFFF) >> np.uint64(63 - b))
+    if word != _U0:
+        return (w << 6) + msb64(word)
+    w1 = w >> 6
+    b1 = w & 63
+    word1 = bm1[w1] & ((_U1 << np.uint64(b1)) - _U1)
+    while True:
+        if word1 != _U0:
+            w = (w1 << 6) + msb64(word1)
+            return (w << 6) + msb64(bm0[w])
+        w1 -= 1
+        if (w1 << 12) < lo:
+            return -1
+        word1 = bm1[w1]
+
+
+@register_jitable
+def scan_up(bm0, bm1, g, hi):
+    """Lowest occupied global level in [g, hi), or -1. hi is a multiple of LEVEL_BLOCK."""
+    if g >= hi:
+        return -1
+    w = g >> 6
+    b = g & 63
+    word = bm0[w] & (np.uint64(0xFFFFFFFFFFFFFFFF) << np.uint64(b))
+    if word != _U0:
+        return (w << 6) + lsb64(word)
+    w1 = w >> 6
+    b1 = w & 63
+    if b1 == 63:
+        word1 = _U0
+    else:
+        word1 = bm1[w1] & (np.uint64(0xFFFFFFFFFFFFFFFF) << np.uint64(b1 + 1))
+    while True:
+        if word1 != _U0:
+            w = (w1 << 6) + lsb64(word1)
+            return (w << 6) + lsb64(bm0[w])
+        w1 += 1
+        if (w1 << 12) >= hi:
+            return -1
+        word1 = bm1[w1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Order-id index: linear probing, backward-shift deletion, values = local slot + 1
+# ---------------------------------------------------------------------------------------------
+@register_jitable
+def id_hash(key, mask):
+    x = key * _HMUL
+    x = x ^ (x >> np.uint64(29))
+    return np.int64(x & np.uint64(mask))
+
+
+@register_jitable
+def id_find(tab, toff, mask, o_id, poff, key):
+    """Local slot of order `key` in this book, or -1."""
+    i = id_hash(key, mask)
+    while True:
+        v = tab[toff + i]
+        if v == 0:
+            return -1
+        s = np.int64(v) - 1
+        if o_id[poff + s] == key:
+            return s
+        i = (i + 1) & mask
+
+
+@register_jitable
+def id_insert(tab, toff, mask, key, slot):
+    i = id_hash(key, mask)
+    while tab[toff + i] != 0:
+        i = (i + 1) & mask
+    tab[toff + i] = slot + 1
+
+
+@register_jitable
+def id_delete(tab, toff, mask, o_id, poff, key):
+    i = id_hash(key, mask)
+    while True:
+        v = tab[toff + i]
+        if v == 0:
+            return
+        if o_id[poff + np.int64(v) - 1] == key:
+            break
+        i = (i + 1) & mask
+    j = i
+    while True:
+        j = (j + 1) & mask
+        v = tab[toff + j]
+        if v == 0:
+            break
+        k = id_hash(o_id[poff + np.int64(v) - 1], mask)
+        # leave the entry at j if its home k lies cyclically in (i, j]
+        if i <= j:
+            if i < k and k <= j:
+                continue
+        else:
+            if i < k or k <= j:
+                continue
+        tab[toff + i] = v
+        i = j
+    tab[toff + i] = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Output rows
+# ---------------------------------------------------------------------------------------------
+@register_jitable
+def emit_fill(O, r, seq, ts, sym, tid, mid, tacct, macct, tside, px, q):
+    k = O.cur[r, 0]
+    O.f_seq[k] = seq
+    O.f_ts[k] = ts
+    O.f_sym[k] = sym
+    O.f_tid[k] = tid
+    O.f_mid[k] = mid
+    O.f_tacct[k] = tacct
+    O.f_macct[k] = macct
+    O.f_tside[k] = tside
+    O.f_px[k] = px
+    O.f_qty[k] = q
+    O.cur[r, 0] = k + 1
+
+
+@register_jitable
+def emit_event(O, r, seq, ts, sym, oid, acct, side, code, reason, px, q, leaves):
+    k = O.cur[r, 1]
+    O.e_seq[k] = seq
+    O.e_ts[k] = ts
+    O.e_sym[k] = sym
+    O.e_oid[k] = oid
+    O.e_acct[k] = acct
+    O.e_side[k] = side
+    O.e_code[k] = code
+    O.e_reason[k] = reason
+    O.e_px[k] = px
+    O.e_qty[k] = q
+    O.e_leaves[k] = leaves
+    O.cur[r, 1] = k + 1
+
+
+@register_jitable
+def emit_delta(O, r, seq, ts, sym, side, px, q, n):
+    k = O.cur[r, 2]
+    O.d_seq[k] = seq
+    O.d_ts[k] = ts
+    O.d_sym[k] = sym
+    O.d_side[k] = side
+    O.d_px[k] = px
+    O.d_qty[k] = q
+    O.d_cnt[k] = n
+    O.cur[r, 2] = k + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Level and pool primitives
+# ---------------------------------------------------------------------------------------------
+@register_jitable
+def level_unlink(S, poff, g, s):
+    """Remove local slot s from the FIFO of global level g (counts untouched)."""
+    p = S.o_prev[poff + s]
+    n = S.o_next[poff + s]
+    if p >= 0:
+        S.o_next[poff + p] = n
+    else:
+        S.lv_head[g] = n
+    if n >= 0:
+        S.o_prev[poff + n] = p
+    else:
+        S.lv_tail[g] = p
+
+
+@register_jitable
+def level_append(S, poff, g, s):
+    t = S.lv_tail[g]
+    S.o_prev[poff + s] = t
+    S.o_next[poff + s] = -1
+    if t >= 0:
+        S.o_next[poff + t] = s
+    else:
+        S.lv_head[g] = s
+    S.lv_tail[g] = s
+
+
+@register_jitable
+def slot_free(S, b, poff, s):
+    S.o_next[poff + s] = np.int32(S.bk[b, F_FREE])
+    S.bk[b, F_FREE] = s
+
+
+@register_jitable
+def level_emptied(S, b, lvl, is_sell):
+    """Level `lvl` (local) just lost its last order: clear its bit, move the best if needed."""
+    bk = S.bk
+    loff = bk[b, F_LOFF]
+    bit_clear(S.bm0, S.bm1, loff + lvl)
+    if is_sell:
+        if bk[b, F_ASK] == lvl:
+            g = scan_up(S.bm0, S.bm1, loff + lvl + 1, loff + bk[b, F_NLEV])
+            bk[b, F_ASK] = -1 if g < 0 else g - loff
+    else:
+        if bk[b, F_BID] == lvl:
+            g = scan_down(S.bm0, S.bm1, loff + lvl - 1, loff)
+            bk[b, F_BID] = -1 if g < 0 else g - loff
+
+
+@register_jitable
+def remove_resting(S, b, s):
+    """Take a resting order (local slot s) out of its level entirely: FIFO, counts, side total.
+
+    Returns the level's global index. Does not free the slot or touch the id index.
+    """
+    bk = S.bk
+    poff = bk[b, F_POFF]
+    lvl = S.o_px[poff + s] - bk[b, F_BASE]
+    g = bk[b, F_LOFF] + lvl
+    q = S.o_qty[poff + s]
+    is_sell = (S.o_flags[poff + s] & FL_SELL) != 0
+    level_unlink(S, poff, g, s)
+    S.lv_qty[g] -= q
+    S.lv_cnt[g] -= 1
+    if is_sell:
+        bk[b, F_ASKQTY] -= q
+    else:
+        bk[b, F_BIDQTY] -= q
+    bk[b, F_NREST] -= 1
+    if S.lv_cnt[g] == 0:
+        level_emptied(S, b, lvl, is_sell)
+    return g
+
+
+@register_jitable
+def add_resting(S, b, s):
+    """Put slot s (fields already set) at the back of its price level."""
+    bk = S.bk
+    poff = bk[b, F_POFF]
+    lvl = S.o_px[poff + s] - bk[b, F_BASE]
+    g = bk[b, F_LOFF] + lvl
+    q = S.o_qty[poff + s]
+    level_append(S, poff, g, s)
+    S.lv_qty[g] += q
+    S.lv_cnt[g] += 1
+    if S.lv_cnt[g] == 1:
+        bit_set(S.bm0, S.bm1, g)
+    if (S.o_flags[poff + s] & FL_SELL) != 0:
+        bk[b, F_ASKQTY] += q
+        if bk[b, F_ASK] < 0 or lvl < bk[b, F_ASK]:
+            bk[b, F_ASK] = lvl
+    else:
+        bk[b, F_BIDQTY] += q
+        if bk[b, F_BID] < 0 or lvl > bk[b, F_BID]:
+            bk[b, F_BID] = lvl
+    bk[b, F_NREST] += 1
+    return g
+
+
+@register_jitable
+def crosses(S, b, side, is_market, px):
+    """Does a taker on `side` at `px` cross the opposite best level of book b?"""
+    bk = S.bk
+    if side == BUY:
+        a = bk[b, F_ASK]
+        if a < 0:
+            return False
+        return is_market or bk[b, F_BASE] + a <= px
+    bb = bk[b, F_BID]
+    if bb < 0:
+        return False
+    return is_market or bk[b, F_BASE] + bb >= px
+
+
+@register_jitable
+def fok_fillable(S, b, side, is_market, px, acct, qty, stp):
+    """FOK dry run: can `qty` be filled by the crossing opposite orders (README rules)?"""
+    bk = S.bk
+    base = bk[b, F_BASE]
+    loff = bk[b, F_LOFF]
+    nlev = bk[b, F_NLEV]
+    poff = bk[b, F_POFF]
+    avail = 0
+    if side == BUY:
+        lvl = bk[b, F_ASK]
+    else:
+        lvl = bk[b, F_BID]
+    while lvl >= 0:
+        lp = base + lvl
+        if not is_market:
+            if (side == BUY and lp > px) or (side == SELL and lp < px):
+                return False
+        g = loff + lvl
+        if stp == STP_NONE:
+            avail += S.lv_qty[g]
+            if avail >= qty:
+                return True
+        else:
+            s = S.lv_head[g]
+            while s >= 0:
+                if S.o_acct[poff + s] == acct:
+                    return False
+                avail += S.o_qty[poff + s]
+                if avail >= qty:
+                    return True
+                s = S.o_next[poff + s]
+        if side == BUY:
+            g = scan_up(S.bm0, S.bm1, g + 1, loff + nlev)
+        else:
+            g = scan_down(S.bm0, S.bm1, g - 1, loff)
+        lvl = -1 if g < 0 else g - loff
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Matching a taker against the book
+# ---------------------------------------------------------------------------------------------
+@register_jitable
+def match_taker(S, O, r, b, seq, ts, oid, acct, side, is_market, px, q, stp):
+    """Match a taker of leaves `q` against book b (README step 4).
+
+    Returns (leaves after, stopped_by_stp). Emits fills, maker/taker events and one delta per
+    level left after filling/cancelling/decrementing there.
+    """
+    bk = S.bk
+    sym = bk[b, F_SYM]
+    base = bk[b, F_BASE]
+    loff = bk[b, F_LOFF]
+    poff = bk[b, F_POFF]
+    toff = bk[b, F_TOFF]
+    tmask = bk[b, F_TMASK]
+    tpx = 0 if is_market else px
+    stopped = False
+    maker_side = SELL if side == BUY else BUY
+    while q > 0:
+        if side == BUY:
+            lvl = bk[b, F_ASK]
+            if lvl < 0:
+                break
+            lp = base + lvl
+            if not is_market and lp > px:
+                break
+        else:
+            lvl = bk[b, F_BID]
+            if lvl < 0:
+                break
+            lp = base + lvl
+            if not is_market and lp < px:
+                break
+        g = loff + lvl
+        s = S.lv_head[g]
+        removed_q = 0
+        removed_n = 0
+        while s >= 0 and q > 0:
+            ms = poff + s
+            nxt = S.o_next[ms]
+            mq = S.o_qty[ms]
+            macct = S.o_acct[ms]
+            mid = S.o_id[ms]
+            if stp != STP_NONE and macct == acct:
+                if stp == STP_CANCEL_NEWEST:
+                    emit_event(O, r, seq, ts, sym, oid, acct, side, EV_CANCELLED, R_SELF_TRADE, tpx, q, 0)
+                    q = 0
+                    stopped = True
+                    break
+                if stp == STP_CANCEL_OLDEST or stp == STP_CANCEL_BOTH:
+                    emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_CANCELLED, R_SELF_TRADE, lp, mq, 0)
+                    S.o_qty[ms] = 0
+                    removed_q += mq
+                    level_unlink(S, poff, g, s)
+                    S.lv_cnt[g] -= 1
+                    id_delete(S.tab, toff, tmask, S.o_id, poff, mid)
+                    slot_free(S, b, poff, s)
+                    removed_n += 1
+                    if stp == STP_CANCEL_BOTH:
+                        emit_event(O, r, seq, ts, sym, oid, acct, side, EV_CANCELLED, R_SELF_TRADE, tpx, q, 0)
+                        q = 0
+                        stopped = True
+                        break
+                else:  # STP_DECREMENT
+                    d = min(q, mq)
+                    mq -= d
+                    q -= d
+                    S.o_qty[ms] = mq
+                    removed_q += d
+                    if mq == 0:
+                        emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_CANCELLED, R_SELF_TRADE, lp, d, 0)
+                        level_unlink(S, poff, g, s)
+                        S.lv_cnt[g] -= 1
+                        id_delete(S.tab, toff, tmask, S.o_id, poff, mid)
+                        slot_free(S, b, poff, s)
+                        removed_n += 1
+                    else:
+                        emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_REPLACED, R_SELF_TRADE, lp, d, mq)
+                    if q == 0:
+                        emit_event(O, r, seq, ts, sym, oid, acct, side, EV_CANCELLED, R_SELF_TRADE, tpx, d, 0)
+                        stopped = True
+                    else:
+                        emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REPLACED, R_SELF_TRADE, tpx, d, q)
+            else:
+                f = min(q, mq)
+                mq -= f
+                q -= f
+                S.o_qty[ms] = mq
+                removed_q += f
+                emit_fill(O, r, seq, ts, sym, oid, mid, acct, macct, side, lp, f)
+                if mq == 0:
+                    emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_FILLED, R_NONE, lp, f, 0)
+                    level_unlink(S, poff, g, s)
+                    S.lv_cnt[g] -= 1
+                    id_delete(S.tab, toff, tmask, S.o_id, poff, mid)
+                    slot_free(S, b, poff, s)
+                    removed_n += 1
+                else:
+                    emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_PARTIALLY_FILLED, R_NONE, lp, f, mq)
+                if q == 0:
+                    emit_event(O, r, seq, ts, sym, oid, acct, side, EV_FILLED, R_NONE, lp, f, 0)
+                else:
+                    emit_event(O, r, seq, ts, sym, oid, acct, side, EV_PARTIALLY_FILLED, R_NONE, lp, f, q)
+            s = nxt
+        # one delta for everything the taker did at this level
+        if removed_q > 0:
+            S.lv_qty[g] -= removed_q
+            if maker_side == SELL:
+                bk[b, F_ASKQTY] -= removed_q
+            else:
+                bk[b, F_BIDQTY] -= removed_q
+            bk[b, F_NREST] -= removed_n
+            emit_delta(O, r, seq, ts, sym, maker_side, lp, S.lv_qty[g], S.lv_cnt[g])
+            if S.lv_cnt[g] == 0:
+                level_emptied(S, b, lvl, maker_side == SELL)
+        if stopped:
+            break
+    return q, stopped
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-row step
+# ---------------------------------------------------------------------------------------------
+@register_jitable
+def may_rest_outside(S, b, side, px, q, stp):
+    """For a resting-capable order priced outside the ladder: could any of it come to rest?
+
+    Every resting order lies inside the ladder, so such a price either crosses the whole
+    opposite side or none of it. Conservative under STP modes that keep the taker alive.
+    """
+    bk = S.bk
+    base = bk[b, F_BASE]
+    if side == BUY:
+        cross_all = px >= base + bk[b, F_NLEV]
+        opp = bk[b, F_ASKQTY]
+    else:
+        cross_all = px < base
+        opp = bk[b, F_BIDQTY]
+    if not cross_all:
+        return True
+    return q > opp or stp == STP_CANCEL_OLDEST or stp == STP_DECREMENT
+
+
+@register_jitable
+def outside_ladder(S, b, px):
+    lvl = px - S.bk[b, F_BASE]
+    return lvl < 0 or lvl >= S.bk[b, F_NLEV]
+
+
+@register_jitable
+def process_row(I, S, O, r, i, b, seq, stp):
+    """Apply input row i to book b, writing outputs to region r. Returns an ST_* status.
+
+    Anything but ST_OK means nothing was changed and nothing written: the caller grows what
+    the status names and calls again for the same row.
+    I: input columns (ts, oid, side, px, qty, action, otype, tif, acct, post, force), length n.
+    """
+    bk = S.bk
+    q = I.qty[i]
+    nrest = bk[b, F_NREST]
+    if stp != STP_NONE:
+        m = nrest
+    else:
+        m = min(max(q, 0), nrest)
+    if (O.cur[r, 0] + m > O.cap[r, 0] or O.cur[r, 1] + 2 * m + 4 > O.cap[r, 1]
+            or O.cur[r, 2] + m + 3 > O.cap[r, 2]):
+        return ST_NEED_OUTPUT
+    ts = I.ts[i]
+    oid = I.oid[i]
+    act = I.action[i]
+    acct = I.acct[i]
+    side = I.side[i]
+    px = I.px[i]
+    sym = bk[b, F_SYM]
+    poff = bk[b, F_POFF]
+    toff = bk[b, F_TOFF]
+    tmask = bk[b, F_TMASK]
+
+    if act == ACT_NEW:
+        otype = I.otype[i]
+        tif = I.tif[i]
+        post = I.post[i] != 0
+        rej = R_NONE
+        if side != BUY and side != SELL:
+            rej = R_INVALID_SIDE
+        elif otype != OT_LIMIT and otype != OT_MARKET:
+            rej = R_INVALID_ORDER_TYPE
+        elif tif > TIF_DAY:
+            rej = R_INVALID_TIF
+        elif q <= 0:
+            rej = R_INVALID_QTY
+        elif otype == OT_LIMIT and px <= 0:
+            rej = R_INVALID_PRICE
+        elif post and not (otype == OT_LIMIT and (tif == TIF_GTC or tif == TIF_DAY)):
+            rej = R_INVALID_POST_ONLY
+        elif id_find(S.tab, toff, tmask, S.o_id, poff, oid) >= 0:
+            rej = R_DUPLICATE_ORDER_ID
+        elif I.force[i] != 0:
+            rej = I.force[i]
+        if rej != R_NONE:
+            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, rej, px, q, 0)
+            return ST_OK
+        is_market = otype == OT_MARKET
+        rests = (not is_market) and (tif == TIF_GTC or tif == TIF_DAY)
+        if post and crosses(S, b, side, False, px):
+            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, R_POST_ONLY_WOULD_TAKE, px, q, 0)
+            return ST_OK
+        if rests:
+            if bk[b, F_FREE] < 0 and bk[b, F_HW] >= bk[b, F_PCAP]:
+                return ST_NEED_POOL
+            if outside_ladder(S, b, px) and may_rest_outside(S, b, side, px, q, stp):
+                return ST_NEED_LADDER
+        tpx = 0 if is_market else px
+        emit_event(O, r, seq, ts, sym, oid, acct, side, EV_ACCEPTED, R_NONE, tpx, q, q)
+        if tif == TIF_FOK and not fok_fillable(S, b, side, is_market, px, acct, q, stp):
+            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_EXPIRED, R_FOK_NOT_FILLABLE, tpx, q, 0)
+            return ST_OK
+        q, stopped = match_taker(S, O, r, b, seq, ts, oid, acct, side, is_market, px, q, stp)
+        if stopped or q == 0:
+            return ST_OK
+        if not rests:
+            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_EXPIRED, R_NONE, tpx, q, 0)
+            return ST_OK
+        s = bk[b, F_FREE]
+        if s >= 0:
+            bk[b, F_FREE] = S.o_next[poff + s]
+        else:
+            s = bk[b, F_HW]
+            bk[b, F_HW] = s + 1
+        ms = poff + s
+        S.o_id[ms] = oid
+        S.o_qty[ms] = q
+        S.o_px[ms] = px
+        S.o_acct[ms] = acct
+        fl = np.uint8(tif << 1)
+        if side == SELL:
+            fl |= np.uint8(FL_SELL)
+        if post:
+            fl |= np.uint8(FL_POST)
+        S.o_flags[ms] = fl
+        g = add_resting(S, b, s)
+        id_insert(S.tab, toff, tmask, oid, s)
+        emit_delta(O, r, seq, ts, sym, side, px, S.lv_qty[g], S.lv_cnt[g])
+        return ST_OK
+
+    if act != ACT_CANCEL and act != ACT_REPLACE:
+        emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, R_INVALID_ACTION, px, q, 0)
+        return ST_OK
+    s = id_find(S.tab, toff, tmask, S.o_id, poff, oid)
+    if s < 0:
+        emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, R_UNKNOWN_ORDER, px, q, 0)
+        return ST_OK
+    ms = poff + s
+    lq = S.o_qty[ms]
+    if S.o_acct[ms] != acct:
+        emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, R_NOT_OWNER, px, q, lq)
+        return ST_OK
+    fl = S.o_flags[ms]
+    oside = SELL if (fl & FL_SELL) != 0 else BUY
+    opx = S.o_px[ms]
+    if act == ACT_CANCEL:
+        g = remove_resting(S, b, s)
+        id_delete(S.tab, toff, tmask, S.o_id, poff, oid)
+        slot_free(S, b, poff, s)
+        emit_event(O, r, seq, ts, sym, oid, acct, oside, EV_CANCELLED, R_NONE, opx, lq, 0)
+        emit_delta(O, r, seq, ts, sym, oside, opx, S.lv_qty[g], S.lv_cnt[g])
+        return ST_OK
+
+    # REPLACE: q = new open quantity, px = new price
+    rej = R_NONE
+    if q <= 0:
+        rej = R_INVALID_QTY
+    elif px <= 0:
+        rej = R_INVALID_PRICE
+    elif (fl & FL_POST) != 0 and crosses(S, b, oside, False, px):
+        rej = R_POST_ONLY_WOULD_TAKE
+    elif I.force[i] != 0:
+        rej = I.force[i]
+    if rej != R_NONE:
+        emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, rej, px, q, lq)
+        return ST_OK
+    if px == opx and q <= lq:
+        g = bk[b, F_LOFF] + (opx - bk[b, F_BASE])
+        diff = lq - q
+        S.o_qty[ms] = q
+        emit_event(O, r, seq, ts, sym, oid, acct, oside, EV_REPLACED, R_NONE, px, q, q)
+        if diff > 0:
+            S.lv_qty[g] -= diff
+            if oside == SELL:
+                bk[b, F_ASKQTY] -= diff
+            else:
+                bk[b, F_BIDQTY] -= diff
+            emit_delta(O, r, seq, ts, sym, oside, px, S.lv_qty[g], S.lv_cnt[g])
+        return ST_OK
+    if outside_ladder(S, b, px) and may_rest_outside(S, b, oside, px, q, stp):
+        return ST_NEED_LADDER
+    g = remove_resting(S, b, s)
+    emit_delta(O, r, seq, ts, sym, oside, opx, S.lv_qty[g], S.lv_cnt[g])
+    emit_event(O, r, seq, ts, sym, oid, acct, oside, EV_REPLACED, R_NONE, px, q, q)
+    S.o_px[ms] = px
+    S.o_qty[ms] = q
+    q, stopped = match_taker(S, O, r, b, seq, ts, oid, acct, oside, False, px, q, stp)
+    if stopped or q == 0:
+        id_delete(S.tab, toff, tmask, S.o_id, poff, oid)
+        slot_free(S, b, poff, s)
+        return ST_OK
+    S.o_qty[ms] = q
+    g = add_resting(S, b, s)
+    emit_delta(O, r, seq, ts, sym, oside, px, S.lv_qty[g], S.lv_cnt[g])
+    return ST_OK
