@@ -14,6 +14,7 @@ md_app = typer.Typer(help="Market data: ITCH 5.0, LOBSTER, bars.", no_args_is_he
 app.add_typer(md_app, name="md")
 
 # --- sub-command registrations (one line each) ---
+from .md_bars import bars; md_app.command("bars")(bars)  # noqa: E402
 from .gen_cmd import gen  # noqa: E402
 app.command("gen")(gen)
 
