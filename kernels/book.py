@@ -241,47 +241,53 @@ def id_delete(tab, toff, mask, o_id, poff, key):
 # ---------------------------------------------------------------------------------------------
 @register_jitable
 def emit_fill(O, r, seq, ts, sym, tid, mid, tacct, macct, tside, px, q):
+    """One fills row (row-major: O.F[k, c] is column c of schema.FILL_COLUMNS, as int64 bits)."""
     k = O.cur[r, 0]
-    O.f_seq[k] = seq
-    O.f_ts[k] = ts
-    O.f_sym[k] = sym
-    O.f_tid[k] = tid
-    O.f_mid[k] = mid
-    O.f_tacct[k] = tacct
-    O.f_macct[k] = macct
-    O.f_tside[k] = tside
-    O.f_px[k] = px
-    O.f_qty[k] = q
+    F = O.F
+    F[k, 0] = seq
+    F[k, 1] = ts
+    F[k, 2] = sym
+    F[k, 3] = np.int64(tid)
+    F[k, 4] = np.int64(mid)
+    F[k, 5] = tacct
+    F[k, 6] = macct
+    F[k, 7] = tside
+    F[k, 8] = px
+    F[k, 9] = q
     O.cur[r, 0] = k + 1
 
 
 @register_jitable
 def emit_event(O, r, seq, ts, sym, oid, acct, side, code, reason, px, q, leaves):
+    """One events row (schema.EVENT_COLUMNS) in region r."""
     k = O.cur[r, 1]
-    O.e_seq[k] = seq
-    O.e_ts[k] = ts
-    O.e_sym[k] = sym
-    O.e_oid[k] = oid
-    O.e_acct[k] = acct
-    O.e_side[k] = side
-    O.e_code[k] = code
-    O.e_reason[k] = reason
-    O.e_px[k] = px
-    O.e_qty[k] = q
-    O.e_leaves[k] = leaves
+    E = O.E
+    E[k, 0] = seq
+    E[k, 1] = ts
+    E[k, 2] = sym
+    E[k, 3] = np.int64(oid)
+    E[k, 4] = acct
+    E[k, 5] = side
+    E[k, 6] = code
+    E[k, 7] = reason
+    E[k, 8] = px
+    E[k, 9] = q
+    E[k, 10] = leaves
     O.cur[r, 1] = k + 1
 
 
 @register_jitable
 def emit_delta(O, r, seq, ts, sym, side, px, q, n):
+    """One deltas row (schema.DELTA_COLUMNS) in region r."""
     k = O.cur[r, 2]
-    O.d_seq[k] = seq
-    O.d_ts[k] = ts
-    O.d_sym[k] = sym
-    O.d_side[k] = side
-    O.d_px[k] = px
-    O.d_qty[k] = q
-    O.d_cnt[k] = n
+    D = O.D
+    D[k, 0] = seq
+    D[k, 1] = ts
+    D[k, 2] = sym
+    D[k, 3] = side
+    D[k, 4] = px
+    D[k, 5] = q
+    D[k, 6] = n
     O.cur[r, 2] = k + 1
 
 

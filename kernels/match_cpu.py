@@ -18,7 +18,7 @@ from .book import (
 )
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def match_seq_cpu(I, S, O, books, start, seq0, stp):
     """Process rows start.. of I in order. books: int64[n] dense book of each row.
 
