@@ -71,6 +71,8 @@ TOTAL_COLUMNS: tuple[tuple[str, np.dtype], ...] = (
 
 Columns = dict[str, np.ndarray]
 
+LUT_SIZE = 1 << 16   # initial direct-table size; grows (up to kernels.bars.LUT_MAX ids) as larger ids come
+
 _UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
           "m": 60_000_000_000, "min": 60_000_000_000, "h": 3_600_000_000_000}
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ns|us|µs|ms|s|min|m|h)\s*$")
@@ -204,6 +206,7 @@ class BarAggregator:
         self._open_list = np.zeros(s, dtype=np.int64)
         self._keys = np.full(_pow2_at_least(2 * s), -1, dtype=np.int64)
         self._vals = np.zeros(len(self._keys), dtype=np.int64)
+        self._lut = np.full(LUT_SIZE, -1, dtype=np.int32)
         self._g = np.zeros(K.NG, dtype=np.int64)
         self._g[K.G_LAST_TS] = K.INT64_MIN
         self._g[K.G_WEND] = K.INT64_MIN
@@ -249,16 +252,21 @@ class BarAggregator:
         n_out = 0
         while True:
             if self.kind == "time":
-                status, i, n_out = K.bars_time_cpu(ts, sym, px, qty, i, self.rows, self.every, self._keys,
-                                                   self._vals, self._sym_ids, self._st, self._open_list, self._g,
-                                                   self._out, n_out)
+                status, i, n_out = K.bars_time_cpu(ts, sym, px, qty, i, self.rows, self.every, self._lut,
+                                                   self._keys, self._vals, self._sym_ids, self._st,
+                                                   self._open_list, self._g, self._out, n_out)
             else:
-                status, i, n_out = K.bars_volume_cpu(ts, sym, px, qty, i, self.rows, self.volume, self._keys,
-                                                     self._vals, self._sym_ids, self._st, self._g, self._out, n_out)
+                status, i, n_out = K.bars_volume_cpu(ts, sym, px, qty, i, self.rows, self.volume, self._lut,
+                                                     self._keys, self._vals, self._sym_ids, self._st, self._g,
+                                                     self._out, n_out)
             if status == K.ST_OK:
                 break
             if status == K.ST_SYM_FULL:
                 self._grow_symbols()
+            elif status == K.ST_LUT_SMALL:
+                lut = np.full(_pow2_at_least(int(sym[i]) + 1), -1, dtype=np.int32)
+                lut[:len(self._lut)] = self._lut
+                self._lut = lut
             elif status == K.ST_OUT_FULL:
                 if n_out:
                     parts.append(_bars_from_out(self._out[:n_out]))

@@ -107,7 +107,8 @@ def run_chunked(trades, cuts, **kw) -> dict:
 @st.composite
 def trade_streams(draw, max_n=60, big=False):
     n = draw(st.integers(0, max_n))
-    syms = draw(st.lists(st.sampled_from([0, 1, 7, 2**32 - 1, 123456]), min_size=n, max_size=n))
+    # direct table (< 65536), table grown on demand (< 2**20), hash (>= 2**20)
+    syms = draw(st.lists(st.sampled_from([0, 1, 7, 123456, 2**20 - 1, 2**20, 2**32 - 1]), min_size=n, max_size=n))
     gaps = draw(st.lists(st.sampled_from([0, 0, 1, 3, 10, 25]), min_size=n, max_size=n))
     t0 = draw(st.sampled_from([0, 1_700_000_000_000_000_000, -100]))
     ts = np.cumsum(gaps).tolist()
