@@ -119,7 +119,10 @@ def main() -> None:
     print(f"file: {path} ({size / 1e6:.1f} MB, {n_msgs:,} messages; built and encoded in {t_build:.2f} s,"
           f" encoder {size / t_build / 1e9:.2f} GB/s incl. generation)")
 
-    # Warm the page cache and the JIT (compile or load the cached kernels).
+    # Flush the new file to disk (mapping pages still under writeback blocks), then warm the
+    # page cache and the JIT (compile or load the cached kernels).
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
     with open(path, "rb") as f:
         while f.read(64 << 20):
             pass
