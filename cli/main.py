@@ -18,6 +18,8 @@ from .md_bars import bars; md_app.command("bars")(bars)  # noqa: E402
 from .md_itch import itch_app; md_app.add_typer(itch_app, name="itch")  # noqa: E402
 from .gen_cmd import gen  # noqa: E402
 app.command("gen")(gen)
+from .match_cmd import book, demo, match  # noqa: E402
+app.command("match")(match); app.command("book")(book); app.command("demo")(demo)
 
 
 def main() -> None:

@@ -24,6 +24,14 @@ from .book_state import BookStore, Inputs, alloc_outputs, grow_outputs, region_c
 from .io import InputError, order_columns
 
 
+def _ro(a: np.ndarray) -> np.ndarray:
+    """A read-only view: input columns reach the kernel with one type signature whether they
+    came from Arrow (read-only, zero-copy) or from numpy (writable), so it compiles once."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
 class Result(NamedTuple):
     """Outputs of one call, each a dict of numpy columns in arrival order."""
     fills: dict
@@ -65,9 +73,11 @@ class Engine:
                 f"column 'ts_ns' row 0: timestamps must not decrease across batches "
                 f"({self.last_ts} then {int(c['ts_ns'][0])})")
         books = self.store.books_for(c["symbol"], c["price_ticks"], c["action"], c["order_type"])
-        I = Inputs(ts=c["ts_ns"], oid=c["order_id"], side=c["side"], px=c["price_ticks"],
-                   qty=c["qty"], action=c["action"], otype=c["order_type"], tif=c["tif"],
-                   acct=c["account"], post=c["post_only"], force=np.zeros(n, np.uint8))
+        force = np.zeros(n, np.uint8)  # written here when a row must be rejected for range
+        I = Inputs(ts=_ro(c["ts_ns"]), oid=_ro(c["order_id"]), side=_ro(c["side"]),
+                   px=_ro(c["price_ticks"]), qty=_ro(c["qty"]), action=_ro(c["action"]),
+                   otype=_ro(c["order_type"]), tif=_ro(c["tif"]), acct=_ro(c["account"]),
+                   post=_ro(c["post_only"]), force=_ro(force))
         O = alloc_outputs([[n // 2 + 256, 2 * n + 256, n + 256]])
         pos = 0
         while True:
@@ -87,7 +97,8 @@ class Engine:
             self.grow_counts["pool"] += 1
         elif st == K.ST_NEED_LADDER:
             if not self.store.ladder_for(b, int(I.px[row])):
-                I.force[row] = S.R_PRICE_OUT_OF_RANGE
+                force = I.force.base if I.force.base is not None else I.force
+                force[row] = S.R_PRICE_OUT_OF_RANGE
             self.grow_counts["ladder"] += 1
         elif st == K.ST_NEED_OUTPUT:
             nrest = int(self.store.S.bk[b, K.F_NREST])
