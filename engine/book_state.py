@@ -98,19 +98,28 @@ def region_starts(O: Outputs) -> np.ndarray:
 
 
 def grow_outputs(O: Outputs, r: int, need: np.ndarray) -> Outputs:
-    """A copy of O whose region r can hold at least `need` (int64[3]) more rows per stream."""
+    """O with room for at least `need` (int64[3]) more rows per stream in region r. Only the
+    streams that lack room are reallocated (doubled); the others are kept as they are."""
     starts = region_starts(O)
     caps = O.cap - starts
     used = O.cur - starts
+    need = np.asarray(need, np.int64)
     new_caps = caps.copy()
-    new_caps[r] = np.maximum(caps[r] * 2, used[r] + np.asarray(need, np.int64) * 2 + 1024)
-    N = alloc_outputs(new_caps)
-    for k, (f, _cols) in enumerate(STREAMS):
-        src, dst = getattr(O, f), getattr(N, f)
+    short = caps[r] - used[r] < need
+    new_caps[r] = np.where(short, np.maximum(caps[r] * 2, used[r] + need * 2 + 1024), caps[r])
+    new_starts = np.zeros_like(new_caps)
+    new_starts[1:] = np.cumsum(new_caps, axis=0)[:-1]
+    arrays = {}
+    for k, (f, cols) in enumerate(STREAMS):
+        src = getattr(O, f)
+        if (new_caps[:, k] == caps[:, k]).all():
+            arrays[f] = src
+            continue
+        dst = alloc_rows(int(new_caps[:, k].sum()), len(cols))
         for rr in range(len(caps)):
-            dst[N.cur[rr, k]:N.cur[rr, k] + used[rr, k]] = src[starts[rr, k]:starts[rr, k] + used[rr, k]]
-    N.cur[:] = N.cur + used
-    return N
+            dst[new_starts[rr, k]:new_starts[rr, k] + used[rr, k]] = src[starts[rr, k]:starts[rr, k] + used[rr, k]]
+        arrays[f] = dst
+    return Outputs(**arrays, cur=new_starts + used, cap=new_starts + new_caps)
 
 
 def alloc_rows(n: int, ncols: int) -> np.ndarray:

@@ -78,7 +78,7 @@ class Engine:
                    px=_ro(c["price_ticks"]), qty=_ro(c["qty"]), action=_ro(c["action"]),
                    otype=_ro(c["order_type"]), tif=_ro(c["tif"]), acct=_ro(c["account"]),
                    post=_ro(c["post_only"]), force=_ro(force))
-        O = alloc_outputs([[n // 2 + 256, 2 * n + 256, n + 256]])
+        O = alloc_outputs([[n // 2 + 256, 2 * n + 256, n + n // 4 + 256]])
         pos = 0
         while True:
             st, pos = match_seq_cpu(I, self.store.S, O, books, pos, self.seq, self.stp)
