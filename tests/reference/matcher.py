@@ -1,0 +1,401 @@
+"""The plain-Python reference matcher: README "Matching semantics", one rule at a time.
+
+Slow and obviously correct on purpose: per book a dict price -> deque of resting orders per
+side, plus a dict order_id -> order. No numpy beyond building the output columns. The API is
+the real engine's (``hpte.engine.engine.Engine``) so that tests can run both:
+
+- ``submit(batch) -> Result`` (``fills``, ``events``, ``deltas``: dicts of numpy columns with
+  exactly schema.FILL_COLUMNS / EVENT_COLUMNS / DELTA_COLUMNS);
+- ``end_session(ts_ns) -> Result``;
+- ``book_levels(depth=None) -> dict`` (schema.LEVEL_COLUMNS);
+- ``book_l3() -> dict`` (schema.L3_COLUMNS).
+
+Decisions where the README is silent (see the report in tests/reference and the README
+proposals):
+- the price of a taker's own CANCELLED/EXPIRED events is the order's price (the row price of
+  a LIMIT order, 0 for MARKET, the new price for a re-entered REPLACE);
+- REPLACED events carry the order's side and account;
+- a priority-keeping REPLACE with new qty == leaves changes nothing in the book and emits no
+  delta row (it still emits its REPLACED event).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from hpte.engine import schema as S
+from hpte.engine.io import order_columns
+
+
+@dataclass
+class Result:
+    """Output of one submit/end_session call: SoA columns of the three output schemas."""
+
+    fills: dict
+    events: dict
+    deltas: dict
+
+
+def _columns(rows: list[tuple], columns) -> dict:
+    """List of row tuples -> dict of numpy columns of `columns` (name, dtype)."""
+    return {
+        name: np.array([r[i] for r in rows], dtype=dt) if rows else np.empty(0, dtype=dt)
+        for i, (name, dt) in enumerate(columns)
+    }
+
+
+class _Order:
+    __slots__ = ("order_id", "account", "side", "price", "leaves", "tif", "post_only", "market")
+
+    def __init__(self, order_id, account, side, price, leaves, tif, post_only, market=False):
+        self.order_id = order_id
+        self.account = account
+        self.side = side
+        self.price = price          # 0 for MARKET
+        self.leaves = leaves
+        self.tif = tif
+        self.post_only = post_only
+        self.market = market
+
+
+class _Book:
+    def __init__(self, symbol: int):
+        self.symbol = symbol
+        self.levels: dict[int, dict[int, deque]] = {S.BUY: {}, S.SELL: {}}
+        self.orders: dict[int, _Order] = {}
+
+    def prices(self, side: int) -> list[int]:
+        """Level prices of `side`, best first."""
+        return sorted(self.levels[side], reverse=(side == S.BUY))
+
+    def best(self, side: int):
+        ps = self.levels[side]
+        if not ps:
+            return None
+        return max(ps) if side == S.BUY else min(ps)
+
+    def level_totals(self, side: int, price: int) -> tuple[int, int]:
+        q = self.levels[side].get(price)
+        if not q:
+            return 0, 0
+        return sum(o.leaves for o in q), len(q)
+
+
+def _crosses(side: int, price: int, market: bool, level_price: int) -> bool:
+    """Does an order of `side` at `price` (or MARKET) cross a level of the opposite side?"""
+    if market:
+        return True
+    return price >= level_price if side == S.BUY else price <= level_price
+
+
+class ReferenceEngine:
+    """Plain-Python matcher with the real engine's API; `stp` is a key of schema.STP_NAMES."""
+
+    def __init__(self, stp: str = "none"):
+        if stp not in S.STP_NAMES:
+            raise ValueError(f"stp={stp!r}: expected one of {sorted(S.STP_NAMES)}")
+        self.stp = S.STP_NAMES[stp]
+        self.books: dict[int, _Book] = {}
+        self.seq = 0
+
+    # ------------------------------------------------------------------ output helpers
+    def _begin(self, seq: int, ts: int, symbol: int):
+        self._cur = (seq, ts, symbol)
+
+    def _event(self, order_id, account, side, ev, reason, price, qty, leaves):
+        seq, ts, sym = self._cur
+        self._events.append((seq, ts, sym, order_id, account, side, ev, reason, price, qty, leaves))
+
+    def _delta(self, book: _Book, side: int, price: int):
+        seq, ts, sym = self._cur
+        qty, n = book.level_totals(side, price)
+        self._deltas.append((seq, ts, sym, side, price, qty, n))
+
+    def _fill(self, taker: _Order, maker: _Order, price: int, qty: int):
+        seq, ts, sym = self._cur
+        self._fills.append((seq, ts, sym, taker.order_id, maker.order_id, taker.account,
+                            maker.account, taker.side, price, qty))
+
+    def _result(self) -> Result:
+        r = Result(_columns(self._fills, S.FILL_COLUMNS), _columns(self._events, S.EVENT_COLUMNS),
+                   _columns(self._deltas, S.DELTA_COLUMNS))
+        self._fills, self._events, self._deltas = [], [], []
+        return r
+
+    def _book(self, symbol: int) -> _Book:
+        b = self.books.get(symbol)
+        if b is None:
+            b = self.books[symbol] = _Book(symbol)
+        return b
+
+    # ------------------------------------------------------------------ public API
+    def submit(self, batch) -> Result:
+        cols = order_columns(batch)
+        self._fills, self._events, self._deltas = [], [], []
+        n = len(cols["ts_ns"])
+        for i in range(n):
+            row = {name: int(cols[name][i]) for name, *_ in S.ORDER_COLUMNS}
+            self._process(row)
+            self.seq += 1
+        return self._result()
+
+    def end_session(self, ts_ns: int) -> Result:
+        self._fills, self._events, self._deltas = [], [], []
+        for sym in sorted(self.books):
+            book = self.books[sym]
+            self._begin(self.seq, int(ts_ns), sym)
+            for side in (S.BUY, S.SELL):
+                for p in book.prices(side):
+                    q = book.levels[side][p]
+                    day = [o for o in q if o.tif == S.TIF_DAY]
+                    if not day:
+                        continue
+                    for o in day:
+                        self._event(o.order_id, o.account, o.side, S.EV_EXPIRED, S.R_END_OF_SESSION,
+                                    o.price, o.leaves, 0)
+                        q.remove(o)
+                        del book.orders[o.order_id]
+                        o.leaves = 0
+                    if not q:
+                        del book.levels[side][p]
+                    self._delta(book, side, p)
+        return self._result()
+
+    def book_levels(self, depth: int | None = None) -> dict:
+        rows = []
+        for sym in sorted(self.books):
+            book = self.books[sym]
+            for side in (S.BUY, S.SELL):
+                for lvl, p in enumerate(book.prices(side)):
+                    if depth is not None and lvl >= depth:
+                        break
+                    qty, n = book.level_totals(side, p)
+                    rows.append((sym, side, lvl, p, qty, n))
+        return _columns(rows, S.LEVEL_COLUMNS)
+
+    def book_l3(self) -> dict:
+        rows = []
+        for sym in sorted(self.books):
+            book = self.books[sym]
+            for side in (S.BUY, S.SELL):
+                for p in book.prices(side):
+                    for o in book.levels[side][p]:
+                        rows.append((sym, side, p, o.order_id, o.account, o.leaves, o.tif))
+        return _columns(rows, S.L3_COLUMNS)
+
+    # ------------------------------------------------------------------ one input row
+    def _reject(self, row, reason, leaves=0):
+        self._event(row["order_id"], row["account"], row["side"], S.EV_REJECTED, reason,
+                    row["price_ticks"], row["qty"], leaves)
+
+    def _process(self, row):
+        self._begin(self.seq, row["ts_ns"], row["symbol"])
+        action = row["action"]
+        if action == S.ACT_NEW:
+            self._new(row)
+        elif action == S.ACT_CANCEL:
+            self._cancel(row)
+        elif action == S.ACT_REPLACE:
+            self._replace(row)
+        else:
+            self._reject(row, S.R_INVALID_ACTION)
+
+    def _new(self, row):
+        side, otype, tif, qty, price = row["side"], row["order_type"], row["tif"], row["qty"], row["price_ticks"]
+        post_only = row["post_only"] != 0
+        if side not in (S.BUY, S.SELL):
+            return self._reject(row, S.R_INVALID_SIDE)
+        if otype not in (S.OT_LIMIT, S.OT_MARKET):
+            return self._reject(row, S.R_INVALID_ORDER_TYPE)
+        if tif not in (S.TIF_GTC, S.TIF_IOC, S.TIF_FOK, S.TIF_DAY):
+            return self._reject(row, S.R_INVALID_TIF)
+        if qty <= 0:
+            return self._reject(row, S.R_INVALID_QTY)
+        if otype == S.OT_LIMIT and price <= 0:
+            return self._reject(row, S.R_INVALID_PRICE)
+        if post_only and not (otype == S.OT_LIMIT and tif in (S.TIF_GTC, S.TIF_DAY)):
+            return self._reject(row, S.R_INVALID_POST_ONLY)
+        book = self._book(row["symbol"])
+        if row["order_id"] in book.orders:
+            return self._reject(row, S.R_DUPLICATE_ORDER_ID)
+        market = otype == S.OT_MARKET
+        taker = _Order(row["order_id"], row["account"], side, 0 if market else price, qty, tif,
+                       post_only, market)
+        opp = -side
+        # 1. post-only
+        if post_only:
+            best = book.best(opp)
+            if best is not None and _crosses(side, price, False, best):
+                return self._reject(row, S.R_POST_ONLY_WOULD_TAKE)
+        # 2. FOK dry run
+        if tif == S.TIF_FOK and self._fok_counted(book, taker) < qty:
+            self._event(taker.order_id, taker.account, side, S.EV_ACCEPTED, S.R_NONE, taker.price, qty, qty)
+            self._event(taker.order_id, taker.account, side, S.EV_EXPIRED, S.R_FOK_NOT_FILLABLE,
+                        taker.price, qty, 0)
+            return None
+        # 3. accepted
+        self._event(taker.order_id, taker.account, side, S.EV_ACCEPTED, S.R_NONE, taker.price, qty, qty)
+        # 4. match, 5. remainder
+        self._match(book, taker)
+        self._remainder(book, taker)
+        return None
+
+    def _fok_counted(self, book: _Book, taker: _Order) -> int:
+        counted = 0
+        opp = -taker.side
+        for p in book.prices(opp):
+            if not _crosses(taker.side, taker.price, taker.market, p):
+                break
+            for o in book.levels[opp][p]:
+                if self.stp != S.STP_NONE and o.account == taker.account:
+                    return counted
+                counted += o.leaves
+        return counted
+
+    def _remove_resting(self, book: _Book, o: _Order):
+        """Take a resting order out of its level (deleting an emptied level) and the id map."""
+        q = book.levels[o.side][o.price]
+        q.remove(o)
+        if not q:
+            del book.levels[o.side][o.price]
+        del book.orders[o.order_id]
+
+    def _match(self, book: _Book, taker: _Order):
+        opp = -taker.side
+        stp = self.stp
+        while taker.leaves > 0:
+            p = book.best(opp)
+            if p is None or not _crosses(taker.side, taker.price, taker.market, p):
+                break
+            q = book.levels[opp][p]
+            touched = False
+            stop = False
+            while q and taker.leaves > 0:
+                maker = q[0]
+                if stp == S.STP_NONE or maker.account != taker.account:
+                    f = min(taker.leaves, maker.leaves)
+                    maker.leaves -= f
+                    taker.leaves -= f
+                    self._fill(taker, maker, p, f)
+                    self._event(maker.order_id, maker.account, maker.side,
+                                S.EV_FILLED if maker.leaves == 0 else S.EV_PARTIALLY_FILLED,
+                                S.R_NONE, p, f, maker.leaves)
+                    self._event(taker.order_id, taker.account, taker.side,
+                                S.EV_FILLED if taker.leaves == 0 else S.EV_PARTIALLY_FILLED,
+                                S.R_NONE, p, f, taker.leaves)
+                    if maker.leaves == 0:
+                        q.popleft()
+                        del book.orders[maker.order_id]
+                    touched = True
+                elif stp == S.STP_CANCEL_NEWEST:
+                    self._event(taker.order_id, taker.account, taker.side, S.EV_CANCELLED,
+                                S.R_SELF_TRADE, taker.price, taker.leaves, 0)
+                    taker.leaves = 0
+                    stop = True
+                elif stp == S.STP_CANCEL_OLDEST:
+                    self._event(maker.order_id, maker.account, maker.side, S.EV_CANCELLED,
+                                S.R_SELF_TRADE, maker.price, maker.leaves, 0)
+                    maker.leaves = 0
+                    q.popleft()
+                    del book.orders[maker.order_id]
+                    touched = True
+                elif stp == S.STP_CANCEL_BOTH:
+                    self._event(maker.order_id, maker.account, maker.side, S.EV_CANCELLED,
+                                S.R_SELF_TRADE, maker.price, maker.leaves, 0)
+                    maker.leaves = 0
+                    q.popleft()
+                    del book.orders[maker.order_id]
+                    touched = True
+                    self._event(taker.order_id, taker.account, taker.side, S.EV_CANCELLED,
+                                S.R_SELF_TRADE, taker.price, taker.leaves, 0)
+                    taker.leaves = 0
+                    stop = True
+                elif stp == S.STP_DECREMENT:
+                    d = min(taker.leaves, maker.leaves)
+                    maker.leaves -= d
+                    taker.leaves -= d
+                    touched = True
+                    if maker.leaves == 0:
+                        self._event(maker.order_id, maker.account, maker.side, S.EV_CANCELLED,
+                                    S.R_SELF_TRADE, maker.price, d, 0)
+                        q.popleft()
+                        del book.orders[maker.order_id]
+                    else:
+                        self._event(maker.order_id, maker.account, maker.side, S.EV_REPLACED,
+                                    S.R_SELF_TRADE, maker.price, d, maker.leaves)
+                    if taker.leaves == 0:
+                        self._event(taker.order_id, taker.account, taker.side, S.EV_CANCELLED,
+                                    S.R_SELF_TRADE, taker.price, d, 0)
+                        stop = True
+                    else:
+                        self._event(taker.order_id, taker.account, taker.side, S.EV_REPLACED,
+                                    S.R_SELF_TRADE, taker.price, d, taker.leaves)
+                else:  # pragma: no cover
+                    raise AssertionError(f"unknown stp mode {stp}")
+                if stop:
+                    break
+            if not q:
+                del book.levels[opp][p]
+            if touched:
+                self._delta(book, opp, p)
+            if stop:
+                break
+
+    def _remainder(self, book: _Book, taker: _Order):
+        if taker.leaves <= 0:
+            return
+        if not taker.market and taker.tif in (S.TIF_GTC, S.TIF_DAY):
+            book.levels[taker.side].setdefault(taker.price, deque()).append(taker)
+            book.orders[taker.order_id] = taker
+            self._delta(book, taker.side, taker.price)
+        else:
+            self._event(taker.order_id, taker.account, taker.side, S.EV_EXPIRED, S.R_NONE,
+                        taker.price, taker.leaves, 0)
+            taker.leaves = 0
+
+    def _cancel(self, row):
+        book = self._book(row["symbol"])
+        o = book.orders.get(row["order_id"])
+        if o is None:
+            return self._reject(row, S.R_UNKNOWN_ORDER)
+        if o.account != row["account"]:
+            return self._reject(row, S.R_NOT_OWNER, o.leaves)
+        self._event(o.order_id, o.account, o.side, S.EV_CANCELLED, S.R_NONE, o.price, o.leaves, 0)
+        self._remove_resting(book, o)
+        o.leaves = 0
+        self._delta(book, o.side, o.price)
+        return None
+
+    def _replace(self, row):
+        book = self._book(row["symbol"])
+        o = book.orders.get(row["order_id"])
+        if o is None:
+            return self._reject(row, S.R_UNKNOWN_ORDER)
+        if o.account != row["account"]:
+            return self._reject(row, S.R_NOT_OWNER, o.leaves)
+        qty, price = row["qty"], row["price_ticks"]
+        if qty <= 0:
+            return self._reject(row, S.R_INVALID_QTY, o.leaves)
+        if price <= 0:
+            return self._reject(row, S.R_INVALID_PRICE, o.leaves)
+        if o.post_only:
+            best = book.best(-o.side)
+            if best is not None and _crosses(o.side, price, False, best):
+                return self._reject(row, S.R_POST_ONLY_WOULD_TAKE, o.leaves)
+        if price == o.price and qty <= o.leaves:
+            changed = qty < o.leaves
+            o.leaves = qty
+            self._event(o.order_id, o.account, o.side, S.EV_REPLACED, S.R_NONE, price, qty, qty)
+            if changed:
+                self._delta(book, o.side, price)
+            return None
+        old_price = o.price
+        self._remove_resting(book, o)
+        self._delta(book, o.side, old_price)
+        self._event(o.order_id, o.account, o.side, S.EV_REPLACED, S.R_NONE, price, qty, qty)
+        taker = _Order(o.order_id, o.account, o.side, price, qty, o.tif, o.post_only)
+        self._match(book, taker)
+        self._remainder(book, taker)
+        return None
