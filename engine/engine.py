@@ -16,11 +16,16 @@ from typing import NamedTuple
 import numpy as np
 
 from hpte.kernels import book as K
-from hpte.kernels.match_cpu import match_seq_cpu
+import numba
+
+from hpte.kernels.match_cpu import gather_rows_cpu, match_books_cpu, match_seq_cpu
 from hpte.kernels.snapshot import expire_day_cpu, l3_cpu, levels_cpu
 
 from . import schema as S
-from .book_state import BookStore, Inputs, alloc_outputs, grow_outputs, region_columns
+from .book_state import (
+    STREAMS, BookStore, Inputs, Rows, alloc_outputs, alloc_rows, grow_outputs, region_columns,
+    region_starts,
+)
 from .io import InputError, order_columns
 
 
@@ -47,16 +52,22 @@ class Engine:
     stp : str
         Self-trade prevention: "none", "cancel-newest", "cancel-oldest", "cancel-both",
         "decrement" (see README).
+    threads : int or None
+        CPU threads for batches that touch several books (books are matched in parallel,
+        each book's rows in order). None = numba's default thread count; 1 = sequential.
     max_levels : int
         Most price levels (ticks) one book's ladder may span; an order that would have to rest
         further from the rest of its book is rejected with PRICE_OUT_OF_RANGE. A multiple of 4096.
     """
 
-    def __init__(self, stp: str = "none", max_levels: int = 1 << 24):
+    def __init__(self, stp: str = "none", threads: int | None = 1, max_levels: int = 1 << 24):
         if stp not in S.STP_NAMES:
             raise ValueError(f"unknown stp mode {stp!r}; expected one of {', '.join(S.STP_NAMES)}")
         self.stp_name = stp
         self.stp = S.STP_NAMES[stp]
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        self.threads = numba.config.NUMBA_NUM_THREADS if threads is None else min(int(threads), numba.config.NUMBA_NUM_THREADS)
         self.store = BookStore(max_levels=max_levels)
         self.seq = 0             # seq of the next input row
         self.last_ts = None
@@ -78,19 +89,66 @@ class Engine:
                    px=_ro(c["price_ticks"]), qty=_ro(c["qty"]), action=_ro(c["action"]),
                    otype=_ro(c["order_type"]), tif=_ro(c["tif"]), acct=_ro(c["account"]),
                    post=_ro(c["post_only"]), force=_ro(force))
-        O = alloc_outputs([[n // 2 + 256, 2 * n + 256, n + n // 4 + 256]])
-        pos = 0
-        while True:
-            st, pos = match_seq_cpu(I, self.store.S, O, books, pos, self.seq, self.stp)
-            if st == K.ST_OK:
-                break
-            O = self._grow(st, int(books[pos]), pos, I, O)
+        if self.threads > 1 and n > 1 and books.min() != books.max():
+            fills, events, deltas = self._submit_parallel(I, books, n)
+        else:
+            O = alloc_outputs([[n // 2 + 256, 2 * n + 256, n + n // 4 + 256]])
+            pos = 0
+            while True:
+                st, pos = match_seq_cpu(I, self.store.S, O, books, pos, self.seq, self.stp)
+                if st == K.ST_OK:
+                    break
+                O = self._grow(st, int(books[pos]), pos, I, O, 0)
+            fills, events, deltas = region_columns(O, 0)
         self.seq += n
         if n:
             self.last_ts = int(c["ts_ns"][-1])
-        return Result(*region_columns(O, 0))
+        return Result(fills, events, deltas)
 
-    def _grow(self, st: int, b: int, row: int, I: Inputs, O):
+    def _submit_parallel(self, I: Inputs, books: np.ndarray, n: int):
+        """Books in parallel on `threads` threads; outputs merged back into arrival order."""
+        route = np.argsort(books, kind="stable")
+        sb = books[route]
+        book_starts = np.flatnonzero(np.diff(sb)) + 1          # route positions where a book begins
+        n_chunks = min(self.threads * 4, book_starts.size + 1)
+        targets = (np.arange(1, n_chunks) * n) // n_chunks
+        cuts = np.unique(book_starts[np.minimum(np.searchsorted(book_starts, targets), book_starts.size - 1)])
+        lo = np.concatenate([[0], cuts]).astype(np.int64)
+        hi = np.concatenate([cuts, [n]]).astype(np.int64)
+        rows = hi - lo
+        O = alloc_outputs(np.stack([rows // 2 + 64, 2 * rows + 64, rows + rows // 4 + 64], axis=1))
+        pos, status = lo.copy(), np.zeros(lo.size, np.int64)
+        row_start = np.zeros((n, 3), np.int64)
+        row_count = np.zeros((n, 3), np.int64)
+        prev = numba.get_num_threads()
+        numba.set_num_threads(self.threads)
+        try:
+            while True:
+                match_books_cpu(I, self.store.S, O, books, route, lo, hi, pos, status,
+                                row_start, row_count, self.seq, self.stp)
+                todo = np.flatnonzero(status != K.ST_OK)
+                if todo.size == 0:
+                    break
+                for c in todo:
+                    row = int(route[pos[c]])
+                    O = self._grow(int(status[c]), int(books[row]), row, I, O, int(c))
+        finally:
+            numba.set_num_threads(prev)
+        # arrival order: each row's outputs go where the sequential path would put them
+        chunk_of = np.empty(n, np.int64)
+        chunk_of[route] = np.repeat(np.arange(lo.size), rows)
+        starts = region_starts(O)
+        out = []
+        for k, (f, cols) in enumerate(STREAMS):
+            cnt = row_count[:, k]
+            dst_start = np.concatenate([[0], np.cumsum(cnt)[:-1]]).astype(np.int64)
+            dst = alloc_rows(int(cnt.sum()), len(cols))
+            src_start = row_start[:, k] + starts[chunk_of, k]
+            gather_rows_cpu(getattr(O, f), src_start, row_count, k, dst_start, dst)
+            out.append(Rows(dst, cols))
+        return tuple(out)
+
+    def _grow(self, st: int, b: int, row: int, I: Inputs, O, r: int):
         """Make room for row `row` of book b as the kernel asked; returns the outputs."""
         if st == K.ST_NEED_POOL:
             self.store.grow_pool(b)
@@ -103,7 +161,7 @@ class Engine:
         elif st == K.ST_NEED_OUTPUT:
             nrest = int(self.store.S.bk[b, K.F_NREST])
             m = nrest if self.stp != S.STP_NONE else min(max(int(I.qty[row]), 0), nrest)
-            O = grow_outputs(O, 0, np.array([m, 2 * m + 4, m + 3], np.int64))
+            O = grow_outputs(O, r, np.array([m, 2 * m + 4, m + 3], np.int64))
             self.grow_counts["output"] += 1
         else:  # pragma: no cover - a kernel bug
             raise RuntimeError(f"kernel returned unknown status {st}")

@@ -4,13 +4,17 @@
 region 0. Stops at the first row that needs more capacity and says which (ST_*), so the engine
 can grow and resume at that row; rows before it are fully applied.
 
+``match_books_cpu``: books in parallel (prange over chunks of books, each writing its own
+output region), then ``gather_rows_cpu`` puts every row's outputs back in arrival order. Gives
+exactly the outputs of match_seq_cpu: a row's outputs depend only on its own book's history.
+
 ``relayout_cpu``: copies every book from one state layout into a larger one (between kernel
 calls only) and rebuilds bitmaps and id tables.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .book import (
     F_ASK, F_BASE, F_BID, F_HW, F_LOFF, F_NLEV, F_POFF, F_TMASK, F_TOFF, ST_OK, bit_set,
@@ -18,19 +22,15 @@ from .book import (
 )
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True)
 def match_seq_cpu(I, S, O, books, start, seq0, stp):
-    """Process rows start.. of I in order. books: int64[n] dense book of each row.
+    """Process rows start.. of I in order into region 0. books: int64[n] dense book of each row.
 
     Returns (status, row): status ST_OK and row == n when done, else the ST_* need and the row
-    that must be retried after growing.
+    that must be retried after growing. (The row loop is run_chunk_cpu without a route.)
     """
-    n = I.ts.shape[0]
-    for i in range(start, n):
-        st = process_row(I, S, O, 0, i, books[i], seq0 + i, stp)
-        if st != ST_OK:
-            return st, i
-    return ST_OK, n
+    none = np.empty((0, 3), np.int64)
+    return run_chunk_cpu(I, S, O, books, books, False, 0, start, I.ts.shape[0], none, none, False, seq0, stp)
 
 
 @njit(cache=True)
@@ -70,3 +70,63 @@ def relayout_cpu(S, T, nbooks_old):
             while s >= 0:
                 id_insert(T.tab, T.bk[b, F_TOFF], T.bk[b, F_TMASK], S.o_id[sp + s], s)
                 s = S.o_next[sp + s]
+
+
+@njit(cache=True, _nrt=False)
+def run_chunk_cpu(I, S, O, books, route, use_route, c, lo, hi, row_start, row_count, record, seq0, stp):
+    """Rows route[lo:hi] (or lo:hi when not use_route) into region c, in order; stops at the
+    first row that needs room. Returns (status, position reached). With `record`, notes each
+    row's output rows relative to the start of region c (regions are back to back: region c
+    starts at O.cap[c - 1]). This is the one place the per-row step is compiled (inlined)."""
+    fb = O.cap[c - 1, 0] if c > 0 else 0
+    eb = O.cap[c - 1, 1] if c > 0 else 0
+    db = O.cap[c - 1, 2] if c > 0 else 0
+    j = lo
+    while j < hi:
+        i = route[j] if use_route else j
+        f0 = O.cur[c, 0]
+        e0 = O.cur[c, 1]
+        d0 = O.cur[c, 2]
+        st = process_row(I, S, O, c, i, books[i], seq0 + i, stp)
+        if st != ST_OK:
+            return st, j
+        j += 1
+        if not record:
+            continue
+        row_start[i, 0] = f0 - fb
+        row_start[i, 1] = e0 - eb
+        row_start[i, 2] = d0 - db
+        row_count[i, 0] = O.cur[c, 0] - f0
+        row_count[i, 1] = O.cur[c, 1] - e0
+        row_count[i, 2] = O.cur[c, 2] - d0
+    return ST_OK, hi
+
+
+@njit(cache=True, parallel=True)
+def match_books_cpu(I, S, O, books, route, chunk_lo, chunk_hi, pos, status, row_start, row_count, seq0, stp):
+    """Books in parallel: chunk c owns the rows route[chunk_lo[c]:chunk_hi[c]] (all rows of a
+    contiguous range of books, in arrival order within each book) and writes to region c.
+
+    pos[c] is where chunk c resumes (in route order); on return status[c] is ST_OK with
+    pos[c] == chunk_hi[c], or the ST_* need of row route[pos[c]]. For every processed row i,
+    row_start[i, k] / row_count[i, k] give where its outputs of stream k landed (relative to
+    its region). The per-chunk work is a separate compiled function so that the parallel
+    region stays small (numba's parfor passes are slow on the big inlined step).
+    """
+    for c in prange(chunk_lo.shape[0]):
+        st, j = run_chunk_cpu(I, S, O, books, route, True, c, pos[c], chunk_hi[c], row_start, row_count, True, seq0, stp)
+        status[c] = st
+        pos[c] = j
+
+
+@njit(cache=True, parallel=True)
+def gather_rows_cpu(src, src_start, row_count, k, dst_start, dst):
+    """Copy every input row's output rows of stream k from src (region layout) to dst in
+    arrival order: dst[dst_start[i]:dst_start[i]+row_count[i, k]] = src[src_start[i]:...]."""
+    ncol = src.shape[1]
+    for i in prange(row_count.shape[0]):
+        a = src_start[i]
+        d = dst_start[i]
+        for t in range(row_count[i, k]):
+            for c in range(ncol):
+                dst[d + t, c] = src[a + t, c]

@@ -25,6 +25,8 @@ from hpte.engine.engine import Engine
 IMPLS: dict[str, Callable[..., object]] = {
     "reference": ReferenceEngine,
     "engine": lambda stp="none": Engine(stp=stp),
+    # books matched in parallel (prange over chunks of books), outputs merged to arrival order
+    "engine-2threads": lambda stp="none": Engine(stp=stp, threads=2),
 }
 
 STP_MODES: tuple[str, ...] = tuple(S.STP_NAMES)
