@@ -17,6 +17,7 @@ app.add_typer(md_app, name="md")
 from .md_bars import bars; md_app.command("bars")(bars)  # noqa: E402
 from .md_itch import itch_app; md_app.add_typer(itch_app, name="itch")  # noqa: E402
 from .md_lobster import lobster_app; md_app.add_typer(lobster_app, name="lobster")  # noqa: E402
+from .md_itch_book import itch_book; itch_app.command("book")(itch_book)  # noqa: E402
 from .gen_cmd import gen  # noqa: E402
 app.command("gen")(gen)
 from .match_cmd import book, demo, match  # noqa: E402
