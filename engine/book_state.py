@@ -235,10 +235,11 @@ class BookStore:
             bk[:, K.F_FREE] = -1
             # centre each new ladder on the first positive limit price of a new order
             is_px = (action == Sch.ACT_NEW) & (otype == Sch.OT_LIMIT) & (px > 0)
-            for j, s in enumerate(new):
-                rows = np.flatnonzero((symbol == s) & is_px)
-                p0 = int(px[rows[0]]) if rows.size else K.LEVEL_BLOCK // 2
-                bk[j, K.F_BASE] = p0 - K.LEVEL_BLOCK // 2
+            p0 = np.full(new.size, K.LEVEL_BLOCK // 2, np.int64)
+            px_syms, px_first = np.unique(symbol[is_px], return_index=True)
+            have = np.isin(new, px_syms)
+            p0[have] = px[np.flatnonzero(is_px)[px_first[np.searchsorted(px_syms, new[have])]]]
+            bk[:, K.F_BASE] = p0 - K.LEVEL_BLOCK // 2
             self._relayout(np.vstack([self.S.bk, bk]))
             start = len(self.book_of_sorted)
             all_syms = np.concatenate([self.symbols, new])
@@ -252,6 +253,26 @@ class BookStore:
         return self.book_of_sorted.astype(np.int64)
 
     # ---- growth --------------------------------------------------------------------------
+    def reserve(self, books: np.ndarray, action: np.ndarray) -> int:
+        """Before a batch: give every book enough free pool slots for its NEW rows in the batch,
+        in one relayout for all books (growing books one at a time from inside the kernel
+        copies every book each time, quadratic with many books). Returns books grown."""
+        if books.size == 0 or self.n_books == 0:
+            return 0
+        new_rows = np.bincount(books[action == Sch.ACT_NEW], minlength=self.n_books)
+        bk = self.S.bk
+        free = bk[:, K.F_PCAP] - bk[:, K.F_NREST]
+        short = np.flatnonzero(new_rows > free)
+        if short.size == 0:
+            return 0
+        bk = bk.copy()
+        need = bk[short, K.F_NREST] + new_rows[short]
+        pcap = np.maximum(bk[short, K.F_PCAP] * 2, need + need // 4)
+        bk[short, K.F_PCAP] = pcap
+        bk[short, K.F_TMASK] = [_pow2(2 * int(c)) - 1 for c in pcap]
+        self._relayout(bk)
+        return int(short.size)
+
     def grow_pool(self, b: int) -> None:
         bk = self.S.bk.copy()
         pcap = max(self.init_pool, int(bk[b, K.F_PCAP]) * 2)

@@ -84,6 +84,7 @@ class Engine:
                 f"column 'ts_ns' row 0: timestamps must not decrease across batches "
                 f"({self.last_ts} then {int(c['ts_ns'][0])})")
         books = self.store.books_for(c["symbol"], c["price_ticks"], c["action"], c["order_type"])
+        self.grow_counts["reserve"] = self.grow_counts.get("reserve", 0) + self.store.reserve(books, c["action"])
         force = np.zeros(n, np.uint8)  # written here when a row must be rejected for range
         I = Inputs(ts=_ro(c["ts_ns"]), oid=_ro(c["order_id"]), side=_ro(c["side"]),
                    px=_ro(c["price_ticks"]), qty=_ro(c["qty"]), action=_ro(c["action"]),
