@@ -76,8 +76,10 @@ def test_generated_flow_matches_reference_across_batch_sizes(flow):
     assert len(want.fills["seq"]) > 1000
 
 
-def test_pool_ladder_and_output_growth_keep_every_order():
-    """Start tiny; thousands of resting orders over a wide, drifting price range."""
+@pytest.mark.parametrize("reserve", [True, False], ids=["reserve-ahead", "grow-in-kernel"])
+def test_pool_ladder_and_output_growth_keep_every_order(reserve):
+    """Start tiny; thousands of resting orders over a wide, drifting price range. With the
+    batch reservation switched off, the kernel's own stop-grow-resume path does all growth."""
     rng = np.random.default_rng(3)
     n = 20_000
     side = rng.choice(np.array([1, -1], np.int8), n)
@@ -86,10 +88,13 @@ def test_pool_ladder_and_output_growth_keep_every_order():
     cols = _orders(order_id=np.arange(n, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15), side=side,
                    price_ticks=px, qty=rng.integers(1, 50, n))
     eng = Engine()
+    if not reserve:
+        eng.store.reserve = lambda books, action: 0
     got = eng.submit(cols)
     want = ReferenceEngine().submit(cols)
     _assert_same(got, want, "growth")
-    assert eng.grow_counts["pool"] > 3 and eng.grow_counts["ladder"] > 0
+    assert eng.grow_counts["ladder"] > 0
+    assert (eng.grow_counts["reserve"] > 0) if reserve else (eng.grow_counts["pool"] > 3)
     l3 = eng.book_l3()
     assert len(l3["order_id"]) == eng.store.resting() > 1000
     # quantity conservation: submitted = filled (both sides count once per fill) + resting
