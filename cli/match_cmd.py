@@ -41,6 +41,7 @@ def match(
     fills: Annotated[Path, typer.Option("--fills", help="Where to write the fills (Parquet or Arrow IPC).")],
     events: Annotated[Path | None, typer.Option("--events", help="Where to write the order events.")] = None,
     book: Annotated[Path | None, typer.Option("--book", help="Where to write the final book's L2 levels.")] = None,
+    itch: Annotated[Path | None, typer.Option("--itch", help="Also write the run as a NASDAQ TotalView-ITCH 5.0 stream (.gz: gzip).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Rows per micro-batch (default: whole file).")] = None,
     stp: Annotated[str, typer.Option("--stp", help="Self-trade prevention: none, cancel-newest, cancel-oldest, cancel-both, decrement.")] = "none",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on the last line.")] = False,
@@ -67,6 +68,9 @@ def match(
                 done[0] = d
 
             run = match_file(orders, fills, events, book, batch_size, stp, progress)
+            if itch is not None:
+                from hpte.engine.itch_out import write_match_itch
+                run.extra["itch_messages"] = write_match_itch(itch, run).messages
     except (InputError, ValueError, OSError) as e:
         _fail("match", str(e))
     s = run.summary()
