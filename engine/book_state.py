@@ -80,6 +80,14 @@ def _pow2(x: int) -> int:
     return 1 << max(0, int(x - 1).bit_length())
 
 
+def alloc_outputs_1(nf: int, ne: int, nd: int) -> Outputs:
+    """Outputs with one region of nf fills, ne events and nd deltas (the common case, kept
+    cheap: it runs once per batch, and batches can be one order)."""
+    return Outputs(F=np.empty((nf, 10), np.int64), E=np.empty((ne, 11), np.int64),
+                   D=np.empty((nd, 7), np.int64), cur=np.zeros((1, 3), np.int64),
+                   cap=np.array([[nf, ne, nd]], np.int64))
+
+
 def alloc_outputs(caps: np.ndarray) -> Outputs:
     """Outputs with regions of the given capacities: caps int64[R, 3]."""
     caps = np.asarray(caps, dtype=np.int64).reshape(-1, 3)
@@ -134,10 +142,15 @@ class Rows(Mapping):
     keeps it; ``dict(rows)`` gives every column; ``rows.raw`` is the row buffer itself.
     """
 
+    _indexes: dict = {}
+
     def __init__(self, raw: np.ndarray, cols):
         self.raw = raw
         self.cols = cols
-        self._index = {name: (c, dt) for c, (name, dt) in enumerate(cols)}
+        index = Rows._indexes.get(id(cols))
+        if index is None:
+            index = Rows._indexes[id(cols)] = {name: (c, dt) for c, (name, dt) in enumerate(cols)}
+        self._index = index
         self._cache: dict[str, np.ndarray] = {}
 
     def __getitem__(self, name: str) -> np.ndarray:
@@ -259,6 +272,11 @@ class BookStore:
         copies every book each time, quadratic with many books). Returns books grown."""
         if books.size == 0 or self.n_books == 0:
             return 0
+        if books.size == 1:  # one order: the common low-latency case
+            b = int(books[0])
+            bk = self.S.bk
+            if action[0] != Sch.ACT_NEW or bk[b, K.F_PCAP] > bk[b, K.F_NREST]:
+                return 0
         new_rows = np.bincount(books[action == Sch.ACT_NEW], minlength=self.n_books)
         bk = self.S.bk
         free = bk[:, K.F_PCAP] - bk[:, K.F_NREST]

@@ -166,3 +166,25 @@ def test_legacy_kind_column():
 def test_unknown_stp_mode():
     with pytest.raises(ValueError, match="unknown stp mode 'sometimes'"):
         Engine(stp="sometimes")
+
+
+def test_submit_order_equals_batches_and_reference(flow):
+    """The scalar one-order entry point gives exactly the outputs of the batch path."""
+    cols = {k: v[:4000] for k, v in flow.items()}
+    eng = Engine()
+    parts = [eng.submit_order(*(cols[name][i] for name, *_ in S.ORDER_COLUMNS)) for i in range(4000)]
+    _assert_same(_concat(parts), ReferenceEngine().submit(cols), "submit_order")
+    for k, v in eng.book_l3().items():
+        ref = Engine()
+        ref.submit(cols)
+        np.testing.assert_array_equal(v, ref.book_l3()[k])
+
+
+def test_submit_order_rejects_values_that_do_not_fit():
+    eng = Engine()
+    with pytest.raises(InputError, match="submit_order"):
+        eng.submit_order(0, -5, 1, 100, 1)
+    with pytest.raises(InputError, match="before the previous"):
+        eng.submit_order(10, 1, 1, 100, 1)
+        eng.submit_order(9, 2, 1, 100, 1)
+    assert eng.store.resting() == 1 and eng.seq == 1
