@@ -309,6 +309,23 @@ def bench_latency(flow: dict, n: int, preload: int, n_lat: int, out: dict) -> No
     for j in range(n_lat):
         t0 = pc()
         tm[j] = pc() - t0
+    # the scalar one-order entry point, same rows, fresh engine with the same preload
+    from hpte.engine import schema as S
+
+    eng2 = Engine()
+    eng2.submit(_slice(flow, 0, preload))
+    names = [c[0] for c in S.ORDER_COLUMNS]
+    tuples = [tuple(int(flow[k][i]) for k in names) for i in range(preload, preload + n_lat)]
+    ns2 = np.empty(n_lat, np.int64)
+    submit_order = eng2.submit_order
+    gc.collect()
+    for j, t in enumerate(tuples):
+        t0 = pc()
+        submit_order(*t)
+        ns2[j] = pc() - t0
+    q2 = np.percentile(ns2 / 1e3, [50, 90, 99, 99.9])
+    out["latency_submit_order"] = {"p50_us": q2[0], "p90_us": q2[1], "p99_us": q2[2], "p999_us": q2[3],
+                                   "mean_us": float(ns2.mean() / 1e3)}
     us = ns / 1e3
     q = np.percentile(us, [50, 90, 99, 99.9])
     out["latency"] = {
@@ -436,6 +453,10 @@ def report(out: dict) -> str:
         a(f"  p50 {lt['p50_us']:.2f} us   p90 {lt['p90_us']:.2f} us   p99 {lt['p99_us']:.2f} us   "
           f"p99.9 {lt['p999_us']:.2f} us   max {lt['max_us']:.1f} us   mean {lt['mean_us']:.2f} us   "
           f"({lt['calls_per_s']:,.0f} calls/s; timer pair {lt['timer_overhead_p50_us']:.3f} us)")
+        l2 = out["latency_submit_order"]
+        a(f"  Engine.submit_order (scalar one-order entry, same rows): p50 {l2['p50_us']:.2f} us   "
+          f"p90 {l2['p90_us']:.2f} us   p99 {l2['p99_us']:.2f} us   p99.9 {l2['p999_us']:.2f} us   "
+          f"mean {l2['mean_us']:.2f} us")
     a("")
     mm = out["memory"]
     a(f"memory: book state {mm['state_bytes']:,} B = {mm['bytes_per_resting_order']:.0f} B per resting order "
