@@ -182,6 +182,9 @@ def region_columns(O: Outputs, r: int = 0) -> tuple[dict, dict, dict]:
                  for k, (f, cols) in enumerate(STREAMS))
 
 
+LUT_MAX_SYMBOL = 1 << 22  # symbols below this get a direct symbol -> book lookup table
+
+
 class BookStore:
     """Owns the State arrays, the symbol -> book map and their growth."""
 
@@ -192,6 +195,7 @@ class BookStore:
         self.init_pool = int(init_pool)
         self.symbols = np.empty(0, dtype=np.uint32)   # sorted known symbols
         self.book_of_sorted = np.empty(0, dtype=np.int64)  # book index of each sorted symbol
+        self._lut = np.empty(0, dtype=np.int64)             # symbol -> book (-1 unknown), small symbols
         self.S = self._alloc(np.zeros((0, K.NF), dtype=np.int64))
 
     # ---- geometry ------------------------------------------------------------------------
@@ -235,7 +239,11 @@ class BookStore:
         lo, hi = symbol.min(), symbol.max()
         if lo == hi and self.symbols.size and self.symbols[0] == lo and self.symbols.size == 1:
             return np.zeros(symbol.size, np.int64)
-        uniq, first = np.unique(symbol, return_index=True)
+        if hi < self._lut.size:                      # every symbol seen before: O(n) lookup
+            books = self._lut[symbol]
+            if books.min() >= 0:
+                return books
+        uniq = np.unique(symbol)
         new = uniq[~np.isin(uniq, self.symbols)]
         if new.size:
             bk = np.zeros((new.size, K.NF), dtype=np.int64)
@@ -259,6 +267,9 @@ class BookStore:
             all_books = np.concatenate([self.book_of_sorted, np.arange(start, start + new.size)])
             o = np.argsort(all_syms, kind="stable")
             self.symbols, self.book_of_sorted = all_syms[o], all_books[o]
+            if int(self.symbols[-1]) < LUT_MAX_SYMBOL:
+                self._lut = np.full(int(self.symbols[-1]) + 1, -1, np.int64)
+                self._lut[self.symbols] = self.book_of_sorted
         return self.book_of_sorted[np.searchsorted(self.symbols, symbol)]
 
     def books_by_symbol(self) -> np.ndarray:

@@ -1,0 +1,67 @@
+"""Many books: matching throughput with 1 and with 2 threads in the same run, and their ratio.
+
+    python bench/bench_books.py [--events N] [--books B] [--repeats R] [--batch ROWS]
+
+The flow is ``generate_flow(N, n_books=B)`` (the benchmark flow's statistics per book,
+interleaved in time). Each configuration runs on a fresh Engine, best of R, after a warm-up
+(compilation excluded). Outputs of every configuration are checked equal to the 1-thread run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numba
+import numpy as np
+
+from hpte.engine.engine import Engine
+from hpte.engine.gen import generate_flow
+
+
+def run(flow: dict, threads: int, batch: int | None) -> tuple[float, float, tuple]:
+    eng = Engine(threads=threads)
+    n = len(flow["ts_ns"])
+    step = batch or n
+    t0, c0 = time.perf_counter(), time.process_time()
+    outs = []
+    for s in range(0, n, step):
+        r = eng.submit({k: v[s:s + step] for k, v in flow.items()})
+        outs.append((r.fills.raw, r.events.raw, r.deltas.raw))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    digest = tuple(int(np.concatenate([o[k] for o in outs]).sum(dtype=np.uint64)) for k in range(3))
+    return wall, cpu, digest
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=4_000_000)
+    ap.add_argument("--books", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=0, help="rows per submit (0 = whole flow)")
+    a = ap.parse_args()
+    batch = a.batch or None
+    flow = generate_flow(a.events, n_books=a.books, seed=0)
+    warm = {k: v[:20_000] for k, v in flow.items()}
+    for th in (1, 2):
+        run(warm, th, None)
+    print(f"hpte bench_books: {a.events:,} events over {a.books:,} books, batch "
+          f"{'whole flow' if batch is None else f'{batch:,} rows'}  [{platform.machine()}, "
+          f"{os.cpu_count()} CPUs, numba {numba.__version__}, {numba.config.NUMBA_NUM_THREADS} numba threads]")
+    best = {}
+    ref = None
+    for rep in range(a.repeats):
+        for th in (1, 2):
+            wall, cpu, digest = run(flow, th, batch)
+            ref = ref or digest
+            assert digest == ref, f"threads={th}: outputs differ from the 1-thread run"
+            best[th] = min(best.get(th, (9e9, 0))[0], wall), cpu
+    for th in (1, 2):
+        wall, cpu = best[th]
+        print(f"  threads={th}: best wall {wall:.3f} s = {a.events / wall / 1e6:.2f} M events/s")
+    print(f"  scaling 1 -> 2 threads: {best[1][0] / best[2][0]:.2f}x (outputs identical: True)")
+
+
+if __name__ == "__main__":
+    main()
