@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from ..kernels import bars as K
 from . import schema as S
-from .io import InputError, cast_checked, column_to_numpy
+from .io import InputError, cast_checked, column_getter
 
 TRADE_COLUMNS: tuple[tuple[str, np.dtype], ...] = (
     ("ts_ns", np.dtype(np.int64)),
@@ -102,17 +102,7 @@ def parse_duration(text: str | int) -> int:
 
 def trade_columns(data) -> Columns:
     """Normalise a trade batch (mapping, structured array, Arrow batch/table) to TRADE_COLUMNS."""
-    if isinstance(data, (pa.RecordBatch, pa.Table)):
-        names = data.schema.names
-        get = lambda n, dt: column_to_numpy(data.column(n), dt, n)  # noqa: E731
-    elif isinstance(data, np.ndarray) and data.dtype.names:
-        names = list(data.dtype.names)
-        get = lambda n, dt: cast_checked(np.ascontiguousarray(data[n]), dt, n)  # noqa: E731
-    elif isinstance(data, Mapping):
-        names = list(data.keys())
-        get = lambda n, dt: cast_checked(np.ascontiguousarray(data[n]), dt, n)  # noqa: E731
-    else:
-        raise InputError(f"trades must be a mapping of columns, a structured array or an Arrow batch, not {type(data).__name__}")
+    names, get = column_getter(data, "trades")
     out: Columns = {}
     n = None
     for name, dt in TRADE_COLUMNS:

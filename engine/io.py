@@ -83,6 +83,20 @@ def cast_checked(arr: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
     return arr.astype(dtype)
 
 
+def column_getter(data, what: str):
+    """(column names, get(name, dtype) -> checked numpy column) for a batch given as a mapping
+    of columns, a numpy structured array, or an Arrow RecordBatch/Table. `what` names the
+    batch in the error for any other type."""
+    if isinstance(data, (pa.RecordBatch, pa.Table)):
+        return data.schema.names, lambda n, dt: column_to_numpy(data.column(n), dt, n)
+    if isinstance(data, np.ndarray) and data.dtype.names:
+        return list(data.dtype.names), lambda n, dt: cast_checked(np.ascontiguousarray(data[n]), dt, n)
+    if isinstance(data, Mapping):
+        return list(data.keys()), lambda n, dt: cast_checked(np.ascontiguousarray(data[n]), dt, n)
+    raise InputError(f"{what} must be a mapping of columns, a structured array or an Arrow batch, "
+                     f"not {type(data).__name__}")
+
+
 def order_columns(data) -> Columns:
     """Normalise an order batch to the order schema's SoA columns.
 
@@ -99,17 +113,7 @@ def order_columns(data) -> Columns:
             r = int(np.flatnonzero(ts[1:] < ts[:-1])[0]) + 1
             raise InputError(f"column 'ts_ns' row {r}: timestamps must not decrease ({int(ts[r - 1])} then {int(ts[r])})")
         return out
-    if isinstance(data, (pa.RecordBatch, pa.Table)):
-        names = data.schema.names
-        get = lambda n, dt: column_to_numpy(data.column(n), dt, n)  # noqa: E731
-    elif isinstance(data, np.ndarray) and data.dtype.names:
-        names = list(data.dtype.names)
-        get = lambda n, dt: cast_checked(np.ascontiguousarray(data[n]), dt, n)  # noqa: E731
-    elif isinstance(data, Mapping):
-        names = list(data.keys())
-        get = lambda n, dt: cast_checked(np.ascontiguousarray(data[n]), dt, n)  # noqa: E731
-    else:
-        raise InputError(f"orders must be a mapping of columns, a structured array or an Arrow batch, not {type(data).__name__}")
+    names, get = column_getter(data, "orders")
     missing = [n for n, _, req, _ in S.ORDER_COLUMNS if req and n not in names]
     if missing:
         raise InputError(f"missing required column {missing[0]!r}" + (f" (and {missing[1:]})" if len(missing) > 1 else ""))
