@@ -1,7 +1,7 @@
 """Every entity's schema, defined once: integer enumerations, numpy column dtypes, Arrow schemas.
 
-Kernels import the integer constants from here (they are plain module-level ints, which numba
-freezes as compile-time constants). Units: prices in integer ticks (int64), quantities in integer
+The integer constants are defined in kernels/enums.py (kernels import them there; numba
+freezes them as compile-time constants) and re-exported here with their names. Units: prices in integer ticks (int64), quantities in integer
 lots (int64), times in int64 nanoseconds. No floats anywhere in matching.
 """
 from __future__ import annotations
@@ -9,35 +9,19 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from hpte.kernels.enums import (  # noqa: F401  (re-exported: the one place they are defined)
+    BUY, SELL, ACT_NEW, ACT_CANCEL, ACT_REPLACE, OT_LIMIT,
+    OT_MARKET, TIF_GTC, TIF_IOC, TIF_FOK, TIF_DAY, KIND_NEW_GTC,
+    KIND_CANCEL, KIND_NEW_IOC, STP_NONE, STP_CANCEL_NEWEST, STP_CANCEL_OLDEST, STP_CANCEL_BOTH,
+    STP_DECREMENT, EV_ACCEPTED, EV_REJECTED, EV_CANCELLED, EV_EXPIRED, EV_FILLED,
+    EV_PARTIALLY_FILLED, EV_REPLACED, R_NONE, R_INVALID_ACTION, R_INVALID_SIDE, R_INVALID_ORDER_TYPE,
+    R_INVALID_TIF, R_INVALID_QTY, R_INVALID_PRICE, R_INVALID_POST_ONLY, R_DUPLICATE_ORDER_ID, R_UNKNOWN_ORDER,
+    R_NOT_OWNER, R_POST_ONLY_WOULD_TAKE, R_SELF_TRADE, R_FOK_NOT_FILLABLE, R_END_OF_SESSION, R_PRICE_OUT_OF_RANGE,
+)
+
 # ---------------------------------------------------------------------------------------------
-# Input enumerations (the order file, ../shared/FORMATS.md)
+# Names of the enumerations (the integer values live in kernels/enums.py)
 # ---------------------------------------------------------------------------------------------
-BUY = 1
-SELL = -1
-
-ACT_NEW = 0
-ACT_CANCEL = 1
-ACT_REPLACE = 2
-
-OT_LIMIT = 0
-OT_MARKET = 1
-
-TIF_GTC = 0
-TIF_IOC = 1
-TIF_FOK = 2
-TIF_DAY = 3
-
-# Legacy benchmark column `kind`: 0 NEW LIMIT GTC, 1 CANCEL, 2 NEW LIMIT IOC.
-KIND_NEW_GTC = 0
-KIND_CANCEL = 1
-KIND_NEW_IOC = 2
-
-# Self-trade prevention modes (one per engine).
-STP_NONE = 0
-STP_CANCEL_NEWEST = 1
-STP_CANCEL_OLDEST = 2
-STP_CANCEL_BOTH = 3
-STP_DECREMENT = 4
 STP_NAMES = {
     "none": STP_NONE,
     "cancel-newest": STP_CANCEL_NEWEST,
@@ -46,16 +30,6 @@ STP_NAMES = {
     "decrement": STP_DECREMENT,
 }
 
-# ---------------------------------------------------------------------------------------------
-# Output enumerations
-# ---------------------------------------------------------------------------------------------
-EV_ACCEPTED = 1
-EV_REJECTED = 2
-EV_CANCELLED = 3
-EV_EXPIRED = 4
-EV_FILLED = 5
-EV_PARTIALLY_FILLED = 6
-EV_REPLACED = 7
 EVENT_NAMES = {
     EV_ACCEPTED: "ACCEPTED",
     EV_REJECTED: "REJECTED",
@@ -66,22 +40,6 @@ EVENT_NAMES = {
     EV_REPLACED: "REPLACED",
 }
 
-R_NONE = 0
-R_INVALID_ACTION = 1
-R_INVALID_SIDE = 2
-R_INVALID_ORDER_TYPE = 3
-R_INVALID_TIF = 4
-R_INVALID_QTY = 5
-R_INVALID_PRICE = 6
-R_INVALID_POST_ONLY = 7
-R_DUPLICATE_ORDER_ID = 8
-R_UNKNOWN_ORDER = 9
-R_NOT_OWNER = 10
-R_POST_ONLY_WOULD_TAKE = 11
-R_SELF_TRADE = 12
-R_FOK_NOT_FILLABLE = 13
-R_END_OF_SESSION = 14
-R_PRICE_OUT_OF_RANGE = 15  # resting would stretch the book's ladder past Engine(max_levels=...)
 REASON_NAMES = {
     R_NONE: "",
     R_INVALID_ACTION: "INVALID_ACTION",

@@ -41,7 +41,7 @@ import numpy as np
 from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import register_jitable
 
-from hpte.engine.schema import (
+from .enums import (
     ACT_CANCEL, ACT_NEW, ACT_REPLACE, BUY, EV_ACCEPTED, EV_CANCELLED, EV_EXPIRED, EV_FILLED,
     EV_PARTIALLY_FILLED, EV_REJECTED, EV_REPLACED, OT_LIMIT, OT_MARKET, R_DUPLICATE_ORDER_ID,
     R_FOK_NOT_FILLABLE, R_INVALID_ACTION, R_INVALID_ORDER_TYPE, R_INVALID_POST_ONLY,

@@ -22,7 +22,7 @@ import math
 import numpy as np
 from numba import njit
 
-from hpte.engine.schema import ACT_CANCEL, ACT_NEW, BUY, TIF_GTC, TIF_IOC
+from .enums import ACT_CANCEL, ACT_NEW, BUY, TIF_GTC, TIF_IOC
 
 # Event kinds drawn by the engine (input `kind` of gen_flow_cpu).
 GEN_NEW = 0

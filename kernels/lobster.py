@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit
 from numba.extending import register_jitable
 
-from hpte.engine.schema import ACT_CANCEL, ACT_NEW, ACT_REPLACE, BUY, SELL
+from .enums import ACT_CANCEL, ACT_NEW, ACT_REPLACE, BUY, SELL
 
 from .book import id_delete, id_find, id_insert, lsb64, msb64
 

@@ -96,16 +96,7 @@ ST_OK = 0
 ST_MAP_FULL = 1         # row i is a NEW and the open-order map is half full: grow, resume at i
 ST_BAD_FILL = -1        # apply_fills_cpu: fill row i is invalid (qty, price, side); nothing applied
 
-# --- enumerations (same values as engine/schema.py; kernels stay import-free of engine/) --------
-BUY = 1
-SELL = -1
-ACT_NEW = 0
-ACT_CANCEL = 1
-ACT_REPLACE = 2
-OT_LIMIT = 0
-OT_MARKET = 1
-TIF_GTC = 0
-TIF_DAY = 3
+from .enums import ACT_CANCEL, ACT_NEW, ACT_REPLACE, BUY, OT_LIMIT, OT_MARKET, SELL, TIF_DAY, TIF_GTC  # noqa: E402,F401
 
 # --- limit columns (engine/risk_config.LIMIT_KEYS order) -----------------------------------------
 L_MAX_ORDER_QTY = 0

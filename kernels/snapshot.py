@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from hpte.engine.schema import BUY, EV_EXPIRED, R_END_OF_SESSION, SELL, TIF_DAY
+from .enums import BUY, EV_EXPIRED, R_END_OF_SESSION, SELL, TIF_DAY
 
 from .book import (
     F_ASK, F_BASE, F_BID, F_LOFF, F_NLEV, F_POFF, F_SYM, F_TMASK, F_TOFF, emit_delta,
