@@ -18,6 +18,41 @@ def _fail(msg: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+@lobster_app.command("parse")
+def parse(
+    messages: Annotated[Path, typer.Argument(help="LOBSTER message file (6 columns).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for messages.parquet and trades.parquet "
+                                      "(and orderbook.parquet with --orderbook).")],
+    orderbook: Annotated[Optional[Path], typer.Option("--orderbook", help="LOBSTER orderbook file to convert too.")] = None,
+    symbol: Annotated[int, typer.Option("--symbol", help="Symbol id written in trades.parquet.")] = 0,
+    keep_valid: Annotated[bool, typer.Option("--keep-valid", help="On a bad line keep the rows before it.")] = False,
+) -> None:
+    """Convert LOBSTER files to Parquet: the messages as columns, the executions (types 4 and 5)
+    as a trades file that `hpte md bars` reads, and optionally the orderbook file."""
+    import pyarrow as pa
+
+    from ..engine.io import write_table
+
+    try:
+        msgs = L.read_messages(messages, keep_valid=keep_valid)
+        book = L.read_orderbook(orderbook, keep_valid=keep_valid) if orderbook is not None else None
+        cols = msgs.columns()
+        write_table(out / "messages.parquet", pa.table({k: pa.array(v) for k, v in cols.items()}))
+        trades = L.trades_columns(msgs, symbol)
+        write_table(out / "trades.parquet", pa.table({k: pa.array(v) for k, v in trades.items()}))
+        if book is not None:
+            write_table(out / "orderbook.parquet", pa.table({k: pa.array(v) for k, v in book.columns().items()}))
+    except L.LobsterError as e:
+        raise _fail(str(e)) from None
+    except OSError as e:
+        raise _fail(f"{e.filename or messages}: {e.strerror or e}") from None
+    for d in (msgs, book):
+        if d is not None and d.error:
+            typer.echo(f"warning: stopped early, kept {len(d):,} valid rows: {d.error}", err=True)
+    typer.echo(f"wrote {out}/messages.parquet ({len(msgs):,} rows), trades.parquet "
+               f"({len(trades['ts_ns']):,} executions)" + (f", orderbook.parquet ({len(book):,} rows)" if book is not None else ""))
+
+
 @lobster_app.command("replay")
 def replay(
     messages: Annotated[Path, typer.Argument(help="LOBSTER message file (6 columns).")],

@@ -561,3 +561,19 @@ def warm_up() -> None:
     book = parse_orderbook(format_orderbook(r.rows))
     replay(m, 1, book)
 
+
+
+def trades_columns(messages: LobsterMessages, symbol: int = 0) -> dict[str, np.ndarray]:
+    """The executions of a message file (types 4 visible, 5 hidden) in the fills layout's
+    trade columns (ts_ns, symbol, price_ticks, qty, taker_side, maker_order_id), so that
+    ``hpte md bars`` can aggregate them. ts_ns is ns after midnight; price_ticks is LOBSTER's
+    dollars x 10,000; the taker is the side opposite the resting order's direction."""
+    m = (messages.type == 4) | (messages.type == 5)
+    return {
+        "ts_ns": messages.time_ns[m].astype(np.int64),
+        "symbol": np.full(int(m.sum()), symbol, np.uint32),
+        "price_ticks": messages.price[m].astype(np.int64),
+        "qty": messages.size[m].astype(np.int64),
+        "taker_side": (-messages.direction[m]).astype(np.int8),
+        "maker_order_id": messages.order_id[m].astype(np.uint64),
+    }

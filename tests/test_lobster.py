@@ -575,3 +575,30 @@ def test_cli_replay_reports_mismatch(tmp_path):
                                    "--out", str(tmp_path / "o.csv")])
     assert res.exit_code == 1
     assert "error: 1 of 2 rows differ" in res.output and "first at line 2" in res.output
+
+
+def test_cli_parse_to_parquet_and_bars(tmp_path):
+    """One command turns the LOBSTER day into Parquet; its trades feed `hpte md bars`."""
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from hpte.cli.main import app
+
+    msg = require_data("lobster_AMZN_2012-06-21_level5/AMZN_2012-06-21_34200000_57600000_message_5.csv")
+    ob = require_data("lobster_AMZN_2012-06-21_level5/AMZN_2012-06-21_34200000_57600000_orderbook_5.csv")
+    runner = CliRunner()
+    r = runner.invoke(app, ["md", "lobster", "parse", str(msg), "--orderbook", str(ob), "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    m = pq.read_table(tmp_path / "messages.parquet")
+    assert m.num_rows == 155_935
+    assert m.column("time_ns")[0].as_py() == 34_200_017_459_617
+    t = pq.read_table(tmp_path / "trades.parquet")
+    assert t.num_rows == 8_974 + 2_445          # visible + hidden executions (data README)
+    assert pq.read_table(tmp_path / "orderbook.parquet").num_rows == 155_935
+    r = runner.invoke(app, ["md", "bars", str(tmp_path / "trades.parquet"), "--every", "1m",
+                            "--out", str(tmp_path / "bars.parquet"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    bars = pq.read_table(tmp_path / "bars.parquet")
+    assert bars.num_rows > 300 and sum(bars.column("volume").to_pylist()) == sum(t.column("qty").to_pylist())
+    r = runner.invoke(app, ["md", "lobster", "parse", str(tmp_path / "nope.csv"), "--out", str(tmp_path)])
+    assert r.exit_code == 1 and "error:" in r.output and "Traceback" not in r.output
