@@ -16,14 +16,35 @@ import time
 import numba
 import numpy as np
 
+import hpte.engine.engine as E
 from hpte.engine.engine import Engine
 from hpte.engine.gen import generate_flow
+
+
+KERNEL_SECONDS = [0.0]
+
+
+def _timed(fn):
+    """Wrap a kernel the engine calls, adding its wall time to KERNEL_SECONDS."""
+    def wrapper(*args):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            KERNEL_SECONDS[0] += time.perf_counter() - t0
+    return wrapper
+
+
+# measure the matching kernels apart from routing, merging and first-touch of new memory
+E.match_seq_cpu = _timed(E.match_seq_cpu)
+E.match_books_cpu = _timed(E.match_books_cpu)
 
 
 def run(flow: dict, threads: int, batch: int | None) -> tuple[float, float, tuple]:
     eng = Engine(threads=threads)
     n = len(flow["ts_ns"])
     step = batch or n
+    KERNEL_SECONDS[0] = 0.0
     t0, c0 = time.perf_counter(), time.process_time()
     outs = []
     for s in range(0, n, step):
@@ -31,7 +52,7 @@ def run(flow: dict, threads: int, batch: int | None) -> tuple[float, float, tupl
         outs.append((r.fills.raw, r.events.raw, r.deltas.raw))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     digest = tuple(int(np.concatenate([o[k] for o in outs]).sum(dtype=np.uint64)) for k in range(3))
-    return wall, cpu, digest
+    return wall, KERNEL_SECONDS[0], digest
 
 
 def main() -> None:
@@ -51,16 +72,21 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, numba {numba.__version__}, {numba.config.NUMBA_NUM_THREADS} numba threads]")
     best = {}
     ref = None
-    for rep in range(a.repeats):
-        for th in (1, 2):
-            wall, cpu, digest = run(flow, th, batch)
+    for th in (1, 2):
+        for rep in range(a.repeats):
+            wall, kern, digest = run(flow, th, batch)
             ref = ref or digest
             assert digest == ref, f"threads={th}: outputs differ from the 1-thread run"
-            best[th] = min(best.get(th, (9e9, 0))[0], wall), cpu
+            old = best.get(th, (9e9, 9e9))
+            best[th] = min(old[0], wall), min(old[1], kern)
     for th in (1, 2):
-        wall, cpu = best[th]
-        print(f"  threads={th}: best wall {wall:.3f} s = {a.events / wall / 1e6:.2f} M events/s")
-    print(f"  scaling 1 -> 2 threads: {best[1][0] / best[2][0]:.2f}x (outputs identical: True)")
+        wall, kern = best[th]
+        print(f"  threads={th}: best wall {wall:.3f} s = {a.events / wall / 1e6:.2f} M events/s end to end; "
+              f"matching kernel {kern:.3f} s = {a.events / kern / 1e6:.2f} M events/s")
+    print(f"  scaling 1 -> 2 threads: end to end {best[1][0] / best[2][0]:.2f}x, matching kernel "
+          f"{best[1][1] / best[2][1]:.2f}x (outputs identical: True)")
+    print("  (end to end includes routing, the merge back to arrival order and first-touch page faults "
+          "of fresh output buffers, which the 2-thread path allocates twice)")
 
 
 if __name__ == "__main__":

@@ -243,7 +243,10 @@ class BookStore:
             books = self._lut[symbol]
             if books.min() >= 0:
                 return books
-        uniq = np.unique(symbol)
+        if hi < LUT_MAX_SYMBOL:   # O(n + max symbol) instead of sorting n symbols
+            uniq = np.flatnonzero(np.bincount(symbol, minlength=int(hi) + 1)).astype(symbol.dtype)
+        else:
+            uniq = np.unique(symbol)
         new = uniq[~np.isin(uniq, self.symbols)]
         if new.size:
             bk = np.zeros((new.size, K.NF), dtype=np.int64)
