@@ -22,6 +22,7 @@ from .gen_cmd import gen  # noqa: E402
 app.command("gen")(gen)
 from .match_cmd import book, demo, match  # noqa: E402
 app.command("match")(match); app.command("book")(book); app.command("demo")(demo)
+from .bench_cmd import bench; app.command("bench")(bench)  # noqa: E402
 from .risk_cmd import risk_app; app.add_typer(risk_app, name="risk")  # noqa: E402
 
 

@@ -17,6 +17,23 @@ def _fail(cmd: str, msg: str) -> None:
     raise typer.Exit(1)
 
 
+def _device(cmd: str, device: str) -> str:
+    """Check --device early (one-line error, exit 1, before any work); returns it unchanged so
+    that the engine resolves it itself and keeps the reason for the summary."""
+    from hpte.engine.device import DEVICES, DeviceError, resolve_device
+
+    if device not in DEVICES:
+        _fail(cmd, f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    try:
+        resolve_device(device)
+    except DeviceError as e:
+        _fail(cmd, str(e))
+    return device
+
+
+DEVICE_HELP = "Where to match: cpu, gpu (a CUDA GPU; error when there is none) or auto (the GPU when there is one)."
+
+
 def _print_summary(s: dict) -> None:
     rows = [
         ("input events", f"{s['events']:,}"), ("books", f"{s['books']:,}"),
@@ -27,6 +44,8 @@ def _print_summary(s: dict) -> None:
         ("throughput", f"{(s['events_per_s'] or 0) / 1e6:.2f} M events/s"),
         ("compile / cache load", f"{s['compile_seconds']:.2f} s"),
     ]
+    if "device" in s:
+        rows.insert(0, ("device", f"{s['device']} ({s['device_reason']})"))
     for name, n in sorted(s["event_counts"].items()):
         rows.append((f"  {name}", f"{n:,}"))
     for name, n in sorted(s["rejects_by_reason"].items()):
@@ -45,10 +64,14 @@ def match(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Rows per micro-batch (default: whole file).")] = None,
     stp: Annotated[str, typer.Option("--stp", help="Self-trade prevention: none, cancel-newest, cancel-oldest, cancel-both, decrement.")] = "none",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on the last line.")] = False,
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "cpu",
 ) -> None:
     """Match an order file and write fills (and events, and the final book)."""
+    from hpte.engine.device import DeviceError
     from hpte.engine.io import InputError
     from hpte.engine.pipeline import match_file
+
+    device = _device("match", device)
 
     if stp not in S.STP_NAMES:
         _fail("match", f"--stp must be one of {', '.join(S.STP_NAMES)}, got {stp!r}")
@@ -67,11 +90,11 @@ def match(
                     bar.update(d - done[0])
                 done[0] = d
 
-            run = match_file(orders, fills, events, book, batch_size, stp, progress)
+            run = match_file(orders, fills, events, book, batch_size, stp, progress, device=device)
             if itch is not None:
                 from hpte.engine.itch_out import write_match_itch
                 run.extra["itch_messages"] = write_match_itch(itch, run).messages
-    except (InputError, ValueError, OSError) as e:
+    except (InputError, ValueError, OSError, DeviceError) as e:
         _fail("match", str(e))
     s = run.summary()
     if as_json:
@@ -125,24 +148,27 @@ def demo(
     events: Annotated[int, typer.Option("--events", "-n", help="Events to generate.")] = 1_000_000,
     books: Annotated[int, typer.Option("--books", "-b", help="Books (symbols).")] = 4,
     seed: Annotated[int, typer.Option("--seed", "-s", help="Random seed.")] = 0,
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "cpu",
 ) -> None:
     """The main job on an embedded default: generate a multi-book flow, match it, write Parquet
     outputs and a depth plot, print a summary and the throughput."""
     from hpte.engine import io
+    from hpte.engine.device import DeviceError
     from hpte.engine.gen import generate_flow
     from hpte.engine.pipeline import match_columns, write_outputs
 
     if events < 1 or books < 1:
         _fail("demo", "--events and --books must be at least 1")
+    device = _device("demo", device)
     try:
         typer.echo(f"generating {events:,} events over {books} books (seed {seed}) ...")
         cols = generate_flow(events, n_books=books, seed=seed)
         io.write_columns(out / "orders.parquet", cols, S.ORDER_SCHEMA)
         typer.echo("matching ...")
-        run = match_columns(cols)
+        run = match_columns(cols, device=device)
         write_outputs(run, out / "fills.parquet", out / "events.parquet", out / "book.parquet")
         png = _depth_plot(run.engine.book_levels(depth=20), out / "book.png")
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, DeviceError) as e:
         _fail("demo", str(e))
     _print_summary(run.summary())
     typer.echo(f"wrote {out}/orders.parquet, fills.parquet, events.parquet, book.parquet" + (f", {png.name}" if png else ""))

@@ -26,6 +26,7 @@ from .book_state import (
     region_columns,
     region_starts,
 )
+from .device import resolve_device
 from .io import InputError, order_columns
 
 
@@ -84,9 +85,14 @@ class Engine:
     max_levels : int
         Most price levels (ticks) one book's ladder may span; an order that would have to rest
         further from the rest of its book is rejected with PRICE_OUT_OF_RANGE. A multiple of 4096.
+    device : str
+        "cpu", "gpu" or "auto" (engine/device.py resolve_device): "gpu" matches on a CUDA GPU
+        (one thread per book; raises DeviceError when there is none), "auto" takes the GPU
+        when there is one. ``device_info`` says what was chosen and why.
     """
 
-    def __init__(self, stp: str = "none", threads: int | None = 1, max_levels: int = 1 << 24):
+    def __init__(self, stp: str = "none", threads: int | None = 1, max_levels: int = 1 << 24,
+                 device: str = "cpu"):
         if stp not in S.STP_NAMES:
             raise ValueError(f"unknown stp mode {stp!r}; expected one of {', '.join(S.STP_NAMES)}")
         self.stp_name = stp
@@ -98,6 +104,12 @@ class Engine:
         self.seq = 0             # seq of the next input row
         self.last_ts = None
         self.grow_counts = {"pool": 0, "ladder": 0, "output": 0}
+        self.device_info = resolve_device(device)
+        self.device = self.device_info.kind
+        self._gpu = None
+        if self.device == "gpu":
+            from .gpu import GpuMatcher   # lazy: numba.cuda / CuPy only on the GPU path
+            self._gpu = GpuMatcher(self, self.device_info)
         self._one = None                  # preallocated one-row input/output for submit_order
         self._book_of_symbol: dict[int, int] = {}
 
@@ -118,7 +130,9 @@ class Engine:
                    px=_ro(c["price_ticks"]), qty=_ro(c["qty"]), action=_ro(c["action"]),
                    otype=_ro(c["order_type"]), tif=_ro(c["tif"]), acct=_ro(c["account"]),
                    post=_ro(c["post_only"]), force=_ro(force))
-        if self.threads > 1 and n > 1 and books.min() != books.max():
+        if self._gpu is not None:
+            fills, events, deltas = self._gpu.match(I, books, n)
+        elif self.threads > 1 and n > 1 and books.min() != books.max():
             fills, events, deltas = self._submit_parallel(I, books, n)
         else:
             O = alloc_outputs_1(n // 2 + 256, 2 * n + 256, n + n // 4 + 256)

@@ -53,9 +53,14 @@ class MatchRun:
         }
 
 
-def warm_up() -> float:
-    """Run every kernel once on a tiny input (compiles, or loads numba's cache); seconds taken."""
+def warm_up(device: str = "cpu") -> float:
+    """Run every kernel once on a tiny input (compiles, or loads numba's cache); seconds taken.
+    With device "gpu" the CUDA matching kernel is compiled too."""
     t0 = time.perf_counter()
+    if device == "gpu":
+        Engine(device="gpu").submit({"ts_ns": np.array([0], np.int64), "order_id": np.array([1], np.uint64),
+                                     "side": np.array([1], np.int8), "price_ticks": np.array([10], np.int64),
+                                     "qty": np.array([1], np.int64)})
     e = Engine()
     e.submit({"ts_ns": np.array([0, 1], np.int64), "order_id": np.array([1, 2], np.uint64),
               "side": np.array([1, -1], np.int8), "price_ticks": np.array([10, 10], np.int64),
@@ -67,12 +72,14 @@ def warm_up() -> float:
 
 
 def match_columns(cols: Columns, batch_size: int | None = None, stp: str = "none",
-                  progress: Callable[[int], None] | None = None, engine: Engine | None = None) -> MatchRun:
-    """Match order columns in batches of `batch_size` rows (None = all at once)."""
+                  progress: Callable[[int], None] | None = None, engine: Engine | None = None,
+                  device: str = "cpu") -> MatchRun:
+    """Match order columns in batches of `batch_size` rows (None = all at once) on `device`
+    ("cpu", "gpu" or "auto"; engine/device.py; ignored when `engine` is given)."""
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    compile_s = warm_up()
-    eng = engine if engine is not None else Engine(stp=stp)
+    eng = engine if engine is not None else Engine(stp=stp, device=device)
+    compile_s = warm_up(eng.device)
     n = len(cols["ts_ns"])
     step = n if not batch_size else batch_size
     parts: list[tuple] = []
@@ -89,16 +96,18 @@ def match_columns(cols: Columns, batch_size: int | None = None, stp: str = "none
             progress(min(start + step, n))
     outs = [Rows(np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k], cols_k)
             for k, (_f, cols_k) in enumerate(STREAMS)]
-    return MatchRun(*outs, engine=eng, n_events=n, seconds=seconds, compile_seconds=compile_s, batches=batches)
+    return MatchRun(*outs, engine=eng, n_events=n, seconds=seconds, compile_seconds=compile_s, batches=batches,
+                    extra={"device": eng.device, "device_reason": eng.device_info.reason})
 
 
 def match_file(orders: str | Path, fills: str | Path, events: str | Path | None = None,
                book: str | Path | None = None, batch_size: int | None = None, stp: str = "none",
-               progress: Callable[[int, int], None] | None = None) -> MatchRun:
+               progress: Callable[[int, int], None] | None = None, device: str = "cpu") -> MatchRun:
     """``hpte match``: read, match, write. Raises io.InputError for bad files."""
     cols = read_orders(orders)
     n = len(cols["ts_ns"])
-    run = match_columns(cols, batch_size, stp, None if progress is None else (lambda d: progress(d, n)))
+    run = match_columns(cols, batch_size, stp, None if progress is None else (lambda d: progress(d, n)),
+                        device=device)
     write_outputs(run, fills, events, book)
     return run
 
