@@ -89,7 +89,7 @@ def _flow(n, books, seed):
 @pytest.mark.parametrize("stp", STP_MODES)
 def test_random_stream_all_stp(stp, rng):
     """Self-trades, invalid rows, cancels and replaces over 4 books (2 blocks), whole and in 37s."""
-    cols = random_stream(rng, 300, n_symbols=4)
+    cols = random_stream(rng, 600, n_symbols=4)
     compare(cols, stp, sizes=(None, 37))
 
 
@@ -149,8 +149,8 @@ def test_state_hand_offs_between_batches():
     assert empty.events["seq"].size == 0
 
 
-@settings(max_examples=12)
-@given(cols=order_streams(max_rows=60, n_symbols=3), stp=st.sampled_from(STP_MODES),
+@settings(max_examples=40)
+@given(cols=order_streams(max_rows=80, n_symbols=3), stp=st.sampled_from(STP_MODES),
        size=st.sampled_from([None, 1, 9]))
 def test_hypothesis_streams(cols, stp, size):
     from hpte.kernels import match_cuda
