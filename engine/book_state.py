@@ -280,37 +280,44 @@ class BookStore:
         return self.book_of_sorted.astype(np.int64)
 
     # ---- growth --------------------------------------------------------------------------
-    def reserve(self, books: np.ndarray, action: np.ndarray) -> int:
-        """Before a batch: give every book enough free pool slots for its NEW rows in the batch,
-        in one relayout for all books (growing books one at a time from inside the kernel
-        copies every book each time, quadratic with many books). Returns books grown."""
+    def reserve(self, books: np.ndarray, action: np.ndarray, at_most_double: bool = True) -> int:
+        """Before a batch: let every book's pool hold its resting orders plus its NEW rows in the
+        batch, in one relayout for all books (growing books one at a time copies every book each
+        time, quadratic with many books). With `at_most_double` each pool grows at most 2x here
+        (most new orders fill or are cancelled: reserving all of them would waste memory, and the
+        sequential path grows nearly-full books together anyway); the parallel path, which
+        meets its books one after another, reserves in full. Returns books grown."""
         if books.size == 0 or self.n_books == 0:
             return 0
+        bk = self.S.bk
         if books.size == 1:  # one order: the common low-latency case
             b = int(books[0])
-            bk = self.S.bk
             if action[0] != Sch.ACT_NEW or bk[b, K.F_PCAP] > bk[b, K.F_NREST]:
                 return 0
         new_rows = np.bincount(books[action == Sch.ACT_NEW], minlength=self.n_books)
-        bk = self.S.bk
-        free = bk[:, K.F_PCAP] - bk[:, K.F_NREST]
-        short = np.flatnonzero(new_rows > free)
-        if short.size == 0:
-            return 0
-        bk = bk.copy()
-        need = bk[short, K.F_NREST] + new_rows[short]
-        pcap = np.maximum(bk[short, K.F_PCAP] * 2, need + need // 4)
-        bk[short, K.F_PCAP] = pcap
-        bk[short, K.F_TMASK] = [_pow2(2 * int(c)) - 1 for c in pcap]
-        self._relayout(bk)
-        return int(short.size)
+        want = bk[:, K.F_NREST] + new_rows
+        if at_most_double:
+            want = np.minimum(want, 2 * bk[:, K.F_PCAP])
+        return self._grow_pools(np.flatnonzero(want > bk[:, K.F_PCAP]), want)
 
     def grow_pool(self, b: int) -> None:
+        """Book b's pool is full: double it, and in the same relayout double every other book
+        whose pool is at least 3/4 full (books fill at similar rates; growing them together
+        keeps the number of relayouts logarithmic rather than one per book)."""
+        bk = self.S.bk
+        full = bk[:, K.F_NREST] * 4 >= bk[:, K.F_PCAP] * 3
+        full[b] = True
+        self._grow_pools(np.flatnonzero(full), 2 * bk[:, K.F_PCAP])
+
+    def _grow_pools(self, idx: np.ndarray, want: np.ndarray) -> int:
+        if idx.size == 0:
+            return 0
         bk = self.S.bk.copy()
-        pcap = max(self.init_pool, int(bk[b, K.F_PCAP]) * 2)
-        bk[b, K.F_PCAP] = pcap
-        bk[b, K.F_TMASK] = _pow2(2 * pcap) - 1
+        pcap = np.maximum(np.maximum(want[idx], bk[idx, K.F_PCAP]), self.init_pool)
+        bk[idx, K.F_PCAP] = pcap
+        bk[idx, K.F_TMASK] = [_pow2(2 * int(c)) - 1 for c in pcap]
         self._relayout(bk)
+        return int(idx.size)
 
     def occupied_price_range(self, b: int) -> tuple[int, int] | None:
         S = self.S

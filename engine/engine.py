@@ -124,7 +124,10 @@ class Engine:
                 f"column 'ts_ns' row 0: timestamps must not decrease across batches "
                 f"({self.last_ts} then {int(c['ts_ns'][0])})")
         books = self.store.books_for(c["symbol"], c["price_ticks"], c["action"], c["order_type"])
-        self.grow_counts["reserve"] = self.grow_counts.get("reserve", 0) + self.store.reserve(books, c["action"])
+        # the GPU and the parallel CPU path meet books one after another: reserve in full
+        parallel = self._gpu is not None or (self.threads > 1 and n > 1 and books.min() != books.max())
+        self.grow_counts["reserve"] = self.grow_counts.get("reserve", 0) + self.store.reserve(
+            books, c["action"], at_most_double=not parallel)
         force = np.zeros(n, np.uint8)  # written here when a row must be rejected for range
         I = Inputs(ts=_ro(c["ts_ns"]), oid=_ro(c["order_id"]), side=_ro(c["side"]),
                    px=_ro(c["price_ticks"]), qty=_ro(c["qty"]), action=_ro(c["action"]),
@@ -132,7 +135,7 @@ class Engine:
                    post=_ro(c["post_only"]), force=_ro(force))
         if self._gpu is not None:
             fills, events, deltas = self._gpu.match(I, books, n)
-        elif self.threads > 1 and n > 1 and books.min() != books.max():
+        elif parallel:
             fills, events, deltas = self._submit_parallel(I, books, n)
         else:
             O = alloc_outputs_1(n // 2 + 256, 2 * n + 256, n + n // 4 + 256)

@@ -108,7 +108,7 @@ class DeviceBookStore(BookStore):
         self._host_current = False
         return self._dev
 
-    def reserve(self, books: np.ndarray, action: np.ndarray) -> int:
+    def reserve(self, books: np.ndarray, action: np.ndarray, at_most_double: bool = False) -> int:
         """BookStore.reserve (pre-grow pools for a batch's NEW rows), deciding from the per-book
         scalars alone so that a batch needing no growth does not pull the state off the device."""
         if books.size == 0 or self.n_books == 0:
@@ -117,7 +117,7 @@ class DeviceBookStore(BookStore):
         new_rows = np.bincount(books[action == Sch.ACT_NEW], minlength=bk.shape[0])
         if not (new_rows > bk[:, K.F_PCAP] - bk[:, K.F_NREST]).any():
             return 0
-        return super().reserve(books, action)
+        return super().reserve(books, action, at_most_double)
 
     def _bk(self):
         return self._host.bk if self._host_current else self._backend.to_host(self._dev.bk)

@@ -89,7 +89,7 @@ def test_pool_ladder_and_output_growth_keep_every_order(reserve):
                    price_ticks=px, qty=rng.integers(1, 50, n))
     eng = Engine()
     if not reserve:
-        eng.store.reserve = lambda books, action: 0
+        eng.store.reserve = lambda books, action, at_most_double=True: 0
     got = eng.submit(cols)
     want = ReferenceEngine().submit(cols)
     _assert_same(got, want, "growth")
