@@ -313,7 +313,8 @@ class BookStore:
         if idx.size == 0:
             return 0
         bk = self.S.bk.copy()
-        pcap = np.maximum(np.maximum(want[idx], bk[idx, K.F_PCAP]), self.init_pool)
+        # at least double: geometric growth keeps relayouts logarithmic in the final size
+        pcap = np.maximum(np.maximum(want[idx], 2 * bk[idx, K.F_PCAP]), self.init_pool)
         bk[idx, K.F_PCAP] = pcap
         bk[idx, K.F_TMASK] = [_pow2(2 * int(c)) - 1 for c in pcap]
         self._relayout(bk)
