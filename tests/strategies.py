@@ -52,6 +52,25 @@ def rows_to_columns(rows: Sequence[Mapping[str, int]]) -> dict[str, np.ndarray]:
         for name, dt, _req, default in S.ORDER_COLUMNS
     }
 
+def growth_stream(symbols) -> dict[str, np.ndarray]:
+    """Per symbol (book): 150 asks near 10,000, one bid 1,000 or 5,000 ticks away (so a small
+    max_levels rejects the odd symbols' bids PRICE_OUT_OF_RANGE), then an IOC that sweeps the asks: exercises
+    pool, ladder and output growth in every book."""
+    rows, ts, oid = [], 1000, 1
+    for sym in symbols:
+        for k in range(150):
+            rows.append(dict(ts_ns=ts, order_id=oid, side=S.SELL, price_ticks=10_000 + k % 7, qty=1 + k % 3,
+                             account=1 + k % 2, symbol=sym))
+            ts, oid = ts + 1, oid + 1
+        rows.append(dict(ts_ns=ts, order_id=oid, side=S.BUY, price_ticks=10_000 - (5000 if sym % 2 else 1000),
+                         qty=5, account=3, symbol=sym))
+        ts, oid = ts + 1, oid + 1
+        rows.append(dict(ts_ns=ts, order_id=oid, side=S.BUY, price_ticks=10_006, qty=400, tif=S.TIF_IOC,
+                         account=1, symbol=sym))
+        ts, oid = ts + 1, oid + 1
+    return rows_to_columns(rows)
+
+
 
 def n_rows(cols: Mapping[str, np.ndarray]) -> int:
     return len(cols["ts_ns"])

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import (STP_MODES, assert_same, order_streams, random_stream, rows_to_columns,
+from strategies import (STP_MODES, assert_same, order_streams, random_stream, rows_to_columns, growth_stream,
                         run_batches, split_batches)
 
 from hpte.engine import schema as S
@@ -108,19 +108,7 @@ def test_growth_pool_ladder_output_and_out_of_range():
     ladders (bids 1,000 or 5,000 ticks below
     the first price), output regions (IOCs sweeping 150 makers) and, with max_levels=4096,
     PRICE_OUT_OF_RANGE for the bids 5,000 ticks away."""
-    rows, ts, oid = [], 1000, 1
-    for sym in (1, 2, 3, 4, 5):
-        for k in range(150):
-            rows.append(dict(ts_ns=ts, order_id=oid, side=S.SELL, price_ticks=10_000 + k % 7, qty=1 + k % 3,
-                             account=1 + k % 2, symbol=sym))
-            ts, oid = ts + 1, oid + 1
-        rows.append(dict(ts_ns=ts, order_id=oid, side=S.BUY, price_ticks=10_000 - (5000 if sym % 2 else 1000),
-                         qty=5, account=3, symbol=sym))
-        ts, oid = ts + 1, oid + 1
-        rows.append(dict(ts_ns=ts, order_id=oid, side=S.BUY, price_ticks=10_006, qty=400, tif=S.TIF_IOC,
-                         account=1, symbol=sym))
-        ts, oid = ts + 1, oid + 1
-    cols = rows_to_columns(rows)
+    cols = growth_stream(range(1, 6))
     for stp, max_levels in (("none", 1 << 24), ("decrement", 4096)):
         gpu = compare(cols, stp, sizes=(None, 400), max_levels=max_levels)[0]
         g = gpu.grow_counts

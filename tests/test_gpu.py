@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import (STP_MODES, assert_same, order_streams, random_stream, rows_to_columns,
+from strategies import (STP_MODES, assert_same, order_streams, random_stream, rows_to_columns, growth_stream,
                         run_batches, split_batches)
 
 from hpte.engine import schema as S
@@ -74,19 +74,7 @@ def test_random_stream_all_stp(stp, rng):
 
 
 def test_growth_paths_and_out_of_range():
-    rows, ts, oid = [], 1000, 1
-    for sym in range(200):
-        for k in range(150):
-            rows.append(dict(ts_ns=ts, order_id=oid, side=S.SELL, price_ticks=10_000 + k % 7, qty=1 + k % 3,
-                             account=1 + k % 2, symbol=sym))
-            ts, oid = ts + 1, oid + 1
-        rows.append(dict(ts_ns=ts, order_id=oid, side=S.BUY, price_ticks=10_000 - (5000 if sym % 2 else 1000),
-                         qty=5, account=3, symbol=sym))
-        ts, oid = ts + 1, oid + 1
-        rows.append(dict(ts_ns=ts, order_id=oid, side=S.BUY, price_ticks=10_006, qty=400, tif=S.TIF_IOC,
-                         account=1, symbol=sym))
-        ts, oid = ts + 1, oid + 1
-    cols = rows_to_columns(rows)
+    cols = growth_stream(range(200))
     for stp, max_levels in (("none", 1 << 24), ("decrement", 4096)):
         gpu = compare(cols, stp, sizes=(None, 999), max_levels=max_levels)[0]
         assert gpu.grow_counts["ladder"] > 0 and gpu.grow_counts["output"] > 0
