@@ -165,7 +165,7 @@ def demo(
         cols = generate_flow(events, n_books=books, seed=seed)
         io.write_columns(out / "orders.parquet", cols, S.ORDER_SCHEMA)
         typer.echo("matching ...")
-        run = match_columns(cols, device=device)
+        run = match_columns(cols, batch_size=65_536, device=device)  # micro-batches: small reused buffers
         write_outputs(run, out / "fills.parquet", out / "events.parquet", out / "book.parquet")
         png = _depth_plot(run.engine.book_levels(depth=20), out / "book.png")
     except (ValueError, OSError, DeviceError) as e:

@@ -6,6 +6,7 @@ calls) and the engine resumes at that row. Nothing is ever dropped for capacity.
 """
 from __future__ import annotations
 
+import mmap
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -130,9 +131,20 @@ def grow_outputs(O: Outputs, r: int, need: np.ndarray) -> Outputs:
     return Outputs(**arrays, cur=new_starts + used, cap=new_starts + new_caps)
 
 
+POPULATE_MIN_BYTES = 32 << 20  # below glibc's largest mmap threshold freed memory is reused instead
+
+
 def alloc_rows(n: int, ncols: int) -> np.ndarray:
-    """An uninitialised int64[n, ncols] row buffer."""
-    return np.empty((n, ncols), np.int64)
+    """An int64[n, ncols] row buffer (contents undefined). Large buffers are mapped with
+    MAP_POPULATE so the kernel supplies all their pages at once: writing fresh memory page by
+    page (a fault per 4 KiB page) measured 2.5-4.5x slower on the development VM (400 MB:
+    0.31-0.57 s against 0.13 s), and it dominated runs that keep their outputs."""
+    nbytes = n * ncols * 8
+    flag = getattr(mmap, "MAP_POPULATE", 0)
+    if nbytes < POPULATE_MIN_BYTES or not flag:
+        return np.empty((n, ncols), np.int64)
+    m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | flag)
+    return np.frombuffer(m, dtype=np.int64).reshape(n, ncols)
 
 
 class Rows(Mapping):
