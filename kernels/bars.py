@@ -33,6 +33,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .int128 import mul_wide_u64
+
 # --- status codes -------------------------------------------------------------------------------
 ST_OK = 0
 ST_OUT_FULL = 1        # not enough room in `out` for the bars row i would complete
@@ -84,7 +86,6 @@ NOUT = 11
 
 INT64_MIN = np.iinfo(np.int64).min
 LUT_MAX = 1 << 20      # symbols below this go through the direct table (grown on demand), others hash
-_M32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 _ONE = np.uint64(1)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -106,17 +107,7 @@ def add_mul_128(hi, lo, p, q):
         return hi + carry - borrow, np.int64(nlo)
     # full 64 x 64 -> 128 product of |p| and q from 32-bit limbs
     ua = np.uint64(p) if p >= 0 else np.uint64(0) - np.uint64(p)
-    ub = np.uint64(q)
-    a0 = ua & _M32
-    a1 = ua >> _S32
-    b0 = ub & _M32
-    b1 = ub >> _S32
-    p00 = a0 * b0
-    p01 = a0 * b1
-    p10 = a1 * b0
-    mid = (p00 >> _S32) + (p01 & _M32) + (p10 & _M32)
-    plo = (p00 & _M32) | (mid << _S32)
-    phi = a1 * b1 + (p01 >> _S32) + (p10 >> _S32) + (mid >> _S32)
+    phi, plo = mul_wide_u64(ua, np.uint64(q))
     if p < 0:                                    # two's-complement negation of (phi, plo)
         plo = ~plo + _ONE
         phi = ~phi + (_ONE if plo == np.uint64(0) else np.uint64(0))

@@ -97,6 +97,7 @@ ST_MAP_FULL = 1         # row i is a NEW and the open-order map is half full: gr
 ST_BAD_FILL = -1        # apply_fills_cpu: fill row i is invalid (qty, price, side); nothing applied
 
 from .enums import ACT_CANCEL, ACT_NEW, ACT_REPLACE, BUY, OT_LIMIT, OT_MARKET, SELL, TIF_DAY, TIF_GTC  # noqa: E402,F401
+from .int128 import mul_wide_u64  # noqa: E402
 
 # --- limit columns (engine/risk_config.LIMIT_KEYS order) -----------------------------------------
 L_MAX_ORDER_QTY = 0
@@ -166,24 +167,7 @@ SMALL = 1 << 31
 # ---------------------------------------------------------------------------------------------
 # scalar helpers (inlined)
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True, inline="always")
-def _mul_wide(a, b):
-    """(hi, lo) uint64 words of a * b for 0 <= a, b < 2**63."""
-    m = np.uint64(0xFFFFFFFF)
-    s = np.uint64(32)
-    ua = np.uint64(a)
-    ub = np.uint64(b)
-    a0 = ua & m
-    a1 = ua >> s
-    b0 = ub & m
-    b1 = ub >> s
-    p00 = a0 * b0
-    p01 = a0 * b1
-    p10 = a1 * b0
-    mid = (p00 >> s) + (p01 & m) + (p10 & m)
-    lo = (p00 & m) | (mid << s)
-    hi = a1 * b1 + (p01 >> s) + (p10 >> s) + (mid >> s)
-    return hi, lo
+_mul_wide = mul_wide_u64  # (hi, lo) uint64 words of a * b; here 0 <= a, b < 2**63
 
 
 @njit(cache=True, inline="always")
