@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from ..kernels import bars as K
 from . import schema as S
-from .io import InputError, cast_checked, column_getter
+from .io import InputError, cast_checked, check_column, column_getter
 
 TRADE_COLUMNS: tuple[tuple[str, np.dtype], ...] = (
     ("ts_ns", np.dtype(np.int64)),
@@ -109,12 +109,7 @@ def trade_columns(data) -> Columns:
         if name not in names:
             raise InputError(f"missing required column {name!r} (trades need {[c for c, _ in TRADE_COLUMNS]})")
         a = np.ascontiguousarray(get(name, dt))
-        if a.ndim != 1:
-            raise InputError(f"column {name!r} must be one-dimensional, got shape {a.shape}")
-        if n is None:
-            n = len(a)
-        elif len(a) != n:
-            raise InputError(f"column {name!r} has {len(a)} rows, expected {n}")
+        n = check_column(name, a, n)
         out[name] = a
     return out
 

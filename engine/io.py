@@ -97,6 +97,16 @@ def column_getter(data, what: str):
                      f"not {type(data).__name__}")
 
 
+def check_column(name: str, a: np.ndarray, n_rows: int | None) -> int:
+    """A batch column must be 1-D and as long as the others (n_rows, None for the first).
+    Returns the batch length."""
+    if a.ndim != 1:
+        raise InputError(f"column {name!r} must be one-dimensional, got shape {a.shape}")
+    if n_rows is not None and len(a) != n_rows:
+        raise InputError(f"column {name!r} has {len(a)} rows, expected {n_rows}")
+    return len(a)
+
+
 def order_columns(data) -> Columns:
     """Normalise an order batch to the order schema's SoA columns.
 
@@ -122,12 +132,7 @@ def order_columns(data) -> Columns:
     for name, dt, _req, _default in S.ORDER_COLUMNS:
         if name in names:
             a = get(name, dt)
-            if a.ndim != 1:
-                raise InputError(f"column {name!r} must be one-dimensional, got shape {a.shape}")
-            if n_rows is None:
-                n_rows = len(a)
-            elif len(a) != n_rows:
-                raise InputError(f"column {name!r} has {len(a)} rows, expected {n_rows}")
+            n_rows = check_column(name, a, n_rows)
             out[name] = a
     assert n_rows is not None
     if "kind" in names and not ("action" in names and "tif" in names):
