@@ -50,6 +50,8 @@ def _print_summary(s: dict) -> None:
         rows.append((f"  {name}", f"{n:,}"))
     for name, n in sorted(s["rejects_by_reason"].items()):
         rows.append((f"  rejected {name}", f"{n:,}"))
+    for name, n in sorted(s.get("breaker_events", {}).items()):
+        rows.append((f"  breaker {name}", f"{n:,}"))
     w = max(len(r[0]) for r in rows)
     for k, v in rows:
         typer.echo(f"{k:<{w}}  {v}")
@@ -65,6 +67,8 @@ def match(
     stp: Annotated[str, typer.Option("--stp", help="Self-trade prevention: none, cancel-newest, cancel-oldest, cancel-both, decrement.")] = "none",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object on the last line.")] = False,
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "cpu",
+    risk: Annotated[Path | None, typer.Option("--risk", help="Risk limits and circuit breakers (TOML, README 'Risk limits'): pre-trade checks and breakers inside matching.")] = None,
+    positions: Annotated[Path | None, typer.Option("--positions", help="With --risk: where to write the final positions per account and symbol.")] = None,
 ) -> None:
     """Match an order file and write fills (and events, and the final book)."""
     from hpte.engine.device import DeviceError
@@ -72,6 +76,17 @@ def match(
     from hpte.engine.pipeline import match_file
 
     device = _device("match", device)
+    limits = None
+    if risk is not None:
+        from hpte.engine.risk_config import RiskConfigError, RiskLimits
+        try:
+            limits = RiskLimits.load(risk)
+        except RiskConfigError as e:
+            _fail("match", str(e))
+        except OSError as e:
+            _fail("match", f"--risk: {e}")
+    elif positions is not None:
+        _fail("match", "--positions needs --risk")
 
     if stp not in S.STP_NAMES:
         _fail("match", f"--stp must be one of {', '.join(S.STP_NAMES)}, got {stp!r}")
@@ -90,7 +105,8 @@ def match(
                     bar.update(d - done[0])
                 done[0] = d
 
-            run = match_file(orders, fills, events, book, batch_size, stp, progress, device=device)
+            run = match_file(orders, fills, events, book, batch_size, stp, progress, device=device, risk=limits,
+                             positions=positions)
             if itch is not None:
                 from hpte.engine.itch_out import write_match_itch
                 run.extra["itch_messages"] = write_match_itch(itch, run).messages

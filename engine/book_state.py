@@ -269,6 +269,8 @@ class BookStore:
             bk[:, K.F_BID] = -1
             bk[:, K.F_ASK] = -1
             bk[:, K.F_FREE] = -1
+            bk[:, K.F_PHEAD] = -1
+            bk[:, K.F_PTAIL] = -1
             # centre each new ladder on the first positive limit price of a new order
             is_px = (action == Sch.ACT_NEW) & (otype == Sch.OT_LIMIT) & (px > 0)
             p0 = np.full(new.size, K.LEVEL_BLOCK // 2, np.int64)
@@ -304,10 +306,10 @@ class BookStore:
         bk = self.S.bk
         if books.size == 1:  # one order: the common low-latency case
             b = int(books[0])
-            if action[0] != Sch.ACT_NEW or bk[b, K.F_PCAP] > bk[b, K.F_NREST]:
+            if action[0] != Sch.ACT_NEW or bk[b, K.F_PCAP] > bk[b, K.F_NREST] + bk[b, K.F_NPARK]:
                 return 0
         new_rows = np.bincount(books[action == Sch.ACT_NEW], minlength=self.n_books)
-        want = bk[:, K.F_NREST] + new_rows
+        want = bk[:, K.F_NREST] + bk[:, K.F_NPARK] + new_rows
         if at_most_double:
             want = np.minimum(want, 2 * bk[:, K.F_PCAP])
         return self._grow_pools(np.flatnonzero(want > bk[:, K.F_PCAP]), want)
@@ -317,7 +319,7 @@ class BookStore:
         whose pool is at least 3/4 full (books fill at similar rates; growing them together
         keeps the number of relayouts logarithmic rather than one per book)."""
         bk = self.S.bk
-        full = bk[:, K.F_NREST] * 4 >= bk[:, K.F_PCAP] * 3
+        full = (bk[:, K.F_NREST] + bk[:, K.F_NPARK]) * 4 >= bk[:, K.F_PCAP] * 3
         full[b] = True
         self._grow_pools(np.flatnonzero(full), 2 * bk[:, K.F_PCAP])
 
@@ -336,10 +338,13 @@ class BookStore:
         S = self.S
         loff, nlev = int(S.bk[b, K.F_LOFF]), int(S.bk[b, K.F_NLEV])
         occ = np.flatnonzero(S.lv_cnt[loff:loff + nlev])
-        if occ.size == 0:
-            return None
         base = int(S.bk[b, K.F_BASE])
-        return base + int(occ[0]), base + int(occ[-1])
+        px = [base + int(occ[0]), base + int(occ[-1])] if occ.size else []
+        poff, s = int(S.bk[b, K.F_POFF]), int(S.bk[b, K.F_PHEAD])
+        while s >= 0:              # parked orders (a paused symbol's) rest in the ladder later
+            px.append(int(S.o_px[poff + s]))
+            s = int(S.o_next[poff + s])
+        return (min(px), max(px)) if px else None
 
     def ladder_for(self, b: int, px: int) -> bool:
         """Grow/recentre book b's ladder to cover price px and every resting level.
@@ -362,6 +367,10 @@ class BookStore:
     # ---- accounting ----------------------------------------------------------------------
     def nbytes(self) -> int:
         return int(sum(a.nbytes for a in self.S))
+
+    def parked(self) -> int:
+        """Orders parked by paused symbols (kernels/book.py F_PHEAD), waiting for an auction."""
+        return int(self.S.bk[:, K.F_NPARK].sum()) if self.n_books else 0
 
     def resting(self) -> int:
         return int(self.S.bk[:, K.F_NREST].sum()) if self.n_books else 0

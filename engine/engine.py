@@ -17,8 +17,8 @@ import numba
 import numpy as np
 
 from hpte.kernels import book as K
-from hpte.kernels.match_cpu import gather_rows_cpu, match_books_cpu, match_seq_cpu
-from hpte.kernels.snapshot import expire_day_cpu, l3_cpu, levels_cpu
+from hpte.kernels.match_cpu import gather_rows_cpu, match_books_cpu, match_seq_cpu, match_seq_risk_cpu
+from hpte.kernels.snapshot import auction_apply_cpu, l3_cpu, levels_cpu, parked_cpu, remove_orders_cpu
 
 from . import schema as S
 from .book_state import (
@@ -89,10 +89,15 @@ class Engine:
         "cpu", "gpu" or "auto" (engine/device.py resolve_device): "gpu" matches on a CUDA GPU
         (one thread per book; raises DeviceError when there is none), "auto" takes the GPU
         when there is one. ``device_info`` says what was chosen and why.
+    risk : RiskLimits, a path to a risk TOML file, or None
+        Pre-trade checks, post-trade positions and circuit breakers inside the matching kernel
+        (README "Risk limits and circuit breakers"); ``self.risk`` is the RiskEngine holding that
+        state. Risk state spans books (accounts trade many symbols), so batches are matched in
+        arrival order on one CPU thread; with a GPU device this raises ValueError.
     """
 
     def __init__(self, stp: str = "none", threads: int | None = 1, max_levels: int = 1 << 24,
-                 device: str = "cpu"):
+                 device: str = "cpu", risk=None):
         if stp not in S.STP_NAMES:
             raise ValueError(f"unknown stp mode {stp!r}; expected one of {', '.join(S.STP_NAMES)}")
         self.stp_name = stp
@@ -112,6 +117,15 @@ class Engine:
             self._gpu = GpuMatcher(self, self.device_info)
         self._one = None                  # preallocated one-row input/output for submit_order
         self._book_of_symbol: dict[int, int] = {}
+        self.risk = None
+        if risk is not None:
+            from .risk import RiskEngine
+            from .risk_config import RiskLimits
+            if self.device != "cpu":
+                raise ValueError("risk checks and circuit breakers run on the CPU path; use device='cpu' with risk")
+            if not isinstance(risk, RiskLimits):
+                risk = RiskLimits.load(risk)
+            self.risk = RiskEngine(risk)
 
     # ------------------------------------------------------------------------------------
     def submit(self, batch) -> Result:
@@ -125,7 +139,8 @@ class Engine:
                 f"({self.last_ts} then {int(c['ts_ns'][0])})")
         books = self.store.books_for(c["symbol"], c["price_ticks"], c["action"], c["order_type"])
         # the GPU and the parallel CPU path meet books one after another: reserve in full
-        parallel = self._gpu is not None or (self.threads > 1 and n > 1 and books.min() != books.max())
+        parallel = self._gpu is not None or (self.threads > 1 and n > 1 and books.min() != books.max()
+                                             and self.risk is None)
         self.grow_counts["reserve"] = self.grow_counts.get("reserve", 0) + self.store.reserve(
             books, c["action"], at_most_double=not parallel)
         force = np.zeros(n, np.uint8)  # written here when a row must be rejected for range
@@ -133,7 +148,9 @@ class Engine:
                    px=_ro(c["price_ticks"]), qty=_ro(c["qty"]), action=_ro(c["action"]),
                    otype=_ro(c["order_type"]), tif=_ro(c["tif"]), acct=_ro(c["account"]),
                    post=_ro(c["post_only"]), force=_ro(force))
-        if self._gpu is not None:
+        if self.risk is not None:
+            fills, events, deltas = self._submit_risk(I, books, c, n)
+        elif self._gpu is not None:
             fills, events, deltas = self._gpu.match(I, books, n)
         elif parallel:
             fills, events, deltas = self._submit_parallel(I, books, n)
@@ -157,6 +174,10 @@ class Engine:
         """One order, the low-latency way: scalars in, no batch validation or allocation beyond
         the few output rows returned. Same semantics and outputs as ``submit`` of a one-row
         batch (values are range-checked the same way)."""
+        if self.risk is not None:
+            return self.submit({k: np.array([v], dt) for (k, dt, _r, _d), v in zip(
+                S.ORDER_COLUMNS, (ts_ns, order_id, side, price_ticks, qty, action, order_type, tif,
+                                  account, symbol, post_only))})
         one = self._one
         if one is None:
             one = self._one = _OneRow()
@@ -237,20 +258,178 @@ class Engine:
             out.append(Rows(dst, cols))
         return tuple(out)
 
-    def _grow(self, st: int, b: int, row: int, I: Inputs, O, r: int):
-        """Make room for row `row` of book b as the kernel asked; returns the outputs."""
+    def _submit_risk(self, I: Inputs, books: np.ndarray, c, n: int):
+        """Rows in arrival order through the risk version of the kernel (match_seq_risk_cpu)."""
+        from hpte.kernels.risk import G_NEED_PX
+        risk = self.risk
+        ar, sr = risk._rows_for(c["account"], c["symbol"])
+        O = alloc_outputs_1(n // 2 + 256, 2 * n + 256, n + n // 4 + 256)
+        pos = 0
+        while True:
+            st, pos = match_seq_risk_cpu(I, self.store.S, O, books, pos, self.seq, self.stp, risk.state(ar, sr))
+            if st == K.ST_OK:
+                break
+            b = int(books[pos])
+            if st == K.ST_NEED_MAP:
+                risk._grow_map()
+            elif st == K.ST_NEED_AUCTION:
+                O = self._auction(b, int(sr[pos]), self.seq + pos, int(I.ts[pos]), O, risk.state(ar, sr))
+            else:
+                O = self._grow(st, b, pos, I, O, 0, px=int(risk.g[G_NEED_PX]), extra=8)
+        return region_columns(O, 0)
+
+    def _auction(self, b: int, sr: int, seq: int, ts: int, O, R):
+        """Uncross book b (its symbol's reopening auction) into region 0 and resume trading."""
+        from hpte.kernels.auction import uncross_cpu
+        from hpte.kernels.breaker import K_REF
+        from hpte.kernels.risk import S_LAST, S_STATIC
+        one = np.array([b], np.int64)
+        nr, npk = int(self.store.S.bk[b, K.F_NREST]), int(self.store.S.bk[b, K.F_NPARK])
+        cols = {name: np.empty(nr + npk, dt) for name, dt in S.L3_COLUMNS}
+        args = [cols[k] for k in ("symbol", "side", "price_ticks", "order_id", "account", "qty", "tif")]
+        l3_cpu(self.store.S, one, *[a[:nr] for a in args])
+        parked_cpu(self.store.S, one, *[a[nr:] for a in args])
+        # priority: better price first, then time: the book's orders (FIFO per level) came before
+        # every parked one (arrival order); stable sorts keep exactly that
+        bid = np.flatnonzero(cols["side"] == S.BUY)
+        ask = np.flatnonzero(cols["side"] == S.SELL)
+        bid = bid[np.argsort(-cols["price_ticks"][bid], kind="stable")]
+        ask = ask[np.argsort(cols["price_ticks"][ask], kind="stable")]
+        bid_px, bid_qty = cols["price_ticks"][bid], cols["qty"][bid]
+        ask_px, ask_qty = cols["price_ticks"][ask], cols["qty"][ask]
+        ref = next((int(v) for v in (R.brk[sr, K_REF], R.sym[sr, S_LAST], R.sym[sr, S_STATIC]) if v > 0), 0)
+        bf, af = np.zeros(len(bid_px), np.int64), np.zeros(len(ask_px), np.int64)
+        m = len(bid_px) + len(ask_px)
+        f_bid, f_ask, f_qty = (np.zeros(m, np.int64) for _ in range(3))
+        price, vol, _imb, nf = uncross_cpu(bid_px, bid_qty, ask_px, ask_qty, ref, ref > 0, bf, af, f_bid, f_ask, f_qty)
+        O = grow_outputs(O, 0, np.array([nf, 2 * nf + 9, 2 * nf + npk + 9], np.int64))
+        auction_apply_cpu(self.store.S, O, R, b, sr, seq, ts, price, vol,
+                          cols["order_id"][bid].copy(), cols["order_id"][ask].copy(), f_bid, f_ask, f_qty, nf)
+        self.grow_counts["auctions"] = self.grow_counts.get("auctions", 0) + 1
+        return O
+
+    def _need_risk(self, what: str):
+        if self.risk is None:
+            raise ValueError(f"{what} needs risk state: create the Engine with risk=RiskLimits(...) or a risk file")
+        return self.risk
+
+    def _status_rows(self, ts_ns: int, code: int, reason: int, srows: np.ndarray, states: int) -> Result:
+        """Breaker transition rows (events and status deltas) for symbol rows `srows`."""
+        risk = self.risk
+        from hpte.kernels.breaker import K_REF
+        syms = risk.symbol_ids()[srows]
+        order = np.argsort(syms, kind="stable")
+        syms, srows = syms[order], srows[order]
+        k = len(syms)
+        ev = np.zeros((k, len(S.EVENT_COLUMNS)), np.int64)
+        ev[:, 0], ev[:, 1], ev[:, 2], ev[:, 6], ev[:, 7] = self.seq, ts_ns, syms, code, reason
+        ev[:, 8] = risk.brk[srows, K_REF]
+        de = np.zeros((k, len(S.DELTA_COLUMNS)), np.int64)
+        de[:, 0], de[:, 1], de[:, 2], de[:, 4], de[:, 6] = self.seq, ts_ns, syms, risk.brk[srows, K_REF], states
+        return Result(Rows(np.zeros((0, len(S.FILL_COLUMNS)), np.int64), S.FILL_COLUMNS),
+                      Rows(ev, S.EVENT_COLUMNS), Rows(de, S.DELTA_COLUMNS))
+
+    def _check_ts(self, ts_ns: int) -> None:
+        if self.last_ts is not None and ts_ns < self.last_ts:
+            raise InputError(f"ts_ns {ts_ns} is before the previous order's {self.last_ts}")
+
+    def halt(self, ts_ns: int) -> Result:
+        """Market-wide halt by command at ts_ns: every symbol (and any symbol seen later) stops
+        trading; orders are still accepted and cancelled (IOC / FOK / MARKET are rejected
+        SYMBOL_PAUSED). Events HALTED (reason HALT) and status deltas."""
+        from hpte.kernels import breaker as KB
+        risk = self._need_risk("halt")
+        self._check_ts(ts_ns)
+        ns = len(risk.symbol_ids())
+        rows = np.flatnonzero(risk.brk[:ns, KB.K_STATE] != S.TS_HALTED)
+        risk.brk[rows, KB.K_STATE] = S.TS_HALTED
+        risk.brk[rows, KB.K_SINCE] = ts_ns
+        risk.brk[rows, KB.K_CAUSE] = S.R_HALT
+        risk.halted = True
+        self.last_ts = ts_ns
+        return self._status_rows(ts_ns, S.EV_HALTED, S.R_HALT, rows, S.TS_HALTED)
+
+    def resume(self, ts_ns: int) -> Result:
+        """End a market-wide halt: every halted symbol enters the call period of its reopening
+        auction (``auction_ns``), uncrossed at its first order at or after the period's end."""
+        from hpte.kernels import breaker as KB
+        risk = self._need_risk("resume")
+        self._check_ts(ts_ns)
+        ns = len(risk.symbol_ids())
+        rows = np.flatnonzero(risk.brk[:ns, KB.K_STATE] == S.TS_HALTED)
+        a = int(risk.bp[KB.B_AUCTION_NS])
+        risk.brk[rows, KB.K_STATE] = S.TS_AUCTION
+        risk.brk[rows, KB.K_SINCE] = ts_ns
+        risk.brk[rows, KB.K_UNTIL] = ts_ns + (0 if a == KB.UNSET else a)
+        risk.halted = False
+        self.last_ts = ts_ns
+        return self._status_rows(ts_ns, S.EV_AUCTION, S.R_HALT, rows, S.TS_AUCTION)
+
+    def set_kill(self, on: bool = True, account: int | None = None, ts_ns: int | None = None) -> Result:
+        """Turn a kill switch on or off (one account's, or the global one with account=None), at a
+        batch boundary. Turning it on also cancels the resting orders it covers (events
+        CANCELLED, reason KILL_SWITCH). Later NEW / REPLACE rows of a killed account are
+        rejected KILL_SWITCH; cancels still pass."""
+        risk = self._need_risk("set_kill")
+        ts = self.last_ts if ts_ns is None else int(ts_ns)
+        ts = 0 if ts is None else ts
+        self._check_ts(ts)
+        risk.set_kill(on, account)
+        if not on:
+            return self._remove(ts, -1, 0, S.EV_CANCELLED, S.RR_KILL_SWITCH)
+        return self._remove(ts, 2 if account is None else 1, 0 if account is None else int(account),
+                            S.EV_CANCELLED, S.RR_KILL_SWITCH)
+
+    def set_limits(self, limits, ts_ns: int | None = None) -> Result:
+        """Install a new risk configuration (RiskLimits or a TOML path) at this batch boundary;
+        state (open orders, positions, buckets, breakers) is kept. Kill switches it turns on
+        cancel the resting orders they cover, as ``set_kill`` does (the returned events)."""
+        from .risk_config import RiskLimits
+        risk = self._need_risk("set_limits")
+        lim = limits if isinstance(limits, RiskLimits) else RiskLimits.load(limits)
+        ts = self.last_ts if ts_ns is None else int(ts_ns)
+        ts = 0 if ts is None else ts
+        self._check_ts(ts)
+        risk.set_limits(lim)
+        from hpte.kernels.risk import A_KILL, G_KILL
+        if risk.g[G_KILL]:
+            return self._remove(ts, 2, 0, S.EV_CANCELLED, S.RR_KILL_SWITCH)
+        killed = risk._accts.ids[np.flatnonzero(risk.acct[:len(risk._accts), A_KILL])]
+        parts = [self._remove(ts, 1, int(a), S.EV_CANCELLED, S.RR_KILL_SWITCH) for a in killed]
+        if not parts:
+            return self._remove(ts, -1, 0, S.EV_CANCELLED, S.RR_KILL_SWITCH)
+        return Result(*(Rows(np.concatenate([p[k].raw for p in parts]), cols)
+                        for k, (_f, cols) in enumerate(STREAMS)))
+
+    def _remove(self, ts_ns: int, mode: int, acct: int, code: int, reason: int) -> Result:
+        """remove_orders_cpu over every book (mode -1: nothing), with risk releases."""
+        nrest = self.store.resting() + self.store.parked() if mode >= 0 else 0
+        O = alloc_outputs([[0, nrest + 1, nrest + 1]])
+        if mode >= 0:
+            remove_orders_cpu(self.store.S, O, self.store.books_by_symbol(), np.uint64(self.seq),
+                              np.int64(ts_ns), mode, np.uint32(acct), code, reason)
+        res = Result(*region_columns(O, 0))
+        if self.risk is not None and res.events.n_rows:
+            ev = res.events
+            self.risk.release(ev["symbol"], ev["order_id"], ev["qty"])
+        return res
+
+    def _grow(self, st: int, b: int, row: int, I: Inputs, O, r: int, px: int | None = None, extra: int = 0):
+        """Make room for row `row` of book b as the kernel asked; returns the outputs. px: the
+        price the row needs to rest at (default its own price); extra: rows of breaker events
+        the risk kernel reserves."""
         if st == K.ST_NEED_POOL:
             self.store.grow_pool(b)
             self.grow_counts["pool"] += 1
         elif st == K.ST_NEED_LADDER:
-            if not self.store.ladder_for(b, int(I.px[row])):
+            if not self.store.ladder_for(b, int(I.px[row]) if px is None else px):
                 force = I.force.base if I.force.base is not None else I.force
                 force[row] = S.R_PRICE_OUT_OF_RANGE
             self.grow_counts["ladder"] += 1
         elif st == K.ST_NEED_OUTPUT:
             nrest = int(self.store.S.bk[b, K.F_NREST])
             m = nrest if self.stp != S.STP_NONE else min(max(int(I.qty[row]), 0), nrest)
-            O = grow_outputs(O, r, np.array([m, 2 * m + 4, m + 3], np.int64))
+            O = grow_outputs(O, r, np.array([m, 2 * m + 4 + extra, m + 3 + extra], np.int64))
             self.grow_counts["output"] += 1
         else:  # pragma: no cover - a kernel bug
             raise RuntimeError(f"kernel returned unknown status {st}")
@@ -259,10 +438,7 @@ class Engine:
     # ------------------------------------------------------------------------------------
     def end_session(self, ts_ns: int) -> Result:
         """Expire every resting DAY order (README, "End of session")."""
-        nrest = self.store.resting()
-        O = alloc_outputs([[0, nrest + 1, nrest + 1]])
-        expire_day_cpu(self.store.S, O, self.store.books_by_symbol(), np.uint64(self.seq), np.int64(ts_ns))
-        return Result(*region_columns(O, 0))
+        return self._remove(int(ts_ns), 0, 0, S.EV_EXPIRED, S.R_END_OF_SESSION)
 
     def book_levels(self, depth: int | None = None) -> dict:
         """L2 levels of every book: columns of schema.LEVEL_COLUMNS (books by ascending
@@ -282,6 +458,16 @@ class Engine:
         k = l3_cpu(self.store.S, self.store.books_by_symbol(), cols["symbol"], cols["side"],
                    cols["price_ticks"], cols["order_id"], cols["account"], cols["qty"], cols["tif"])
         assert k == n, (k, n)
+        return cols
+
+    def parked(self) -> dict:
+        """Orders waiting for a paused symbol's reopening auction (outside the book, which may
+        not cross): columns of schema.L3_COLUMNS, per symbol in arrival order."""
+        n = self.store.parked()
+        cols = {name: np.empty(n, dt) for name, dt in S.L3_COLUMNS}
+        if n:
+            parked_cpu(self.store.S, self.store.books_by_symbol(), cols["symbol"], cols["side"],
+                       cols["price_ticks"], cols["order_id"], cols["account"], cols["qty"], cols["tif"])
         return cols
 
     def state_bytes(self) -> int:

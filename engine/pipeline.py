@@ -14,6 +14,7 @@ from . import schema as S
 from .book_state import Rows, STREAMS
 from .engine import Engine
 from .io import Columns, events_table, read_orders, to_arrow, write_columns, write_table
+from .schema import arrow_schema
 
 
 @dataclass
@@ -36,6 +37,10 @@ class MatchRun:
         by_event = {S.EVENT_NAMES[int(c)]: int(n) for c, n in zip(*np.unique(codes, return_counts=True))}
         rej = reasons[codes == S.EV_REJECTED]
         by_reason = {S.REASON_NAMES[int(c)]: int(n) for c, n in zip(*np.unique(rej, return_counts=True))}
+        brk = np.isin(codes, S.BREAKER_EVENTS)
+        pairs = codes[brk] * 256 + reasons[brk]
+        by_breaker = {f"{S.EVENT_NAMES[int(p) // 256]} ({S.REASON_NAMES[int(p) % 256]})": int(n)
+                      for p, n in zip(*np.unique(pairs, return_counts=True))}
         return {
             "events": self.n_events,
             "fills": self.fills.n_rows,
@@ -49,14 +54,20 @@ class MatchRun:
             "compile_seconds": self.compile_seconds,
             "event_counts": by_event,
             "rejects_by_reason": by_reason,
+            **({"breaker_events": by_breaker} if self.engine.risk is not None else {}),
             **self.extra,
         }
 
 
-def warm_up(device: str = "cpu") -> float:
+def warm_up(device: str = "cpu", risk: bool = False) -> float:
     """Run every kernel once on a tiny input (compiles, or loads numba's cache); seconds taken.
-    With device "gpu" the CUDA matching kernel is compiled too."""
+    With device "gpu" the CUDA matching kernel is compiled too; with `risk` the risk kernel."""
     t0 = time.perf_counter()
+    if risk:
+        from .risk_config import RiskLimits
+        Engine(risk=RiskLimits()).submit({"ts_ns": np.array([0], np.int64), "order_id": np.array([1], np.uint64),
+                                          "side": np.array([1], np.int8), "price_ticks": np.array([10], np.int64),
+                                          "qty": np.array([1], np.int64)})
     if device == "gpu":
         Engine(device="gpu").submit({"ts_ns": np.array([0], np.int64), "order_id": np.array([1], np.uint64),
                                      "side": np.array([1], np.int8), "price_ticks": np.array([10], np.int64),
@@ -73,13 +84,14 @@ def warm_up(device: str = "cpu") -> float:
 
 def match_columns(cols: Columns, batch_size: int | None = None, stp: str = "none",
                   progress: Callable[[int], None] | None = None, engine: Engine | None = None,
-                  device: str = "cpu") -> MatchRun:
+                  device: str = "cpu", risk=None) -> MatchRun:
     """Match order columns in batches of `batch_size` rows (None = all at once) on `device`
-    ("cpu", "gpu" or "auto"; engine/device.py; ignored when `engine` is given)."""
+    ("cpu", "gpu" or "auto"; engine/device.py; ignored when `engine` is given), with risk
+    checks and breakers when `risk` (RiskLimits or a TOML path) is given."""
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    eng = engine if engine is not None else Engine(stp=stp, device=device)
-    compile_s = warm_up(eng.device)
+    eng = engine if engine is not None else Engine(stp=stp, device=device, risk=risk)
+    compile_s = warm_up(eng.device, eng.risk is not None)
     n = len(cols["ts_ns"])
     step = n if not batch_size else batch_size
     parts: list[tuple] = []
@@ -102,13 +114,17 @@ def match_columns(cols: Columns, batch_size: int | None = None, stp: str = "none
 
 def match_file(orders: str | Path, fills: str | Path, events: str | Path | None = None,
                book: str | Path | None = None, batch_size: int | None = None, stp: str = "none",
-               progress: Callable[[int, int], None] | None = None, device: str = "cpu") -> MatchRun:
+               progress: Callable[[int, int], None] | None = None, device: str = "cpu", risk=None,
+               positions: str | Path | None = None) -> MatchRun:
     """``hpte match``: read, match, write. Raises io.InputError for bad files."""
     cols = read_orders(orders)
     n = len(cols["ts_ns"])
     run = match_columns(cols, batch_size, stp, None if progress is None else (lambda d: progress(d, n)),
-                        device=device)
+                        device=device, risk=risk)
     write_outputs(run, fills, events, book)
+    if positions is not None:
+        from .risk import POSITION_COLUMNS
+        write_columns(positions, run.engine.risk.positions(), arrow_schema(POSITION_COLUMNS))
     return run
 
 

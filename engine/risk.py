@@ -15,32 +15,19 @@ buckets, average-cost P&L): kernels/risk.py's module docstring.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import numpy as np
 
+from ..kernels import breaker as KB
 from ..kernels import risk as K
 from . import schema as S
 from .io import InputError, cast_checked, order_columns
 from .risk_config import NLIM, UNSET, RiskLimits
 
-# Reject reasons of the risk checks (codes >= 100, so they never clash with schema.R_*; < 128 so
-# io.names_array's int8 dictionary indices hold them).
-RISK_REASON_NAMES = {
-    K.RR_MAX_ORDER_QTY: "MAX_ORDER_QTY",
-    K.RR_MAX_ORDER_NOTIONAL: "MAX_ORDER_NOTIONAL",
-    K.RR_PRICE_COLLAR: "PRICE_COLLAR",
-    K.RR_MAX_OPEN_ORDERS: "MAX_OPEN_ORDERS",
-    K.RR_MAX_POSITION: "MAX_POSITION",
-    K.RR_CREDIT_LIMIT: "CREDIT_LIMIT",
-    K.RR_MAX_ORDERS_PER_SECOND: "MAX_ORDERS_PER_SECOND",
-    K.RR_KILL_SWITCH: "KILL_SWITCH",
-    K.RR_SYMBOL_PAUSED: "SYMBOL_PAUSED",
-    K.RR_NOT_PERMITTED: "NOT_PERMITTED",
-    K.RR_NO_REFERENCE_PRICE: "NO_REFERENCE_PRICE",
-    K.RR_RISK_OVERFLOW: "RISK_OVERFLOW",
-}
-ALL_REASON_NAMES = {**S.REASON_NAMES, **RISK_REASON_NAMES}
+# Reject reasons of the risk checks (codes >= 100; names in schema.REASON_NAMES)
+RISK_REASON_NAMES = {c: n for c, n in S.REASON_NAMES.items() if c >= 100}
+ALL_REASON_NAMES = S.REASON_NAMES
 
 POSITION_COLUMNS: tuple[tuple[str, np.dtype], ...] = (
     ("account", np.dtype(np.uint32)),
@@ -72,6 +59,21 @@ OPEN_ORDER_COLUMNS: tuple[tuple[str, np.dtype], ...] = (
 
 _FILL_NEEDS = ("symbol", "taker_order_id", "maker_order_id", "taker_account", "maker_account",
                "taker_side", "price_ticks", "qty")
+
+
+class RiskState(NamedTuple):
+    """What the risk version of the matching kernel reads and updates (kernels/book.py
+    ``process_row_risk``): the arrays of kernels/risk.py, the breaker state and parameters of
+    kernels/breaker.py, and each input row's account and symbol rows."""
+    acct: np.ndarray    # int64[A, NAF]
+    sym: np.ndarray     # int64[S, NSF]
+    pair: np.ndarray    # int64[A, S, NPF]
+    g: np.ndarray       # int64[NG]
+    omap: np.ndarray    # int64[H, NMF]
+    brk: np.ndarray     # int64[S, NBF]
+    bp: np.ndarray      # int64[NBP]
+    ar: np.ndarray      # int64[n], account row of each input row
+    sr: np.ndarray      # int64[n], symbol row of each input row
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
@@ -154,6 +156,9 @@ class RiskEngine:
         self.sym = np.zeros((0, K.NSF), np.int64)
         self.pair = np.zeros((0, 0, K.NPF), np.int64)
         self.g = np.zeros(K.NG, np.int64)
+        self.brk = np.zeros((0, KB.NBF), np.int64)
+        self.bp = np.full(KB.NBP, K.UNSET, np.int64)
+        self.halted = False     # market-wide halt: new symbols start halted too
         self.omap = np.full((map_capacity, K.NMF), 0, np.int64)
         self.omap[:, K.M_KEY] = -1
         self._kill_accounts: set[int] = set()   # runtime kill switches (OR-ed with the config's)
@@ -180,7 +185,9 @@ class RiskEngine:
         sym[:Sn] = self.sym
         pair = np.zeros((A2, S2, K.NPF), np.int64)
         pair[:A, :Sn] = self.pair
-        self.acct, self.sym, self.pair = acct, sym, pair
+        brk = np.zeros((S2, KB.NBF), np.int64)
+        brk[:Sn] = self.brk
+        self.acct, self.sym, self.pair, self.brk = acct, sym, pair, brk
 
     def _init_rows(self, new_acct: np.ndarray, new_sym: np.ndarray) -> None:
         """Give rows to new ids: limits of the current config, empty state, permissions."""
@@ -193,6 +200,14 @@ class RiskEngine:
             self.pair[a0:na, :ns, K.P_LAST_TS] = K.INT64_MIN
         if len(new_sym):
             self._fill_sym_limits(self.limits, slice(s0, ns))
+            b = self.brk[s0:ns]
+            b[:] = 0
+            b[:, KB.K_REF_TS] = KB.INT64_MIN
+            b[:, KB.K_VA_TS] = KB.INT64_MIN
+            b[:, KB.K_HI] = KB.UNSET
+            if self.halted:
+                b[:, KB.K_STATE] = S.TS_HALTED
+                b[:, KB.K_CAUSE] = S.R_HALT
             self.pair[:a0, s0:ns, K.P_LAST_TS] = K.INT64_MIN
         if len(new_acct):
             self._fill_pairs(self.limits, slice(a0, na), slice(0, ns))
@@ -230,6 +245,7 @@ class RiskEngine:
         self._fill_sym_limits(lim, slice(0, ns))
         self._fill_pairs(lim, slice(0, na), slice(0, ns))
         self.g[K.G_KILL] = int(lim.global_kill or self._kill_global)
+        self.bp = np.asarray(lim.breaker_params, np.int64).copy()
 
     def set_limits(self, limits: RiskLimits) -> None:
         """Replace the configuration; it applies from the next call on (a batch boundary). State
@@ -281,6 +297,14 @@ class RiskEngine:
             self.sym[sr[0], K.S_LAST] = int(last)
 
     # ---- the kernels -----------------------------------------------------------------------------
+    def state(self, ar: np.ndarray, sr: np.ndarray) -> RiskState:
+        """The kernel's view of the state for a batch whose rows have these account / symbol rows."""
+        return RiskState(self.acct, self.sym, self.pair, self.g, self.omap, self.brk, self.bp, _ro(ar), _ro(sr))
+
+    def symbol_ids(self) -> np.ndarray:
+        """Symbol id of each symbol row."""
+        return self._syms.ids
+
     def _grow_map(self) -> None:
         new = np.zeros((2 * self.omap.shape[0], K.NMF), np.int64)
         new[:, K.M_KEY] = -1

@@ -41,12 +41,20 @@ import numpy as np
 from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import register_jitable
 
+from .breaker import (
+    B_VELOCITY_TICKS, B_VELOCITY_WINDOW_NS, INT64_MIN, K_STATE, K_VA_PX, K_VA_TS, UNSET,
+    band_limits, brk_begin_row, brk_pause, velocity_breach, velocity_trade,
+)
+from .emit import emit_delta, emit_event, emit_fill  # noqa: F401  (re-exported)
+from .risk import G_NEED_PX, G_NMAP, risk_fill_both, risk_release, risk_row
+
 from .enums import (
     ACT_CANCEL, ACT_NEW, ACT_REPLACE, BUY, EV_ACCEPTED, EV_CANCELLED, EV_EXPIRED, EV_FILLED,
     EV_PARTIALLY_FILLED, EV_REJECTED, EV_REPLACED, OT_LIMIT, OT_MARKET, R_DUPLICATE_ORDER_ID,
     R_FOK_NOT_FILLABLE, R_INVALID_ACTION, R_INVALID_ORDER_TYPE, R_INVALID_POST_ONLY,
     R_INVALID_PRICE, R_INVALID_QTY, R_INVALID_SIDE, R_INVALID_TIF, R_NONE, R_NOT_OWNER,
-    R_POST_ONLY_WOULD_TAKE, R_SELF_TRADE, R_UNKNOWN_ORDER, SELL, STP_CANCEL_BOTH,
+    R_POST_ONLY_WOULD_TAKE, R_PRICE_BAND, R_SELF_TRADE, R_UNKNOWN_ORDER, R_VELOCITY, RR_SYMBOL_PAUSED,
+    SELL, STP_CANCEL_BOTH, TS_PAUSED,
     STP_CANCEL_NEWEST, STP_CANCEL_OLDEST, STP_DECREMENT, STP_NONE, TIF_DAY, TIF_FOK, TIF_GTC,
 )
 
@@ -70,7 +78,10 @@ F_NREST = 11    # resting orders
 F_BIDQTY = 12   # total resting bid quantity
 F_ASKQTY = 13   # total resting ask quantity
 F_SYM = 14      # symbol of this book
-NF = 16
+F_PHEAD = 15    # (risk) first parked order (local slot), -1 none: orders taken while the
+F_PTAIL = 16    #   symbol is paused wait outside the ladder, in arrival order, for the auction
+F_NPARK = 17    # parked orders
+NF = 20
 
 LEVEL_BLOCK = 4096  # ladder sizes and offsets are multiples of this (one bm1 word)
 
@@ -79,9 +90,12 @@ ST_OK = 0
 ST_NEED_POOL = 1     # book needs more pool slots (and id table)
 ST_NEED_LADDER = 2   # order may rest outside the book's ladder
 ST_NEED_OUTPUT = 3   # output region too small for the worst case of the next order
+ST_NEED_AUCTION = 4  # (risk) the row's symbol must reopen by call auction before the row
+ST_NEED_MAP = 5      # (risk) the open-order map of the risk state is half full
 
 FL_SELL = 1
 FL_POST = 8
+FL_PARKED = 16
 
 _U1 = np.uint64(1)
 _U0 = np.uint64(0)
@@ -250,61 +264,6 @@ def id_delete(tab, toff, mask, o_id, poff, key):
 
 
 # ---------------------------------------------------------------------------------------------
-# Output rows
-# ---------------------------------------------------------------------------------------------
-@register_jitable
-def emit_fill(O, r, seq, ts, sym, tid, mid, tacct, macct, tside, px, q):
-    """One fills row (row-major: O.F[k, c] is column c of schema.FILL_COLUMNS, as int64 bits)."""
-    k = O.cur[r, 0]
-    F = O.F
-    F[k, 0] = seq
-    F[k, 1] = ts
-    F[k, 2] = sym
-    F[k, 3] = np.int64(tid)
-    F[k, 4] = np.int64(mid)
-    F[k, 5] = tacct
-    F[k, 6] = macct
-    F[k, 7] = tside
-    F[k, 8] = px
-    F[k, 9] = q
-    O.cur[r, 0] = k + 1
-
-
-@register_jitable
-def emit_event(O, r, seq, ts, sym, oid, acct, side, code, reason, px, q, leaves):
-    """One events row (schema.EVENT_COLUMNS) in region r."""
-    k = O.cur[r, 1]
-    E = O.E
-    E[k, 0] = seq
-    E[k, 1] = ts
-    E[k, 2] = sym
-    E[k, 3] = np.int64(oid)
-    E[k, 4] = acct
-    E[k, 5] = side
-    E[k, 6] = code
-    E[k, 7] = reason
-    E[k, 8] = px
-    E[k, 9] = q
-    E[k, 10] = leaves
-    O.cur[r, 1] = k + 1
-
-
-@register_jitable
-def emit_delta(O, r, seq, ts, sym, side, px, q, n):
-    """One deltas row (schema.DELTA_COLUMNS) in region r."""
-    k = O.cur[r, 2]
-    D = O.D
-    D[k, 0] = seq
-    D[k, 1] = ts
-    D[k, 2] = sym
-    D[k, 3] = side
-    D[k, 4] = px
-    D[k, 5] = q
-    D[k, 6] = n
-    O.cur[r, 2] = k + 1
-
-
-# ---------------------------------------------------------------------------------------------
 # Level and pool primitives
 # ---------------------------------------------------------------------------------------------
 @register_jitable
@@ -338,6 +297,17 @@ def level_append(S, poff, g, s):
 def slot_free(S, b, poff, s):
     S.o_next[poff + s] = np.int32(S.bk[b, F_FREE])
     S.bk[b, F_FREE] = s
+
+
+@register_jitable
+def drop_maker(S, b, poff, g, s, mid):
+    """A maker (local slot s, id mid) at global level g is done: out of the level's FIFO and
+    count, the id index and the pool (the level's quantity and the book's totals are settled
+    by the caller, once per level)."""
+    level_unlink(S, poff, g, s)
+    S.lv_cnt[g] -= 1
+    id_delete(S.tab, S.bk[b, F_TOFF], S.bk[b, F_TMASK], S.o_id, poff, mid)
+    slot_free(S, b, poff, s)
 
 
 @register_jitable(inline="always")
@@ -381,6 +351,43 @@ def remove_resting(S, b, s):
     return g
 
 
+@register_jitable
+def park_append(S, b, s):
+    """Park slot s (fields set) at the back of book b's parked list (a paused symbol's orders
+    wait there for the reopening auction: a paused book may cross, the ladder may not)."""
+    bk = S.bk
+    poff = bk[b, F_POFF]
+    t = bk[b, F_PTAIL]
+    S.o_prev[poff + s] = t
+    S.o_next[poff + s] = -1
+    if t >= 0:
+        S.o_next[poff + t] = s
+    else:
+        bk[b, F_PHEAD] = s
+    bk[b, F_PTAIL] = s
+    bk[b, F_NPARK] += 1
+    S.o_flags[poff + s] |= np.uint8(FL_PARKED)
+
+
+@register_jitable
+def park_unlink(S, b, s):
+    """Take slot s out of book b's parked list (does not free it)."""
+    bk = S.bk
+    poff = bk[b, F_POFF]
+    p = S.o_prev[poff + s]
+    n = S.o_next[poff + s]
+    if p >= 0:
+        S.o_next[poff + p] = n
+    else:
+        bk[b, F_PHEAD] = n
+    if n >= 0:
+        S.o_prev[poff + n] = p
+    else:
+        bk[b, F_PTAIL] = p
+    bk[b, F_NPARK] -= 1
+    S.o_flags[poff + s] &= np.uint8(~FL_PARKED & 0xFF)
+
+
 @register_jitable(inline="always")
 def add_resting(S, b, s):
     """Put slot s (fields already set) at the back of its price level."""
@@ -421,167 +428,6 @@ def crosses(S, b, side, is_market, px):
     return is_market or bk[b, F_BASE] + bb >= px
 
 
-@register_jitable(inline="always")
-def fok_fillable(S, b, side, is_market, px, acct, qty, stp):
-    """FOK dry run: can `qty` be filled by the crossing opposite orders (README rules)?"""
-    bk = S.bk
-    base = bk[b, F_BASE]
-    loff = bk[b, F_LOFF]
-    nlev = bk[b, F_NLEV]
-    poff = bk[b, F_POFF]
-    avail = 0
-    if side == BUY:
-        lvl = bk[b, F_ASK]
-    else:
-        lvl = bk[b, F_BID]
-    while lvl >= 0:
-        lp = base + lvl
-        if not is_market:
-            if (side == BUY and lp > px) or (side == SELL and lp < px):
-                return False
-        g = loff + lvl
-        if stp == STP_NONE:
-            avail += S.lv_qty[g]
-            if avail >= qty:
-                return True
-        else:
-            s = S.lv_head[g]
-            while s >= 0:
-                if S.o_acct[poff + s] == acct:
-                    return False
-                avail += S.o_qty[poff + s]
-                if avail >= qty:
-                    return True
-                s = S.o_next[poff + s]
-        if side == BUY:
-            g = scan_up(S.bm0, S.bm1, g + 1, loff + nlev)
-        else:
-            g = scan_down(S.bm0, S.bm1, g - 1, loff)
-        lvl = -1 if g < 0 else g - loff
-    return False
-
-
-# ---------------------------------------------------------------------------------------------
-# Matching a taker against the book
-# ---------------------------------------------------------------------------------------------
-@register_jitable(inline="always")
-def match_taker(S, O, r, b, seq, ts, oid, acct, side, is_market, px, q, stp):
-    """Match a taker of leaves `q` against book b (README step 4).
-
-    Returns (leaves after, stopped_by_stp). Emits fills, maker/taker events and one delta per
-    level left after filling/cancelling/decrementing there.
-    """
-    bk = S.bk
-    sym = bk[b, F_SYM]
-    base = bk[b, F_BASE]
-    loff = bk[b, F_LOFF]
-    poff = bk[b, F_POFF]
-    toff = bk[b, F_TOFF]
-    tmask = bk[b, F_TMASK]
-    tpx = 0 if is_market else px
-    stopped = False
-    maker_side = SELL if side == BUY else BUY
-    while q > 0:
-        if side == BUY:
-            lvl = bk[b, F_ASK]
-            if lvl < 0:
-                break
-            lp = base + lvl
-            if not is_market and lp > px:
-                break
-        else:
-            lvl = bk[b, F_BID]
-            if lvl < 0:
-                break
-            lp = base + lvl
-            if not is_market and lp < px:
-                break
-        g = loff + lvl
-        s = S.lv_head[g]
-        removed_q = 0
-        removed_n = 0
-        while s >= 0 and q > 0:
-            ms = poff + s
-            nxt = S.o_next[ms]
-            mq = S.o_qty[ms]
-            macct = S.o_acct[ms]
-            mid = S.o_id[ms]
-            if stp != STP_NONE and macct == acct:
-                if stp == STP_CANCEL_NEWEST:
-                    emit_event(O, r, seq, ts, sym, oid, acct, side, EV_CANCELLED, R_SELF_TRADE, tpx, q, 0)
-                    q = 0
-                    stopped = True
-                    break
-                if stp == STP_CANCEL_OLDEST or stp == STP_CANCEL_BOTH:
-                    emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_CANCELLED, R_SELF_TRADE, lp, mq, 0)
-                    S.o_qty[ms] = 0
-                    removed_q += mq
-                    level_unlink(S, poff, g, s)
-                    S.lv_cnt[g] -= 1
-                    id_delete(S.tab, toff, tmask, S.o_id, poff, mid)
-                    slot_free(S, b, poff, s)
-                    removed_n += 1
-                    if stp == STP_CANCEL_BOTH:
-                        emit_event(O, r, seq, ts, sym, oid, acct, side, EV_CANCELLED, R_SELF_TRADE, tpx, q, 0)
-                        q = 0
-                        stopped = True
-                        break
-                else:  # STP_DECREMENT
-                    d = min(q, mq)
-                    mq -= d
-                    q -= d
-                    S.o_qty[ms] = mq
-                    removed_q += d
-                    if mq == 0:
-                        emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_CANCELLED, R_SELF_TRADE, lp, d, 0)
-                        level_unlink(S, poff, g, s)
-                        S.lv_cnt[g] -= 1
-                        id_delete(S.tab, toff, tmask, S.o_id, poff, mid)
-                        slot_free(S, b, poff, s)
-                        removed_n += 1
-                    else:
-                        emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_REPLACED, R_SELF_TRADE, lp, d, mq)
-                    if q == 0:
-                        emit_event(O, r, seq, ts, sym, oid, acct, side, EV_CANCELLED, R_SELF_TRADE, tpx, d, 0)
-                        stopped = True
-                    else:
-                        emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REPLACED, R_SELF_TRADE, tpx, d, q)
-            else:
-                f = min(q, mq)
-                mq -= f
-                q -= f
-                S.o_qty[ms] = mq
-                removed_q += f
-                emit_fill(O, r, seq, ts, sym, oid, mid, acct, macct, side, lp, f)
-                if mq == 0:
-                    emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_FILLED, R_NONE, lp, f, 0)
-                    level_unlink(S, poff, g, s)
-                    S.lv_cnt[g] -= 1
-                    id_delete(S.tab, toff, tmask, S.o_id, poff, mid)
-                    slot_free(S, b, poff, s)
-                    removed_n += 1
-                else:
-                    emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_PARTIALLY_FILLED, R_NONE, lp, f, mq)
-                if q == 0:
-                    emit_event(O, r, seq, ts, sym, oid, acct, side, EV_FILLED, R_NONE, lp, f, 0)
-                else:
-                    emit_event(O, r, seq, ts, sym, oid, acct, side, EV_PARTIALLY_FILLED, R_NONE, lp, f, q)
-            s = nxt
-        # one delta for everything the taker did at this level
-        if removed_q > 0:
-            S.lv_qty[g] -= removed_q
-            if maker_side == SELL:
-                bk[b, F_ASKQTY] -= removed_q
-            else:
-                bk[b, F_BIDQTY] -= removed_q
-            bk[b, F_NREST] -= removed_n
-            emit_delta(O, r, seq, ts, sym, maker_side, lp, S.lv_qty[g], S.lv_cnt[g])
-            if S.lv_cnt[g] == 0:
-                level_emptied(S, b, lvl, maker_side == SELL)
-        if stopped:
-            break
-    return q, stopped
-
 
 # ---------------------------------------------------------------------------------------------
 # The per-row step
@@ -612,164 +458,509 @@ def outside_ladder(S, b, px):
     return lvl < 0 or lvl >= S.bk[b, F_NLEV]
 
 
+# ---------------------------------------------------------------------------------------------
+# Risk and breaker hooks (the RISK versions of the step below; R is engine/risk.py's RiskState)
+# ---------------------------------------------------------------------------------------------
 @register_jitable(inline="always")
-def process_row(I, S, O, r, i, b, seq, stp):
-    """Apply input row i to book b, writing outputs to region r. Returns an ST_* status.
+def risk_fill(R, sr, ts, oid, tar, side, mid, px, f):
+    """A fill of f lots at px between taker oid (account row tar, `side`) and maker mid: both
+    parties' open quantity and position, the symbol's last price, the velocity anchor."""
+    risk_fill_both(sr, oid, tar, np.int64(side), np.int64(mid), px, f, R.acct, R.sym, R.pair, R.g, R.omap)
+    velocity_trade(R, sr, ts, px)
 
-    Anything but ST_OK means nothing was changed and nothing written: the caller grows what
-    the status names and calls again for the same row.
-    I: input columns (ts, oid, side, px, qty, action, otype, tif, acct, post, force), length n.
-    """
-    bk = S.bk
-    q = I.qty[i]
-    nrest = bk[b, F_NREST]
-    if stp != STP_NONE:
-        m = nrest
-    else:
-        m = min(max(q, 0), nrest)
-    if (O.cur[r, 0] + m > O.cap[r, 0] or O.cur[r, 1] + 2 * m + 4 > O.cap[r, 1]
-            or O.cur[r, 2] + m + 3 > O.cap[r, 2]):
-        return ST_NEED_OUTPUT
-    ts = I.ts[i]
-    oid = I.oid[i]
-    act = I.action[i]
-    acct = I.acct[i]
-    side = I.side[i]
-    px = I.px[i]
-    sym = bk[b, F_SYM]
-    poff = bk[b, F_POFF]
-    toff = bk[b, F_TOFF]
-    tmask = bk[b, F_TMASK]
 
-    if act == ACT_NEW:
-        otype = I.otype[i]
-        tif = I.tif[i]
-        post = I.post[i] != 0
+@register_jitable
+def rest_price(R, sr, side, px):
+    """Where a limit order of `side` at px rests under the band: a buy above the band's top rests
+    at the top, a sell below its bottom at the bottom (LULD-style price sliding)."""
+    lo, hi = band_limits(R, sr)
+    if side == BUY and px > hi:
+        return hi
+    if side == SELL and px < lo:
+        return lo
+    return px
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-row step, built twice: without risk (RISK False: the plain matching engine, also the
+# CUDA kernel) and with risk checks and circuit breakers (RISK True). numba prunes the `if RISK`
+# branches of the closure at compile time, so the plain build carries none of it.
+# ---------------------------------------------------------------------------------------------
+def _make_step(RISK):
+
+    @register_jitable(inline="always")
+    def fok_fillable(S, b, side, is_market, px, acct, qty, stp, R, sr, ts):
+        """FOK dry run: can `qty` be filled by the crossing opposite orders (README rules)? With
+        RISK: only at levels inside the band and within the velocity limit."""
+        bk = S.bk
+        base = bk[b, F_BASE]
+        loff = bk[b, F_LOFF]
+        nlev = bk[b, F_NLEV]
+        poff = bk[b, F_POFF]
+        avail = 0
+        if RISK:
+            lo, hi = band_limits(R, sr)
+            vk = R.bp[B_VELOCITY_TICKS]
+            vw = R.bp[B_VELOCITY_WINDOW_NS]
+            va = R.brk[sr, K_VA_TS]
+            have_anchor = va != INT64_MIN and vw != UNSET and ts - va <= vw
+            anchor = R.brk[sr, K_VA_PX]
+        if side == BUY:
+            lvl = bk[b, F_ASK]
+        else:
+            lvl = bk[b, F_BID]
+        while lvl >= 0:
+            lp = base + lvl
+            if not is_market:
+                if (side == BUY and lp > px) or (side == SELL and lp < px):
+                    return False
+            if RISK:
+                if lp < lo or lp > hi:
+                    return False
+                if vk != UNSET and vw != UNSET:
+                    if not have_anchor:
+                        anchor = lp
+                        have_anchor = True
+                    elif lp - anchor > vk or anchor - lp > vk:
+                        return False
+            g = loff + lvl
+            if stp == STP_NONE:
+                avail += S.lv_qty[g]
+                if avail >= qty:
+                    return True
+            else:
+                s = S.lv_head[g]
+                while s >= 0:
+                    if S.o_acct[poff + s] == acct:
+                        return False
+                    avail += S.o_qty[poff + s]
+                    if avail >= qty:
+                        return True
+                    s = S.o_next[poff + s]
+            if side == BUY:
+                g = scan_up(S.bm0, S.bm1, g + 1, loff + nlev)
+            else:
+                g = scan_down(S.bm0, S.bm1, g - 1, loff)
+            lvl = -1 if g < 0 else g - loff
+        return False
+
+    @register_jitable(inline="always")
+    def match_taker(S, O, r, b, seq, ts, oid, acct, side, is_market, px, q, stp, R, tar, sr):
+        """Match a taker of leaves `q` against book b (README step 4).
+
+        Returns (leaves after, stopped_by_stp, halt): halt 0, or with RISK 1 when the next level
+        lies outside the price band on the near side (stale after the band moved) and 2 when
+        trading there would break the velocity limit (the symbol is now paused). Emits fills,
+        maker/taker events and one delta per level left after filling/cancelling/decrementing.
+        """
+        bk = S.bk
+        sym = bk[b, F_SYM]
+        base = bk[b, F_BASE]
+        loff = bk[b, F_LOFF]
+        poff = bk[b, F_POFF]
+        toff = bk[b, F_TOFF]
+        tmask = bk[b, F_TMASK]
+        tpx = 0 if is_market else px
+        stopped = False
+        halt = 0
+        maker_side = SELL if side == BUY else BUY
+        if RISK:
+            lo, hi = band_limits(R, sr)
+        while q > 0:
+            if side == BUY:
+                lvl = bk[b, F_ASK]
+                if lvl < 0:
+                    break
+                lp = base + lvl
+                if not is_market and lp > px:
+                    break
+                if RISK:
+                    if lp > hi:
+                        break
+                    if lp < lo:
+                        halt = 1
+                        break
+            else:
+                lvl = bk[b, F_BID]
+                if lvl < 0:
+                    break
+                lp = base + lvl
+                if not is_market and lp < px:
+                    break
+                if RISK:
+                    if lp < lo:
+                        break
+                    if lp > hi:
+                        halt = 1
+                        break
+            if RISK:
+                if velocity_breach(R, sr, ts, lp):
+                    brk_pause(R, O, r, seq, ts, sr, sym, R_VELOCITY)
+                    halt = 2
+                    break
+            g = loff + lvl
+            s = S.lv_head[g]
+            removed_q = 0
+            removed_n = 0
+            while s >= 0 and q > 0:
+                ms = poff + s
+                nxt = S.o_next[ms]
+                mq = S.o_qty[ms]
+                macct = S.o_acct[ms]
+                mid = S.o_id[ms]
+                if stp != STP_NONE and macct == acct:
+                    if stp == STP_CANCEL_NEWEST:
+                        emit_event(O, r, seq, ts, sym, oid, acct, side, EV_CANCELLED, R_SELF_TRADE, tpx, q, 0)
+                        if RISK:
+                            risk_release(sr, np.int64(oid), q, R.acct, R.pair, R.g, R.omap)
+                        q = 0
+                        stopped = True
+                        break
+                    if stp == STP_CANCEL_OLDEST or stp == STP_CANCEL_BOTH:
+                        emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_CANCELLED, R_SELF_TRADE, lp, mq, 0)
+                        if RISK:
+                            risk_release(sr, np.int64(mid), mq, R.acct, R.pair, R.g, R.omap)
+                        S.o_qty[ms] = 0
+                        removed_q += mq
+                        drop_maker(S, b, poff, g, s, mid)
+                        removed_n += 1
+                        if stp == STP_CANCEL_BOTH:
+                            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_CANCELLED, R_SELF_TRADE, tpx, q, 0)
+                            if RISK:
+                                risk_release(sr, np.int64(oid), q, R.acct, R.pair, R.g, R.omap)
+                            q = 0
+                            stopped = True
+                            break
+                    else:  # STP_DECREMENT
+                        d = min(q, mq)
+                        mq -= d
+                        q -= d
+                        if RISK:
+                            risk_release(sr, np.int64(mid), d, R.acct, R.pair, R.g, R.omap)
+                            risk_release(sr, np.int64(oid), d, R.acct, R.pair, R.g, R.omap)
+                        S.o_qty[ms] = mq
+                        removed_q += d
+                        if mq == 0:
+                            emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_CANCELLED, R_SELF_TRADE, lp, d, 0)
+                            drop_maker(S, b, poff, g, s, mid)
+                            removed_n += 1
+                        else:
+                            emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_REPLACED, R_SELF_TRADE, lp, d, mq)
+                        if q == 0:
+                            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_CANCELLED, R_SELF_TRADE, tpx, d, 0)
+                            stopped = True
+                        else:
+                            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REPLACED, R_SELF_TRADE, tpx, d, q)
+                else:
+                    f = min(q, mq)
+                    mq -= f
+                    q -= f
+                    S.o_qty[ms] = mq
+                    removed_q += f
+                    emit_fill(O, r, seq, ts, sym, oid, mid, acct, macct, side, lp, f)
+                    if RISK:
+                        risk_fill(R, sr, ts, np.int64(oid), tar, side, mid, lp, f)
+                    if mq == 0:
+                        emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_FILLED, R_NONE, lp, f, 0)
+                        drop_maker(S, b, poff, g, s, mid)
+                        removed_n += 1
+                    else:
+                        emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_PARTIALLY_FILLED, R_NONE, lp, f, mq)
+                    if q == 0:
+                        emit_event(O, r, seq, ts, sym, oid, acct, side, EV_FILLED, R_NONE, lp, f, 0)
+                    else:
+                        emit_event(O, r, seq, ts, sym, oid, acct, side, EV_PARTIALLY_FILLED, R_NONE, lp, f, q)
+                s = nxt
+            # one delta for everything the taker did at this level
+            if removed_q > 0:
+                S.lv_qty[g] -= removed_q
+                if maker_side == SELL:
+                    bk[b, F_ASKQTY] -= removed_q
+                else:
+                    bk[b, F_BIDQTY] -= removed_q
+                bk[b, F_NREST] -= removed_n
+                emit_delta(O, r, seq, ts, sym, maker_side, lp, S.lv_qty[g], S.lv_cnt[g])
+                if S.lv_cnt[g] == 0:
+                    level_emptied(S, b, lvl, maker_side == SELL)
+            if stopped:
+                break
+        return q, stopped, halt
+
+    @register_jitable(inline="always")
+    def risk_gate(I, O, r, i, b, seq, R, sym, act, side, px, q, lq):
+        """The pre-trade checks of row i (RISK only): 0 when it passes (and is committed), else
+        the row is rejected here with its risk reason and the reason returned."""
+        ts = I.ts[i]
+        rr = risk_row(ts, np.int64(I.oid[i]), side, px, q, act, I.otype[i], I.tif[i], I.post[i],
+                      R.ar[i], R.sr[i], R.acct, R.sym, R.pair, R.g, R.omap)
+        if rr != 0:
+            emit_event(O, r, seq, ts, sym, I.oid[i], I.acct[i], side, EV_REJECTED, rr, px, q, lq)
+        return rr
+
+    @register_jitable(inline="always")
+    def step(I, S, O, r, i, b, seq, stp, R):
+        """Apply input row i to book b, writing outputs to region r. Returns an ST_* status.
+
+        Anything but ST_OK means the row was not applied: the caller grows what the status
+        names and calls again for the same row (with RISK, breaker transitions that were due at
+        the row's time may already have been written; they are not repeated).
+        I: input columns (ts, oid, side, px, qty, action, otype, tif, acct, post, force), length n.
+        """
+        bk = S.bk
+        q = I.qty[i]
+        nrest = bk[b, F_NREST]
+        if stp != STP_NONE:
+            m = nrest
+        else:
+            m = min(max(q, 0), nrest)
+        extra = 8 if RISK else 0   # breaker transitions: at most 4 events and 4 deltas a row
+        if (O.cur[r, 0] + m > O.cap[r, 0] or O.cur[r, 1] + 2 * m + 4 + extra > O.cap[r, 1]
+                or O.cur[r, 2] + m + 3 + extra > O.cap[r, 2]):
+            return ST_NEED_OUTPUT
+        ts = I.ts[i]
+        oid = I.oid[i]
+        act = I.action[i]
+        acct = I.acct[i]
+        side = I.side[i]
+        px = I.px[i]
+        sym = bk[b, F_SYM]
+        poff = bk[b, F_POFF]
+        toff = bk[b, F_TOFF]
+        tmask = bk[b, F_TMASK]
+        paused = False
+        sr = 0
+        tar = 0
+        if RISK:
+            sr = R.sr[i]
+            tar = R.ar[i]
+            if act == ACT_NEW and R.g[G_NMAP] >= (R.omap.shape[0] >> 1):
+                return ST_NEED_MAP
+            if brk_begin_row(R, O, r, seq, ts, sr, sym):
+                return ST_NEED_AUCTION
+            paused = R.brk[sr, K_STATE] >= TS_PAUSED
+
+        if act == ACT_NEW:
+            otype = I.otype[i]
+            tif = I.tif[i]
+            post = I.post[i] != 0
+            rej = R_NONE
+            if side != BUY and side != SELL:
+                rej = R_INVALID_SIDE
+            elif otype != OT_LIMIT and otype != OT_MARKET:
+                rej = R_INVALID_ORDER_TYPE
+            elif tif > TIF_DAY:
+                rej = R_INVALID_TIF
+            elif q <= 0:
+                rej = R_INVALID_QTY
+            elif otype == OT_LIMIT and px <= 0:
+                rej = R_INVALID_PRICE
+            elif post and not (otype == OT_LIMIT and (tif == TIF_GTC or tif == TIF_DAY)):
+                rej = R_INVALID_POST_ONLY
+            elif id_find(S.tab, toff, tmask, S.o_id, poff, oid) >= 0:
+                rej = R_DUPLICATE_ORDER_ID
+            elif I.force[i] != 0:
+                rej = I.force[i]
+            if rej != R_NONE:
+                emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, rej, px, q, 0)
+                return ST_OK
+            is_market = otype == OT_MARKET
+            rests = (not is_market) and (tif == TIF_GTC or tif == TIF_DAY)
+            if paused and not rests:
+                emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, RR_SYMBOL_PAUSED, px, q, 0)
+                return ST_OK
+            if post and crosses(S, b, side, False, px):
+                emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, R_POST_ONLY_WOULD_TAKE, px, q, 0)
+                return ST_OK
+            rpx = px
+            if RISK and rests and not paused:
+                rpx = rest_price(R, sr, side, px)
+            if rests:
+                if bk[b, F_FREE] < 0 and bk[b, F_HW] >= bk[b, F_PCAP]:
+                    return ST_NEED_POOL
+                if outside_ladder(S, b, rpx):
+                    if RISK:
+                        R.g[G_NEED_PX] = rpx
+                        return ST_NEED_LADDER
+                    if may_rest_outside(S, b, side, px, q, stp):
+                        return ST_NEED_LADDER
+            if RISK:
+                if risk_gate(I, O, r, i, b, seq, R, sym, act, side, px, q, 0) != 0:
+                    return ST_OK
+            tpx = 0 if is_market else px
+            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_ACCEPTED, R_NONE, tpx, q, q)
+            halt = 0
+            if not paused:
+                if tif == TIF_FOK and not fok_fillable(S, b, side, is_market, px, acct, q, stp, R, sr, ts):
+                    emit_event(O, r, seq, ts, sym, oid, acct, side, EV_EXPIRED, R_FOK_NOT_FILLABLE, tpx, q, 0)
+                    if RISK:
+                        risk_release(sr, np.int64(oid), q, R.acct, R.pair, R.g, R.omap)
+                    return ST_OK
+                q, stopped, halt = match_taker(S, O, r, b, seq, ts, oid, acct, side, is_market, px, q, stp,
+                                               R, tar, sr)
+                if stopped or q == 0:
+                    return ST_OK
+            if not rests or halt == 1:
+                emit_event(O, r, seq, ts, sym, oid, acct, side, EV_EXPIRED,
+                           R_PRICE_BAND if halt == 1 else R_NONE, tpx, q, 0)
+                if RISK:
+                    risk_release(sr, np.int64(oid), q, R.acct, R.pair, R.g, R.omap)
+                return ST_OK
+            s = bk[b, F_FREE]
+            if s >= 0:
+                bk[b, F_FREE] = S.o_next[poff + s]
+            else:
+                s = bk[b, F_HW]
+                bk[b, F_HW] = s + 1
+            ms = poff + s
+            S.o_id[ms] = oid
+            S.o_qty[ms] = q
+            S.o_px[ms] = rpx
+            S.o_acct[ms] = acct
+            fl = np.uint8(tif << 1)
+            if side == SELL:
+                fl |= np.uint8(FL_SELL)
+            if post:
+                fl |= np.uint8(FL_POST)
+            S.o_flags[ms] = fl
+            id_insert(S.tab, toff, tmask, oid, s)
+            if RISK and (paused or halt == 2):
+                park_append(S, b, s)
+                return ST_OK
+            g = add_resting(S, b, s)
+            emit_delta(O, r, seq, ts, sym, side, rpx, S.lv_qty[g], S.lv_cnt[g])
+            return ST_OK
+
+        if act != ACT_CANCEL and act != ACT_REPLACE:
+            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, R_INVALID_ACTION, px, q, 0)
+            return ST_OK
+        s = id_find(S.tab, toff, tmask, S.o_id, poff, oid)
+        if s < 0:
+            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, R_UNKNOWN_ORDER, px, q, 0)
+            return ST_OK
+        ms = poff + s
+        lq = S.o_qty[ms]
+        if S.o_acct[ms] != acct:
+            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, R_NOT_OWNER, px, q, lq)
+            return ST_OK
+        fl = S.o_flags[ms]
+        oside = SELL if (fl & FL_SELL) != 0 else BUY
+        opx = S.o_px[ms]
+        if act == ACT_CANCEL:
+            if RISK:
+                if risk_gate(I, O, r, i, b, seq, R, sym, act, side, px, q, lq) != 0:
+                    return ST_OK
+                if (fl & FL_PARKED) != 0:
+                    park_unlink(S, b, s)
+                    id_delete(S.tab, toff, tmask, S.o_id, poff, oid)
+                    slot_free(S, b, poff, s)
+                    emit_event(O, r, seq, ts, sym, oid, acct, oside, EV_CANCELLED, R_NONE, opx, lq, 0)
+                    return ST_OK
+            g = remove_resting(S, b, s)
+            id_delete(S.tab, toff, tmask, S.o_id, poff, oid)
+            slot_free(S, b, poff, s)
+            emit_event(O, r, seq, ts, sym, oid, acct, oside, EV_CANCELLED, R_NONE, opx, lq, 0)
+            emit_delta(O, r, seq, ts, sym, oside, opx, S.lv_qty[g], S.lv_cnt[g])
+            return ST_OK
+
+        # REPLACE: q = new open quantity, px = new price
         rej = R_NONE
-        if side != BUY and side != SELL:
-            rej = R_INVALID_SIDE
-        elif otype != OT_LIMIT and otype != OT_MARKET:
-            rej = R_INVALID_ORDER_TYPE
-        elif tif > TIF_DAY:
-            rej = R_INVALID_TIF
-        elif q <= 0:
+        if q <= 0:
             rej = R_INVALID_QTY
-        elif otype == OT_LIMIT and px <= 0:
+        elif px <= 0:
             rej = R_INVALID_PRICE
-        elif post and not (otype == OT_LIMIT and (tif == TIF_GTC or tif == TIF_DAY)):
-            rej = R_INVALID_POST_ONLY
-        elif id_find(S.tab, toff, tmask, S.o_id, poff, oid) >= 0:
-            rej = R_DUPLICATE_ORDER_ID
+        elif (fl & FL_POST) != 0 and crosses(S, b, oside, False, px):
+            rej = R_POST_ONLY_WOULD_TAKE
         elif I.force[i] != 0:
             rej = I.force[i]
         if rej != R_NONE:
-            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, rej, px, q, 0)
+            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, rej, px, q, lq)
             return ST_OK
-        is_market = otype == OT_MARKET
-        rests = (not is_market) and (tif == TIF_GTC or tif == TIF_DAY)
-        if post and crosses(S, b, side, False, px):
-            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, R_POST_ONLY_WOULD_TAKE, px, q, 0)
-            return ST_OK
-        if rests:
-            if bk[b, F_FREE] < 0 and bk[b, F_HW] >= bk[b, F_PCAP]:
-                return ST_NEED_POOL
-            if outside_ladder(S, b, px) and may_rest_outside(S, b, side, px, q, stp):
+        if RISK and paused and ((fl & FL_PARKED) != 0 or not (px == opx and q <= lq)):
+            # paused: the replaced order waits in the parked list (no matching, no delta there);
+            # a parked order keeps its place only for a decrease at the same price
+            if outside_ladder(S, b, px):
+                R.g[G_NEED_PX] = px
                 return ST_NEED_LADDER
-        tpx = 0 if is_market else px
-        emit_event(O, r, seq, ts, sym, oid, acct, side, EV_ACCEPTED, R_NONE, tpx, q, q)
-        if tif == TIF_FOK and not fok_fillable(S, b, side, is_market, px, acct, q, stp):
-            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_EXPIRED, R_FOK_NOT_FILLABLE, tpx, q, 0)
-            return ST_OK
-        q, stopped = match_taker(S, O, r, b, seq, ts, oid, acct, side, is_market, px, q, stp)
-        if stopped or q == 0:
-            return ST_OK
-        if not rests:
-            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_EXPIRED, R_NONE, tpx, q, 0)
-            return ST_OK
-        s = bk[b, F_FREE]
-        if s >= 0:
-            bk[b, F_FREE] = S.o_next[poff + s]
-        else:
-            s = bk[b, F_HW]
-            bk[b, F_HW] = s + 1
-        ms = poff + s
-        S.o_id[ms] = oid
-        S.o_qty[ms] = q
-        S.o_px[ms] = px
-        S.o_acct[ms] = acct
-        fl = np.uint8(tif << 1)
-        if side == SELL:
-            fl |= np.uint8(FL_SELL)
-        if post:
-            fl |= np.uint8(FL_POST)
-        S.o_flags[ms] = fl
-        g = add_resting(S, b, s)
-        id_insert(S.tab, toff, tmask, oid, s)
-        emit_delta(O, r, seq, ts, sym, side, px, S.lv_qty[g], S.lv_cnt[g])
-        return ST_OK
-
-    if act != ACT_CANCEL and act != ACT_REPLACE:
-        emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, R_INVALID_ACTION, px, q, 0)
-        return ST_OK
-    s = id_find(S.tab, toff, tmask, S.o_id, poff, oid)
-    if s < 0:
-        emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, R_UNKNOWN_ORDER, px, q, 0)
-        return ST_OK
-    ms = poff + s
-    lq = S.o_qty[ms]
-    if S.o_acct[ms] != acct:
-        emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, R_NOT_OWNER, px, q, lq)
-        return ST_OK
-    fl = S.o_flags[ms]
-    oside = SELL if (fl & FL_SELL) != 0 else BUY
-    opx = S.o_px[ms]
-    if act == ACT_CANCEL:
-        g = remove_resting(S, b, s)
-        id_delete(S.tab, toff, tmask, S.o_id, poff, oid)
-        slot_free(S, b, poff, s)
-        emit_event(O, r, seq, ts, sym, oid, acct, oside, EV_CANCELLED, R_NONE, opx, lq, 0)
-        emit_delta(O, r, seq, ts, sym, oside, opx, S.lv_qty[g], S.lv_cnt[g])
-        return ST_OK
-
-    # REPLACE: q = new open quantity, px = new price
-    rej = R_NONE
-    if q <= 0:
-        rej = R_INVALID_QTY
-    elif px <= 0:
-        rej = R_INVALID_PRICE
-    elif (fl & FL_POST) != 0 and crosses(S, b, oside, False, px):
-        rej = R_POST_ONLY_WOULD_TAKE
-    elif I.force[i] != 0:
-        rej = I.force[i]
-    if rej != R_NONE:
-        emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, rej, px, q, lq)
-        return ST_OK
-    if px == opx and q <= lq:
-        g = bk[b, F_LOFF] + (opx - bk[b, F_BASE])
-        diff = lq - q
-        S.o_qty[ms] = q
-        emit_event(O, r, seq, ts, sym, oid, acct, oside, EV_REPLACED, R_NONE, px, q, q)
-        if diff > 0:
-            S.lv_qty[g] -= diff
-            if oside == SELL:
-                bk[b, F_ASKQTY] -= diff
+            if risk_gate(I, O, r, i, b, seq, R, sym, act, side, px, q, lq) != 0:
+                return ST_OK
+            if (fl & FL_PARKED) == 0:
+                g = remove_resting(S, b, s)
+                emit_delta(O, r, seq, ts, sym, oside, opx, S.lv_qty[g], S.lv_cnt[g])
+                S.o_px[ms] = px
+                S.o_qty[ms] = q
+                park_append(S, b, s)
+            elif not (px == opx and q <= lq):
+                park_unlink(S, b, s)
+                S.o_px[ms] = px
+                S.o_qty[ms] = q
+                park_append(S, b, s)
             else:
-                bk[b, F_BIDQTY] -= diff
-            emit_delta(O, r, seq, ts, sym, oside, px, S.lv_qty[g], S.lv_cnt[g])
+                S.o_qty[ms] = q
+            emit_event(O, r, seq, ts, sym, oid, acct, oside, EV_REPLACED, R_NONE, px, q, q)
+            return ST_OK
+        if px == opx and q <= lq:
+            if RISK:
+                if risk_gate(I, O, r, i, b, seq, R, sym, act, side, px, q, lq) != 0:
+                    return ST_OK
+            g = bk[b, F_LOFF] + (opx - bk[b, F_BASE])
+            diff = lq - q
+            S.o_qty[ms] = q
+            emit_event(O, r, seq, ts, sym, oid, acct, oside, EV_REPLACED, R_NONE, px, q, q)
+            if diff > 0:
+                S.lv_qty[g] -= diff
+                if oside == SELL:
+                    bk[b, F_ASKQTY] -= diff
+                else:
+                    bk[b, F_BIDQTY] -= diff
+                emit_delta(O, r, seq, ts, sym, oside, px, S.lv_qty[g], S.lv_cnt[g])
+            return ST_OK
+        rpx = px
+        if RISK and not paused:
+            rpx = rest_price(R, sr, oside, px)
+        if outside_ladder(S, b, rpx):
+            if RISK:
+                R.g[G_NEED_PX] = rpx
+                return ST_NEED_LADDER
+            if may_rest_outside(S, b, oside, px, q, stp):
+                return ST_NEED_LADDER
+        if RISK:
+            if risk_gate(I, O, r, i, b, seq, R, sym, act, side, px, q, lq) != 0:
+                return ST_OK
+        g = remove_resting(S, b, s)
+        emit_delta(O, r, seq, ts, sym, oside, opx, S.lv_qty[g], S.lv_cnt[g])
+        emit_event(O, r, seq, ts, sym, oid, acct, oside, EV_REPLACED, R_NONE, px, q, q)
+        S.o_px[ms] = rpx
+        S.o_qty[ms] = q
+        halt = 0
+        if not paused:
+            q, stopped, halt = match_taker(S, O, r, b, seq, ts, oid, acct, oside, False, px, q, stp, R, tar, sr)
+            if stopped or q == 0:
+                id_delete(S.tab, toff, tmask, S.o_id, poff, oid)
+                slot_free(S, b, poff, s)
+                return ST_OK
+            if halt == 1:
+                emit_event(O, r, seq, ts, sym, oid, acct, oside, EV_EXPIRED, R_PRICE_BAND, px, q, 0)
+                if RISK:
+                    risk_release(sr, np.int64(oid), q, R.acct, R.pair, R.g, R.omap)
+                id_delete(S.tab, toff, tmask, S.o_id, poff, oid)
+                slot_free(S, b, poff, s)
+                return ST_OK
+        S.o_qty[ms] = q
+        if RISK and halt == 2:      # the sweep paused the symbol: the rest waits for the auction
+            park_append(S, b, s)
+            return ST_OK
+        g = add_resting(S, b, s)
+        emit_delta(O, r, seq, ts, sym, oside, rpx, S.lv_qty[g], S.lv_cnt[g])
         return ST_OK
-    if outside_ladder(S, b, px) and may_rest_outside(S, b, oside, px, q, stp):
-        return ST_NEED_LADDER
-    g = remove_resting(S, b, s)
-    emit_delta(O, r, seq, ts, sym, oside, opx, S.lv_qty[g], S.lv_cnt[g])
-    emit_event(O, r, seq, ts, sym, oid, acct, oside, EV_REPLACED, R_NONE, px, q, q)
-    S.o_px[ms] = px
-    S.o_qty[ms] = q
-    q, stopped = match_taker(S, O, r, b, seq, ts, oid, acct, oside, False, px, q, stp)
-    if stopped or q == 0:
-        id_delete(S.tab, toff, tmask, S.o_id, poff, oid)
-        slot_free(S, b, poff, s)
-        return ST_OK
-    S.o_qty[ms] = q
-    g = add_resting(S, b, s)
-    emit_delta(O, r, seq, ts, sym, oside, px, S.lv_qty[g], S.lv_cnt[g])
-    return ST_OK
+
+    return step, match_taker, fok_fillable
+
+
+_step_plain, match_taker, fok_fillable = _make_step(False)
+process_row_risk, _match_taker_risk, _fok_fillable_risk = _make_step(True)
+
+
+@register_jitable(inline="always")
+def process_row(I, S, O, r, i, b, seq, stp):
+    """The per-row step without risk checks or breakers (``_make_step``)."""
+    return _step_plain(I, S, O, r, i, b, seq, stp, None)

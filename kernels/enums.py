@@ -55,3 +55,36 @@ R_SELF_TRADE = 12
 R_FOK_NOT_FILLABLE = 13
 R_END_OF_SESSION = 14
 R_PRICE_OUT_OF_RANGE = 15  # resting would stretch the book's ladder past Engine(max_levels=...)
+R_PRICE_BAND = 16          # a taker's remainder could neither trade inside the price band nor rest
+R_LIMIT_STATE = 17         # breaker event cause: the book stayed at its band for limit_state_ns
+R_VELOCITY = 18            # breaker event cause: the price moved more than velocity_ticks
+R_HALT = 19                # breaker event cause: market-wide halt / resume by command
+R_AUCTION = 20             # fills and events of a reopening (or stand-alone) call auction
+
+# Risk reject reasons (kernels/risk.py; README "Risk limits")
+RR_MAX_ORDER_QTY = 100
+RR_MAX_ORDER_NOTIONAL = 101
+RR_PRICE_COLLAR = 102
+RR_MAX_OPEN_ORDERS = 103
+RR_MAX_POSITION = 104
+RR_CREDIT_LIMIT = 105
+RR_MAX_ORDERS_PER_SECOND = 106
+RR_KILL_SWITCH = 107
+RR_SYMBOL_PAUSED = 108
+RR_NOT_PERMITTED = 109
+RR_NO_REFERENCE_PRICE = 110
+RR_RISK_OVERFLOW = 111
+
+# Trading-status events of the circuit breakers (events stream: order_id 0, side 0; the cause
+# in `reason`; deltas stream: a row with side 0 whose `orders` column is the new TS_* state)
+EV_LIMIT_STATE = 8         # the book reached its price band (trading continues inside it)
+EV_PAUSED = 9              # trading pause: orders accepted and cancelled, nothing trades
+EV_AUCTION = 10            # call period of the reopening auction
+EV_RESUMED = 11            # continuous trading again (after a limit state or an auction)
+EV_HALTED = 12             # market-wide halt by command
+
+TS_CONTINUOUS = 0
+TS_LIMIT = 1
+TS_PAUSED = 2
+TS_AUCTION = 3
+TS_HALTED = 4

@@ -17,9 +17,10 @@ import numpy as np
 from numba import njit, prange
 
 from .book import (
-    F_ASK, F_BASE, F_BID, F_HW, F_LOFF, F_NLEV, F_POFF, F_TMASK, F_TOFF, ST_OK, bit_set,
-    id_insert, process_row,
+    F_ASK, F_BASE, F_BID, F_HW, F_LOFF, F_NLEV, F_PHEAD, F_POFF, F_SYM, F_TMASK, F_TOFF, ST_OK, bit_set,
+    id_insert, process_row, process_row_risk,
 )
+from .breaker import brk_end_row
 
 
 @njit(cache=True)
@@ -31,6 +32,27 @@ def match_seq_cpu(I, S, O, books, start, seq0, stp):
     """
     none = np.empty((0, 3), np.int64)
     return run_chunk_cpu(I, S, O, books, books, False, 0, start, I.ts.shape[0], none, none, False, seq0, stp)
+
+
+@njit(cache=True, _nrt=False)
+def match_seq_risk_cpu(I, S, O, books, start, seq0, stp, R):
+    """``match_seq_cpu`` with pre-trade risk checks, post-trade risk state and circuit breakers
+    (R: engine/risk.py RiskState; R.ar / R.sr are each row's account and symbol rows). Rows in
+    arrival order into region 0: risk state is shared across books (accounts trade many
+    symbols), so this path is sequential. Returns (status, row) like ``match_seq_cpu``, with
+    ST_NEED_AUCTION and ST_NEED_MAP besides."""
+    n = I.ts.shape[0]
+    bk = S.bk
+    for i in range(start, n):
+        b = books[i]
+        st = process_row_risk(I, S, O, 0, i, b, seq0 + i, stp, R)
+        if st != ST_OK:
+            return st, i
+        base = bk[b, F_BASE]
+        bid = base + bk[b, F_BID] if bk[b, F_BID] >= 0 else 0
+        ask = base + bk[b, F_ASK] if bk[b, F_ASK] >= 0 else 0
+        brk_end_row(R, O, 0, seq0 + i, I.ts[i], R.sr[i], bk[b, F_SYM], bid, ask)
+    return ST_OK, n
 
 
 @njit(cache=True)
@@ -64,12 +86,16 @@ def relayout_cpu(S, T, nbooks_old):
             T.o_prev[tp + s] = S.o_prev[sp + s]
             T.o_acct[tp + s] = S.o_acct[sp + s]
             T.o_flags[tp + s] = S.o_flags[sp + s]
-        # id table from the resting orders
+        # id table from the resting and the parked orders
         for lv in range(S.bk[b, F_NLEV]):
             s = S.lv_head[so + lv] if S.lv_cnt[so + lv] > 0 else -1
             while s >= 0:
                 id_insert(T.tab, T.bk[b, F_TOFF], T.bk[b, F_TMASK], S.o_id[sp + s], s)
                 s = S.o_next[sp + s]
+        s = S.bk[b, F_PHEAD]
+        while s >= 0:
+            id_insert(T.tab, T.bk[b, F_TOFF], T.bk[b, F_TMASK], S.o_id[sp + s], s)
+            s = S.o_next[sp + s]
 
 
 @njit(cache=True, _nrt=False)

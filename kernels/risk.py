@@ -76,19 +76,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-# --- reject reasons (risk codes start at 100; schema.py's R_* stay below) ------------------------
-RR_MAX_ORDER_QTY = 100
-RR_MAX_ORDER_NOTIONAL = 101
-RR_PRICE_COLLAR = 102
-RR_MAX_OPEN_ORDERS = 103
-RR_MAX_POSITION = 104
-RR_CREDIT_LIMIT = 105
-RR_MAX_ORDERS_PER_SECOND = 106
-RR_KILL_SWITCH = 107
-RR_SYMBOL_PAUSED = 108
-RR_NOT_PERMITTED = 109
-RR_NO_REFERENCE_PRICE = 110
-RR_RISK_OVERFLOW = 111
+# --- reject reasons: kernels/enums.py RR_* (risk codes start at 100; R_* stay below)
 RR_DEFER = 255          # internal: the row is left to matching (written out as 0)
 
 # --- status codes -------------------------------------------------------------------------------
@@ -96,7 +84,12 @@ ST_OK = 0
 ST_MAP_FULL = 1         # row i is a NEW and the open-order map is half full: grow, resume at i
 ST_BAD_FILL = -1        # apply_fills_cpu: fill row i is invalid (qty, price, side); nothing applied
 
-from .enums import ACT_CANCEL, ACT_NEW, ACT_REPLACE, BUY, OT_LIMIT, OT_MARKET, SELL, TIF_DAY, TIF_GTC  # noqa: E402,F401
+from .enums import (  # noqa: E402,F401
+    ACT_CANCEL, ACT_NEW, ACT_REPLACE, BUY, OT_LIMIT, OT_MARKET, RR_CREDIT_LIMIT, RR_KILL_SWITCH,
+    RR_MAX_OPEN_ORDERS, RR_MAX_ORDER_NOTIONAL, RR_MAX_ORDER_QTY, RR_MAX_ORDERS_PER_SECOND,
+    RR_MAX_POSITION, RR_NO_REFERENCE_PRICE, RR_NOT_PERMITTED, RR_PRICE_COLLAR, RR_RISK_OVERFLOW,
+    RR_SYMBOL_PAUSED, SELL, TIF_DAY, TIF_GTC,
+)
 from .int128 import mul_wide_u64  # noqa: E402
 
 # --- limit columns (engine/risk_config.LIMIT_KEYS order) -----------------------------------------
@@ -146,6 +139,7 @@ NPF = 16
 # --- globals (g[G_*]) ----------------------------------------------------------------------------
 G_KILL = 0             # global kill switch
 G_NMAP = 1             # entries in omap
+G_NEED_PX = 2          # scratch: the price a row stopped with ST_NEED_LADDER needs to rest at
 NG = 8
 
 # --- open-order map fields (omap[slot, M_*]; 32 bytes a slot, two slots a cache line) -----------
@@ -617,3 +611,41 @@ def release_cpu(sr, oid, q, acct, pair, g, omap, released):
     for i in range(sr.shape[0]):
         released[i] = risk_release_row(sr[i], oid[i], q[i], acct, pair, g, omap)
     return sr.shape[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# the row functions the matching kernel calls (kernels/book.py process_row_risk): compiled once
+# each, not inlined (inlining them at each call site of the matching step made its compile ~10x
+# slower), with plain array arguments (a short call)
+# ---------------------------------------------------------------------------------------------
+@njit(cache=True, _nrt=False)
+def risk_row(ts, oid, side, px, qty, action, otype, tif, post, ar, sr, acct, sym, pair, g, omap):
+    """Check one row and commit it when it passes. Returns 0 (pass, or left to matching) or the
+    RR_* reason it is rejected for (nothing changed)."""
+    r, slot, dq, dn, pxu, ta, tp = risk_check_row(ts, oid, side, px, qty, action, otype, tif, post,
+                                                  ar, sr, acct, sym, pair, g, omap)
+    if r == 0:
+        risk_commit_row(ts, oid, side, qty, action, ar, sr, slot, dq, dn, pxu, ta, tp,
+                        acct, sym, pair, g, omap)
+        return 0
+    if r == RR_DEFER:
+        return 0
+    return r
+
+
+@njit(cache=True, _nrt=False)
+def risk_fill_both(sr, oid, ar, side, mid, px, q, acct, sym, pair, g, omap):
+    """A fill of q lots at px between taker oid (account row ar, `side`) and maker mid (its
+    account row from the open-order map): both parties, and the symbol's last trade price."""
+    risk_fill_party(sr, oid, ar, side, px, q, acct, sym, pair, g, omap)
+    slot = map_find(omap, sr, mid)
+    key = omap[slot, M_KEY]
+    if key != -1:
+        risk_fill_party(sr, mid, key & 0xFFFFFFFF, -side, px, q, acct, sym, pair, g, omap)
+    sym[sr, S_LAST] = px
+
+
+@njit(cache=True, _nrt=False)
+def risk_release(sr, oid, q, acct, pair, g, omap):
+    """``risk_release_row`` as one compiled function (see risk_row)."""
+    return risk_release_row(sr, oid, q, acct, pair, g, omap)

@@ -1,4 +1,5 @@
-"""Book read-out and end-of-session kernels (CPU).
+"""Book read-out and whole-book kernels between rows (CPU): levels, L3, end of session, kill
+switches, the execution of a reopening auction.
 
 Books are visited in the order given by ``order`` (the engine passes ascending symbol); per
 book, bids from best to worst level, then asks from best to worst, FIFO within a level.
@@ -8,12 +9,20 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .enums import BUY, EV_EXPIRED, R_END_OF_SESSION, SELL, TIF_DAY
-
 from .book import (
-    F_ASK, F_BASE, F_BID, F_LOFF, F_NLEV, F_POFF, F_SYM, F_TMASK, F_TOFF, emit_delta,
-    emit_event, id_delete, remove_resting, scan_down, scan_up, slot_free,
+    F_ASK, F_ASKQTY, F_BASE, F_BID, F_BIDQTY, F_LOFF, F_NLEV, F_PHEAD, F_POFF, F_SYM, F_TMASK,
+    F_TOFF, FL_PARKED, FL_SELL, add_resting, emit_delta, emit_event, emit_fill, id_delete, id_find,
+    park_unlink, remove_resting, scan_down, scan_up, slot_free,
 )
+from .breaker import (
+    B_BAND_BPS, K_CAUSE, K_HI, K_LO, K_REF, K_REF_TS, K_SINCE, K_STATE, K_VA_PX, K_VA_TS, UNSET,
+    band_of, brk_emit,
+)
+from .enums import (
+    BUY, EV_EXPIRED, EV_FILLED, EV_PARTIALLY_FILLED, EV_RESUMED, R_AUCTION, R_END_OF_SESSION, SELL,
+    TIF_DAY, TS_CONTINUOUS,
+)
+from .risk import M_KEY, S_LAST, map_find, risk_fill_party
 
 
 @njit(cache=True)
@@ -28,6 +37,18 @@ def _next_level(S, b, g, is_ask):
 def _first_level(S, b, is_ask):
     best = S.bk[b, F_ASK] if is_ask else S.bk[b, F_BID]
     return -1 if best < 0 else S.bk[b, F_LOFF] + best
+
+
+@njit(cache=True)
+def _l3_row(S, b, ms, k, sym, side, px, oid, acct, qty, tif):
+    """Row k of the L3 columns from pool slot ms of book b."""
+    sym[k] = S.bk[b, F_SYM]
+    side[k] = SELL if (S.o_flags[ms] & FL_SELL) != 0 else BUY
+    px[k] = S.o_px[ms]
+    oid[k] = S.o_id[ms]
+    acct[k] = S.o_acct[ms]
+    qty[k] = S.o_qty[ms]
+    tif[k] = (S.o_flags[ms] >> 1) & 3
 
 
 @njit(cache=True)
@@ -65,13 +86,7 @@ def l3_cpu(S, order, sym, side, px, oid, acct, qty, tif):
             while g >= 0:
                 s = S.lv_head[g]
                 while s >= 0:
-                    sym[k] = S.bk[b, F_SYM]
-                    side[k] = SELL if is_ask else BUY
-                    px[k] = S.o_px[poff + s]
-                    oid[k] = S.o_id[poff + s]
-                    acct[k] = S.o_acct[poff + s]
-                    qty[k] = S.o_qty[poff + s]
-                    tif[k] = (S.o_flags[poff + s] >> 1) & 3
+                    _l3_row(S, b, poff + s, k, sym, side, px, oid, acct, qty, tif)
                     k += 1
                     s = S.o_next[poff + s]
                 g = _next_level(S, b, g, is_ask)
@@ -79,9 +94,12 @@ def l3_cpu(S, order, sym, side, px, oid, acct, qty, tif):
 
 
 @njit(cache=True)
-def expire_day_cpu(S, O, order, seq, ts):
-    """End of session: expire every resting DAY order (README). Outputs to region 0, whose
-    capacity must hold one event and one delta per resting order."""
+def remove_orders_cpu(S, O, order, seq, ts, mode, acct, code, reason):
+    """Take resting orders out of the books: mode 0 every DAY order (end of session), mode 1
+    every order of account `acct`, mode 2 every order (kill switches). One event (`code`,
+    `reason`) per order and one delta per level touched, to region 0, whose capacity must hold
+    one event and one delta per resting order. Returns the orders removed."""
+    k = 0
     for j in range(order.shape[0]):
         b = order[j]
         poff = S.bk[b, F_POFF]
@@ -95,17 +113,125 @@ def expire_day_cpu(S, O, order, seq, ts):
                 changed = False
                 while s >= 0:
                     nxt = S.o_next[poff + s]
-                    if ((S.o_flags[poff + s] >> 1) & 3) == TIF_DAY:
+                    if mode == 2 or (mode == 1 and S.o_acct[poff + s] == acct) or \
+                            (mode == 0 and ((S.o_flags[poff + s] >> 1) & 3) == TIF_DAY):
                         q = S.o_qty[poff + s]
                         oid = S.o_id[poff + s]
-                        emit_event(O, 0, seq, ts, sym, oid, S.o_acct[poff + s], side,
-                                   EV_EXPIRED, R_END_OF_SESSION, lp, q, 0)
+                        emit_event(O, 0, seq, ts, sym, oid, S.o_acct[poff + s], side, code, reason, lp, q, 0)
                         remove_resting(S, b, s)
                         id_delete(S.tab, S.bk[b, F_TOFF], S.bk[b, F_TMASK], S.o_id, poff, oid)
                         slot_free(S, b, poff, s)
                         changed = True
+                        k += 1
                     s = nxt
                 if changed:
                     emit_delta(O, 0, seq, ts, sym, side, lp, S.lv_qty[g], S.lv_cnt[g])
                 # the level may be gone now; continue from its position
                 g = _next_level(S, b, g, is_ask)
+        s = S.bk[b, F_PHEAD]          # parked orders (no deltas: they are not in the book)
+        while s >= 0:
+            nxt = S.o_next[poff + s]
+            if mode == 2 or (mode == 1 and S.o_acct[poff + s] == acct) or \
+                    (mode == 0 and ((S.o_flags[poff + s] >> 1) & 3) == TIF_DAY):
+                oid = S.o_id[poff + s]
+                emit_event(O, 0, seq, ts, sym, oid, S.o_acct[poff + s],
+                           SELL if (S.o_flags[poff + s] & FL_SELL) != 0 else BUY, code, reason,
+                           S.o_px[poff + s], S.o_qty[poff + s], 0)
+                park_unlink(S, b, s)
+                id_delete(S.tab, S.bk[b, F_TOFF], S.bk[b, F_TMASK], S.o_id, poff, oid)
+                slot_free(S, b, poff, s)
+                k += 1
+            s = nxt
+    return k
+
+
+@njit(cache=True)
+def parked_cpu(S, order, sym, side, px, oid, acct, qty, tif):
+    """Every parked order (waiting for a paused symbol's auction), per book in arrival order:
+    the columns of l3_cpu. Returns rows written."""
+    k = 0
+    for j in range(order.shape[0]):
+        b = order[j]
+        poff = S.bk[b, F_POFF]
+        s = S.bk[b, F_PHEAD]
+        while s >= 0:
+            _l3_row(S, b, poff + s, k, sym, side, px, oid, acct, qty, tif)
+            k += 1
+            s = S.o_next[poff + s]
+    return k
+
+
+@njit(cache=True, _nrt=False)
+def auction_apply_cpu(S, O, R, b, sr, seq, ts, px, vol, bid_oid, ask_oid, f_bid, f_ask, f_qty, nf):
+    """Execute an uncrossing (kernels/auction.py ``uncross_cpu``) on book b at price px and
+    reopen its symbol (risk row sr): fill k trades f_qty[k] lots between bid bid_oid[f_bid[k]]
+    and ask ask_oid[f_ask[k]] (fills: the bid in the taker columns, taker_side 0 = auction);
+    FILLED / PARTIALLY_FILLED events with reason AUCTION, a delta per level per fill, risk
+    positions, then the symbol's breaker state back to continuous around px (event RESUMED,
+    qty = vol); the parked orders left join the book. Region 0 must hold nf fills, 2 nf + 1
+    events and 2 nf + parked + 1 deltas."""
+    bk = S.bk
+    poff = bk[b, F_POFF]
+    toff = bk[b, F_TOFF]
+    tmask = bk[b, F_TMASK]
+    sym = bk[b, F_SYM]
+    for k in range(nf):
+        q = f_qty[k]
+        bo = bid_oid[f_bid[k]]
+        ao = ask_oid[f_ask[k]]
+        sb = id_find(S.tab, toff, tmask, S.o_id, poff, bo)
+        sa = id_find(S.tab, toff, tmask, S.o_id, poff, ao)
+        emit_fill(O, 0, seq, ts, sym, bo, ao, S.o_acct[poff + sb], S.o_acct[poff + sa], 0, px, q)
+        for side in (BUY, SELL):
+            s = sb if side == BUY else sa
+            oid = bo if side == BUY else ao
+            ms = poff + s
+            a = S.o_acct[ms]
+            lp = S.o_px[ms]
+            left = S.o_qty[ms] - q
+            S.o_qty[ms] = left
+            if (S.o_flags[ms] & FL_PARKED) != 0:
+                if left == 0:
+                    park_unlink(S, b, s)
+                    id_delete(S.tab, toff, tmask, S.o_id, poff, oid)
+                    slot_free(S, b, poff, s)
+            else:
+                g = bk[b, F_LOFF] + lp - bk[b, F_BASE]
+                S.lv_qty[g] -= q
+                if side == BUY:
+                    bk[b, F_BIDQTY] -= q
+                else:
+                    bk[b, F_ASKQTY] -= q
+                if left == 0:
+                    remove_resting(S, b, s)     # its quantity is 0 now: only the links and count
+                    id_delete(S.tab, toff, tmask, S.o_id, poff, oid)
+                    slot_free(S, b, poff, s)
+                emit_delta(O, 0, seq, ts, sym, side, lp, S.lv_qty[g], S.lv_cnt[g])
+            emit_event(O, 0, seq, ts, sym, oid, a, side, EV_FILLED if left == 0 else EV_PARTIALLY_FILLED,
+                       R_AUCTION, px, q, left)
+            slot_m = map_find(R.omap, sr, np.int64(oid))
+            key = R.omap[slot_m, M_KEY]
+            if key != -1:
+                risk_fill_party(sr, np.int64(oid), key & 0xFFFFFFFF, side, px, q, R.acct, R.sym, R.pair, R.g, R.omap)
+    # what is left of the parked orders joins the book, in arrival order (it no longer crosses)
+    while bk[b, F_PHEAD] >= 0:
+        s = bk[b, F_PHEAD]
+        park_unlink(S, b, s)
+        g = add_resting(S, b, s)
+        side = SELL if (S.o_flags[poff + s] & FL_SELL) != 0 else BUY
+        emit_delta(O, 0, seq, ts, sym, side, S.o_px[poff + s], S.lv_qty[g], S.lv_cnt[g])
+    brk = R.brk
+    if px > 0:
+        R.sym[sr, S_LAST] = px
+        brk[sr, K_VA_PX] = px
+        brk[sr, K_VA_TS] = ts
+        brk[sr, K_REF] = px
+        brk[sr, K_REF_TS] = ts
+        if R.bp[B_BAND_BPS] != UNSET:
+            lo, hi = band_of(px, R.bp[B_BAND_BPS])
+            brk[sr, K_LO] = lo
+            brk[sr, K_HI] = hi
+    brk[sr, K_STATE] = TS_CONTINUOUS
+    brk[sr, K_SINCE] = ts
+    brk_emit(O, 0, seq, ts, sym, EV_RESUMED, brk[sr, K_CAUSE], px, vol, TS_CONTINUOUS)
+    brk[sr, K_CAUSE] = 0

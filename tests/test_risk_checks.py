@@ -49,7 +49,8 @@ def eng(toml: str = "", **kw) -> RiskEngine:
 
 
 def test_reason_codes_do_not_clash_and_fit_int8():
-    assert set(RISK_REASON_NAMES).isdisjoint(S.REASON_NAMES)
+    assert all(S.REASON_NAMES[c] == n for c, n in RISK_REASON_NAMES.items())   # one table: schema
+    assert max(c for c in S.REASON_NAMES if c < 100) < min(RISK_REASON_NAMES)
     assert all(100 <= c < 128 for c in RISK_REASON_NAMES)
     assert {v: k for k, v in RISK_REASON_NAMES.items()} == REASONS
     assert ALL_REASON_NAMES[0] == "" and ALL_REASON_NAMES[100] == "MAX_ORDER_QTY"
