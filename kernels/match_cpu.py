@@ -21,6 +21,8 @@ from .book import (
     id_insert, process_row, process_row_risk,
 )
 from .breaker import brk_end_row
+from .risk import PREFETCH, prefetch
+from .risk import _hash as map_hash
 
 
 @njit(cache=True)
@@ -43,7 +45,13 @@ def match_seq_risk_cpu(I, S, O, books, start, seq0, stp, R):
     ST_NEED_AUCTION and ST_NEED_MAP besides."""
     n = I.ts.shape[0]
     bk = S.bk
+    mask = R.omap.shape[0] - 1
     for i in range(start, n):
+        k = i + PREFETCH
+        if k < n:   # the open-order map slot and the account / pair rows of a row ahead
+            prefetch(R.omap, map_hash(R.sr[k], np.int64(I.oid[k]), mask), -1)
+            prefetch(R.acct, R.ar[k], -1)
+            prefetch(R.pair, R.ar[k], R.sr[k])
         b = books[i]
         st = process_row_risk(I, S, O, 0, i, b, seq0 + i, stp, R)
         if st != ST_OK:
