@@ -331,7 +331,7 @@ def _check_invariants(e: Engine, out) -> None:
         assert not (b.size and a.size and b[0] >= a[0]), f"symbol {s} crossed: {b[0]} >= {a[0]}"
 
 
-def _band_check(out, toml=RANDOM_TOML):
+def _band_check(out, toml=RANDOM_TOML, static=None):
     """Every continuous-trading fill lies in the band of its row: reference = the symbol's last
     trade price before the row (static 100 for symbol 7 before any trade), band re-read each row
     (no band_window_ns), or the auction price after a reopening."""
@@ -339,7 +339,7 @@ def _band_check(out, toml=RANDOM_TOML):
     bps = lim.breakers["band_bps"]
     last: dict = {}
     f = out["fills"]
-    static = {7: 100}
+    static = {7: 100} if static is None else static
     k = 0
     n = len(f["qty"])
     while k < n:
@@ -418,6 +418,71 @@ def test_reopening_auction_price_equals_brute_force_on_the_live_book():
             assert int(af["qty"][af["taker_side"] == 0].sum()) == vol
             checked += 1
     assert checked >= 3
+
+
+# --- real data: the LOBSTER AMZN day as an order flow -------------------------------------------------
+LOBSTER_MSG = "lobster_AMZN_2012-06-21_level5/AMZN_2012-06-21_34200000_57600000_message_5.csv"
+LOBSTER_TOML = """
+[defaults]
+max_order_qty = 300
+max_position = 3_000
+max_orders_per_second = 5
+[breakers]
+band_bps = 8
+limit_state_ns = "2s"
+pause_ns = "1s"
+velocity_ticks = 6
+velocity_window_ns = "2s"
+auction_ns = "500ms"
+"""
+
+
+def lobster_orders(n: int) -> dict:
+    """The first n LOBSTER messages as orders: submissions -> NEW GTC, partial cancels -> REPLACE to
+    the smaller size, deletions -> CANCEL, executions of visible orders -> an IOC from the other
+    side at the execution price (so trades print at the day's real prices); prices in cents;
+    accounts 1..40 by order id."""
+    from conftest import require_data
+
+    from hpte.engine import lobster as L
+    m = L.read_messages(require_data(LOBSTER_MSG)).head(n)
+    keep = np.isin(m.type, (1, 2, 3, 4))
+    t, oid, size, px, d = m.type[keep], m.order_id[keep], m.size[keep], m.price[keep] // 100, m.direction[keep]
+    k = len(t)
+    cols = {name: np.zeros(k, dt) for name, dt, _r, _d in S.ORDER_COLUMNS}
+    cols["ts_ns"][:] = m.time_ns[keep]
+    cols["price_ticks"][:] = px
+    cols["qty"][:] = size
+    cols["side"][:] = d
+    cols["order_id"][:] = oid
+    cols["account"][:] = oid % 40 + 1
+    cols["action"][t == 3] = S.ACT_CANCEL
+    # a partial cancel: the order's remaining size is not in the file, so the REPLACE asks for
+    # the size cancelled (a decrease when the order had more; the engine checks it like any row)
+    cols["action"][t == 2] = S.ACT_REPLACE
+    ex = t == 4
+    cols["side"][ex] = -d[ex]
+    cols["tif"][ex] = S.TIF_IOC
+    cols["order_id"][ex] = (1 << 40) + np.arange(int(ex.sum()))
+    cols["account"][ex] = 41 + np.arange(int(ex.sum())) % 5
+    return cols
+
+
+def test_lobster_day_through_risk_and_breakers():
+    cols = lobster_orders(30_000)
+    e1, whole = _run(cols, len(cols["ts_ns"]), toml=LOBSTER_TOML)
+    _check_invariants(e1, whole)
+    _band_check(whole, LOBSTER_TOML, static={})
+    _e, parts = _run(cols, 4096, toml=LOBSTER_TOML)
+    _same(whole, parts)
+    ev = whole["events"]
+    reasons = set(ev["reason"][ev["event"] == S.EV_REJECTED].tolist())
+    assert {S.RR_MAX_ORDER_QTY, S.RR_MAX_ORDERS_PER_SECOND} <= reasons
+    assert whole["fills"]["qty"].size > 1000
+    # on this real flow both breakers fire: velocity pauses and limit states that time out
+    codes = set(zip(ev["event"].tolist(), ev["reason"].tolist()))
+    assert {(S.EV_LIMIT_STATE, S.R_PRICE_BAND), (S.EV_PAUSED, S.R_VELOCITY), (S.EV_PAUSED, S.R_LIMIT_STATE),
+            (S.EV_RESUMED, S.R_VELOCITY)} <= codes
 
 
 # --- configuration changes, CLI ---------------------------------------------------------------------
