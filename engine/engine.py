@@ -365,6 +365,31 @@ class Engine:
         self.last_ts = ts_ns
         return self._status_rows(ts_ns, S.EV_AUCTION, S.R_HALT, rows, S.TS_AUCTION)
 
+    def auction(self, ts_ns: int, symbol: int | None = None) -> Result:
+        """Uncross now (a call auction at ts_ns) every symbol that is paused, halted or in its
+        call period, or just `symbol`: the opening / closing auction on the live book. Halt the
+        market (``halt``) before the open or the close to collect orders, then call this; each
+        symbol uncrossed trades continuously again (events RESUMED, fills reason AUCTION)."""
+        from hpte.kernels import breaker as KB
+        risk = self._need_risk("auction")
+        self._check_ts(ts_ns)
+        ids = risk.symbol_ids()
+        rows = np.flatnonzero(risk.brk[:len(ids), KB.K_STATE] >= S.TS_PAUSED)
+        if symbol is not None:
+            rows = rows[ids[rows] == int(symbol)]
+        book_syms = self.store.S.bk[:self.store.n_books, K.F_SYM]
+        O = alloc_outputs_1(16, 16, 16)
+        for sr in rows[np.argsort(ids[rows], kind="stable")]:
+            b = np.flatnonzero(book_syms == ids[sr])
+            if b.size == 0:          # a symbol without a book (no order yet): nothing to uncross
+                risk.brk[sr, KB.K_STATE] = S.TS_CONTINUOUS
+                continue
+            O = self._auction(int(b[0]), int(sr), self.seq, int(ts_ns), O, risk.state(np.empty(0, np.int64), np.empty(0, np.int64)))
+        if symbol is None:
+            risk.halted = False
+        self.last_ts = int(ts_ns)
+        return Result(*region_columns(O, 0))
+
     def set_kill(self, on: bool = True, account: int | None = None, ts_ns: int | None = None) -> Result:
         """Turn a kill switch on or off (one account's, or the global one with account=None), at a
         batch boundary. Turning it on also cancels the resting orders it covers (events

@@ -239,6 +239,25 @@ def test_market_wide_halt_and_resume_through_auction():
     assert bid and ask
 
 
+def test_closing_auction_on_the_live_book_by_command():
+    e = engine("[breakers]\nauction_ns = \"1h\"")
+    e.submit(rows({"ts_ns": 1, "order_id": 1, "side": -1, "price_ticks": 101, "qty": 5, "account": 1},
+                  {"ts_ns": 2, "order_id": 2, "side": 1, "price_ticks": 99, "qty": 5, "account": 2}))
+    e.halt(10)                                              # the closing call period begins
+    e.submit(rows({"ts_ns": 11, "order_id": 3, "side": 1, "price_ticks": 102, "qty": 4, "account": 3},
+                  {"ts_ns": 12, "order_id": 4, "side": -1, "price_ticks": 98, "qty": 2, "account": 4}))
+    r = e.auction(20)
+    # D(101) = D(102) = 4, S(101) = S(102) = 7: volume 4, imbalance -3 at both; no reference: 101
+    price, vol, _imb, _b, _a = uncross_ref([(102, 4, 0), (99, 5, 1)], [(98, 2, 0), (101, 5, 1)], None)
+    assert (price, vol) == (101, 4)
+    assert [x[1] for x in events(r)][-1] == "RESUMED" and events(r)[-1][3:5] == (price, vol)
+    assert sum(f[4] for f in fills(r)) == vol and {f[3] for f in fills(r)} == {price}
+    lv = e.book_levels(depth=1)
+    b, a = lv["price_ticks"][lv["side"] == 1], lv["price_ticks"][lv["side"] == -1]
+    assert b[0] < a[0] and e.parked()["order_id"].size == 0
+    assert e.auction(21).events.n_rows == 0                 # nothing paused any more
+
+
 # --- properties on random flows ---------------------------------------------------------------------
 RANDOM_TOML = """
 [defaults]
