@@ -439,6 +439,30 @@ def test_reopening_auction_price_equals_brute_force_on_the_live_book():
     assert checked >= 3
 
 
+# --- differential: the plain-Python reference (checks without breakers) ------------------------------
+LIMITS_ONLY = RANDOM_TOML.split("[breakers]")[0] + "credit_limit = 40_000\nmax_order_notional = 1_300\n"
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), stp=st.sampled_from(sorted(S.STP_NAMES)), size=st.sampled_from([1, 13, 400]))
+def test_risk_matching_equals_the_reference(seed, stp, size):
+    from reference.risk_matcher import RiskReferenceEngine
+
+    cols = random_stream(np.random.default_rng(seed), 400, n_symbols=3, n_accounts=5)
+    lim = RiskLimits.from_toml(LIMITS_ONLY)
+    e, got = _run(cols, size, toml=LIMITS_ONLY, stp=stp)
+    ref = RiskReferenceEngine(lim, stp=stp)
+    want = run_batches(ref, [cols])
+    _same(got, want)
+    P = e.risk.positions()
+    mine = sorted(zip(*[P[c].tolist() for c in ("account", "symbol", "position", "cost", "realized_pnl",
+                                                 "open_buy", "open_sell", "open_orders", "open_notional")]))
+    assert [r for r in mine if any(r[2:])] == [r for r in ref.risk.positions() if any(r[2:])]
+    oo = e.risk.open_orders()
+    assert sorted(zip(*[oo[c].tolist() for c in ("symbol", "order_id", "account", "side", "leaves_qty",
+                                                  "price_ticks")])) == ref.risk.open_orders()
+
+
 # --- real data: the LOBSTER AMZN day as an order flow -------------------------------------------------
 LOBSTER_MSG = "lobster_AMZN_2012-06-21_level5/AMZN_2012-06-21_34200000_57600000_message_5.csv"
 LOBSTER_TOML = """

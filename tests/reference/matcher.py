@@ -190,6 +190,11 @@ class ReferenceEngine:
         self._event(row["order_id"], row["account"], row["side"], S.EV_REJECTED, reason,
                     row["price_ticks"], row["qty"], leaves)
 
+    def _risk(self, row, leaves: int) -> int:
+        """Hook: a pre-trade check of a row matching's own checks passed (tests/reference/
+        risk_matcher.py); 0 = pass, else the reject reason. The plain matcher has none."""
+        return 0
+
     def _process(self, row):
         self._begin(self.seq, row["ts_ns"], row["symbol"])
         action = row["action"]
@@ -229,6 +234,9 @@ class ReferenceEngine:
             best = book.best(opp)
             if best is not None and _crosses(side, price, False, best):
                 return self._reject(row, S.R_POST_ONLY_WOULD_TAKE)
+        r = self._risk(row, 0)
+        if r:
+            return self._reject(row, r)
         # 2. FOK dry run
         if tif == S.TIF_FOK and self._fok_counted(book, taker) < qty:
             self._event(taker.order_id, taker.account, side, S.EV_ACCEPTED, S.R_NONE, taker.price, qty, qty)
@@ -362,6 +370,9 @@ class ReferenceEngine:
             return self._reject(row, S.R_UNKNOWN_ORDER)
         if o.account != row["account"]:
             return self._reject(row, S.R_NOT_OWNER, o.leaves)
+        r = self._risk(row, o.leaves)
+        if r:
+            return self._reject(row, r, o.leaves)
         self._event(o.order_id, o.account, o.side, S.EV_CANCELLED, S.R_NONE, o.price, o.leaves, 0)
         self._remove_resting(book, o)
         o.leaves = 0
@@ -384,6 +395,9 @@ class ReferenceEngine:
             best = book.best(-o.side)
             if best is not None and _crosses(o.side, price, False, best):
                 return self._reject(row, S.R_POST_ONLY_WOULD_TAKE, o.leaves)
+        r = self._risk(row, o.leaves)
+        if r:
+            return self._reject(row, r, o.leaves)
         if price == o.price and qty <= o.leaves:
             changed = qty < o.leaves
             o.leaves = qty
