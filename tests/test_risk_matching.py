@@ -463,6 +463,25 @@ def test_risk_matching_equals_the_reference(seed, stp, size):
                                                   "price_ticks")])) == ref.risk.open_orders()
 
 
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), stp=st.sampled_from(sorted(S.STP_NAMES)), size=st.sampled_from([1, 13, 500]))
+def test_breakers_equal_the_reference(seed, stp, size):
+    from reference.breaker_ref import BreakerReferenceEngine
+
+    cols = random_stream(np.random.default_rng(seed), 500, n_symbols=3, n_accounts=5)
+    e, got = _run(cols, size, stp=stp)
+    ref = BreakerReferenceEngine(RiskLimits.from_toml(RANDOM_TOML), stp=stp)
+    want = run_batches(ref, [cols])
+    _same(got, want)
+    parked = e.parked()
+    assert sorted(zip(parked["symbol"].tolist(), parked["order_id"].tolist(), parked["price_ticks"].tolist(),
+                      parked["qty"].tolist())) == sorted(
+        (s, o.order_id, o.price, o.leaves) for s, stt in ref.syms.items() for o in stt.parked)
+    l3 = e.book_l3()
+    assert sorted(zip(l3["symbol"].tolist(), l3["order_id"].tolist(), l3["price_ticks"].tolist(), l3["qty"].tolist())) == \
+        sorted(zip(*[ref.book_l3()[c].tolist() for c in ("symbol", "order_id", "price_ticks", "qty")]))
+
+
 # --- real data: the LOBSTER AMZN day as an order flow -------------------------------------------------
 LOBSTER_MSG = "lobster_AMZN_2012-06-21_level5/AMZN_2012-06-21_34200000_57600000_message_5.csv"
 LOBSTER_TOML = """

@@ -190,6 +190,16 @@ class ReferenceEngine:
         self._event(row["order_id"], row["account"], row["side"], S.EV_REJECTED, reason,
                     row["price_ticks"], row["qty"], leaves)
 
+    def _paused_reject(self, row) -> int:
+        """Hook: reject reason of a valid NEW row before the post-only check (breaker_ref.py:
+        a paused symbol takes no IOC / FOK / MARKET order); 0 = none."""
+        return 0
+
+    def _level_gate(self, book, taker, price: int) -> bool:
+        """Hook: True stops the taker before trading at the crossing level `price`
+        (breaker_ref.py: price bands, velocity); the plain matcher never stops there."""
+        return False
+
     def _risk(self, row, leaves: int) -> int:
         """Hook: a pre-trade check of a row matching's own checks passed (tests/reference/
         risk_matcher.py); 0 = pass, else the reject reason. The plain matcher has none."""
@@ -229,6 +239,9 @@ class ReferenceEngine:
         taker = _Order(row["order_id"], row["account"], side, 0 if market else price, qty, tif,
                        post_only, market)
         opp = -side
+        r = self._paused_reject(row)
+        if r:
+            return self._reject(row, r)
         # 1. post-only
         if post_only:
             best = book.best(opp)
@@ -276,6 +289,8 @@ class ReferenceEngine:
         while taker.leaves > 0:
             p = book.best(opp)
             if p is None or not _crosses(taker.side, taker.price, taker.market, p):
+                break
+            if self._level_gate(book, taker, p):
                 break
             q = book.levels[opp][p]
             touched = False
