@@ -125,12 +125,14 @@ class _Rows:
         self.ids = np.concatenate([self.ids, new])
         self._order = np.argsort(self.ids, kind="stable")
         self._sorted = self.ids[self._order]
-        small = self._sorted[self._sorted < self.LUT_MAX]
-        if small.size:
-            lut = np.full(max(int(small[-1]) + 1, 2 * len(self._lut)) if len(self._lut) else int(small[-1]) + 1, -1, np.int64)
-            lut = lut[:self.LUT_MAX] if len(lut) > self.LUT_MAX else lut
-            lut[small] = self._order[:small.size]
-            self._lut = lut
+        small_new = new[new < self.LUT_MAX]
+        if small_new.size:
+            top = int(small_new[-1]) + 1          # `new` is sorted (np.unique)
+            if top > len(self._lut):              # grow geometrically, only when an id needs it
+                lut = np.full(min(max(top, 2 * len(self._lut)), self.LUT_MAX), -1, np.int64)
+                lut[:len(self._lut)] = self._lut
+                self._lut = lut
+            self._lut[small_new] = np.arange(len(self.ids) - len(new), len(self.ids))[new < self.LUT_MAX]
         return self.lookup(ids), new
 
 
