@@ -469,7 +469,12 @@ def risk_commit_row(ts, oid, side, qty, action, ar, sr, slot, d_qty, d_not, pxu,
 def risk_release_row(sr, oid, q, acct, pair, g, omap):
     """Reduce the open quantity of order (sr, oid) by min(q, leaves); remove it at 0 leaves.
     Returns the quantity released (0 when the order is not open)."""
-    slot = map_find(omap, sr, oid)
+    return release_slot(map_find(omap, sr, oid), sr, q, acct, pair, g, omap)
+
+
+@njit(cache=True, inline="always")
+def release_slot(slot, sr, q, acct, pair, g, omap):
+    """``risk_release_row`` for the order at map slot `slot` (as map_find found it)."""
     key = omap[slot, M_KEY]
     if key == -1 or q <= 0:
         return 0
@@ -499,10 +504,15 @@ def risk_release_row(sr, oid, q, acct, pair, g, omap):
 def risk_fill_party(sr, oid, ar, side, px, q, acct, sym, pair, g, omap):
     """One side of a fill: release q of the order's open quantity (when (sr, oid) is open and
     belongs to ar with this side) and move q lots at px into the position (average cost)."""
-    slot = map_find(omap, sr, oid)
+    fill_slot(map_find(omap, sr, oid), sr, ar, side, px, q, acct, sym, pair, g, omap)
+
+
+@njit(cache=True, inline="always")
+def fill_slot(slot, sr, ar, side, px, q, acct, sym, pair, g, omap):
+    """``risk_fill_party`` for the order at map slot `slot` (as map_find found it)."""
     key = omap[slot, M_KEY]
     if key != -1 and (key & 0xFFFFFFFF) == ar and (omap[slot, M_LEAVES] > 0) == (side == BUY):
-        risk_release_row(sr, oid, q, acct, pair, g, omap)
+        release_slot(slot, sr, q, acct, pair, g, omap)
     pos = pair[ar, sr, P_POS]
     cost = pair[ar, sr, P_COST]
     old_abs = cost if cost >= 0 else -cost
@@ -641,7 +651,7 @@ def risk_fill_both(sr, oid, ar, side, mid, px, q, acct, sym, pair, g, omap):
     slot = map_find(omap, sr, mid)
     key = omap[slot, M_KEY]
     if key != -1:
-        risk_fill_party(sr, mid, key & 0xFFFFFFFF, -side, px, q, acct, sym, pair, g, omap)
+        fill_slot(slot, sr, key & 0xFFFFFFFF, -side, px, q, acct, sym, pair, g, omap)
     sym[sr, S_LAST] = px
 
 

@@ -22,7 +22,7 @@ from .enums import (
     BUY, EV_EXPIRED, EV_FILLED, EV_PARTIALLY_FILLED, EV_RESUMED, R_AUCTION, R_END_OF_SESSION, SELL,
     TIF_DAY, TS_CONTINUOUS,
 )
-from .risk import M_KEY, S_LAST, map_find, risk_fill_party
+from .risk import M_KEY, S_LAST, fill_slot, map_find
 
 
 @njit(cache=True)
@@ -212,7 +212,7 @@ def auction_apply_cpu(S, O, R, b, sr, seq, ts, px, vol, bid_oid, ask_oid, f_bid,
             slot_m = map_find(R.omap, sr, np.int64(oid))
             key = R.omap[slot_m, M_KEY]
             if key != -1:
-                risk_fill_party(sr, np.int64(oid), key & 0xFFFFFFFF, side, px, q, R.acct, R.sym, R.pair, R.g, R.omap)
+                fill_slot(slot_m, sr, key & 0xFFFFFFFF, side, px, q, R.acct, R.sym, R.pair, R.g, R.omap)
     # what is left of the parked orders joins the book, in arrival order (it no longer crosses)
     while bk[b, F_PHEAD] >= 0:
         s = bk[b, F_PHEAD]
