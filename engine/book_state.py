@@ -50,6 +50,7 @@ class State(NamedTuple):
     o_acct: np.ndarray
     o_flags: np.ndarray
     tab: np.ndarray
+    o_arow: np.ndarray   # int32[P] risk account row of each order (engines with risk; else empty)
 
 
 class Outputs(NamedTuple):
@@ -200,7 +201,7 @@ LUT_MAX_SYMBOL = 1 << 22  # symbols below this get a direct symbol -> book looku
 class BookStore:
     """Owns the State arrays, the symbol -> book map and their growth."""
 
-    def __init__(self, max_levels: int = 1 << 24, init_pool: int = 64):
+    def __init__(self, max_levels: int = 1 << 24, init_pool: int = 64, risk_rows: bool = False):
         if max_levels < K.LEVEL_BLOCK or max_levels % K.LEVEL_BLOCK:
             raise ValueError(f"max_levels must be a positive multiple of {K.LEVEL_BLOCK}, got {max_levels}")
         self.max_levels = int(max_levels)
@@ -208,6 +209,7 @@ class BookStore:
         self.symbols = np.empty(0, dtype=np.uint32)   # sorted known symbols
         self.book_of_sorted = np.empty(0, dtype=np.int64)  # book index of each sorted symbol
         self._lut = np.empty(0, dtype=np.int64)             # symbol -> book (-1 unknown), small symbols
+        self.risk_rows = bool(risk_rows)   # keep o_arow (4 bytes a pool slot) for the risk kernel
         self.S = self._alloc(np.zeros((0, K.NF), dtype=np.int64))
 
     # ---- geometry ------------------------------------------------------------------------
@@ -215,8 +217,7 @@ class BookStore:
     def n_books(self) -> int:
         return self.S.bk.shape[0]
 
-    @staticmethod
-    def _alloc(bk: np.ndarray) -> State:
+    def _alloc(self, bk: np.ndarray) -> State:
         """Fresh arrays for the geometry in bk (offsets recomputed, contents empty)."""
         bk = bk.copy()
         nlev, pcap, tsize = bk[:, K.F_NLEV], bk[:, K.F_PCAP], bk[:, K.F_TMASK] + 1
@@ -231,7 +232,7 @@ class BookStore:
             "o_id": np.zeros(P, np.uint64), "o_qty": np.zeros(P, np.int64), "o_px": np.zeros(P, np.int64),
             "o_next": np.full(P, -1, np.int32), "o_prev": np.full(P, -1, np.int32),
             "o_acct": np.zeros(P, np.uint32), "o_flags": np.zeros(P, np.uint8),
-            "tab": np.zeros(T, np.int32),
+            "tab": np.zeros(T, np.int32), "o_arow": np.zeros(P if self.risk_rows else 0, np.int32),
         }
         return State(bk=bk, **arr)
 

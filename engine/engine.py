@@ -105,7 +105,7 @@ class Engine:
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         self.threads = numba.config.NUMBA_NUM_THREADS if threads is None else min(int(threads), numba.config.NUMBA_NUM_THREADS)
-        self.store = BookStore(max_levels=max_levels)
+        self.store = BookStore(max_levels=max_levels, risk_rows=risk is not None)
         self.seq = 0             # seq of the next input row
         self.last_ts = None
         self.grow_counts = {"pool": 0, "ladder": 0, "output": 0}
@@ -270,9 +270,7 @@ class Engine:
             if st == K.ST_OK:
                 break
             b = int(books[pos])
-            if st == K.ST_NEED_MAP:
-                risk._grow_map()
-            elif st == K.ST_NEED_AUCTION:
+            if st == K.ST_NEED_AUCTION:
                 O = self._auction(b, int(sr[pos]), self.seq + pos, int(I.ts[pos]), O, risk.state(ar, sr))
             else:
                 O = self._grow(st, b, pos, I, O, 0, px=int(risk.g[G_NEED_PX]), extra=8)
@@ -434,9 +432,11 @@ class Engine:
             remove_orders_cpu(self.store.S, O, self.store.books_by_symbol(), np.uint64(self.seq),
                               np.int64(ts_ns), mode, np.uint32(acct), code, reason)
         res = Result(*region_columns(O, 0))
-        if self.risk is not None and res.events.n_rows:
-            ev = res.events
-            self.risk.release(ev["symbol"], ev["order_id"], ev["qty"])
+        if self.risk is not None and res.events.n_rows:     # their open quantity goes away
+            from hpte.kernels.risk import risk_release_many
+            ev, risk = res.events, self.risk
+            risk_release_many(risk._accts.lookup(ev["account"]), risk._syms.lookup(ev["symbol"]),
+                              ev["side"].astype(np.int64), ev["qty"], ev["price_ticks"], risk.acct, risk.pair)
         return res
 
     def _grow(self, st: int, b: int, row: int, I: Inputs, O, r: int, px: int | None = None, extra: int = 0):

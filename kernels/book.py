@@ -46,7 +46,7 @@ from .breaker import (
     band_limits, brk_begin_row, brk_pause, velocity_breach, velocity_trade,
 )
 from .emit import emit_delta, emit_event, emit_fill  # noqa: F401  (re-exported)
-from .risk import G_NEED_PX, G_NMAP, risk_fill_both, risk_release, risk_row
+from .risk import G_NEED_PX, risk_fill_book, risk_release_book, risk_renotional, risk_row_book
 
 from .enums import (
     ACT_CANCEL, ACT_NEW, ACT_REPLACE, BUY, EV_ACCEPTED, EV_CANCELLED, EV_EXPIRED, EV_FILLED,
@@ -462,10 +462,11 @@ def outside_ladder(S, b, px):
 # Risk and breaker hooks (the RISK versions of the step below; R is engine/risk.py's RiskState)
 # ---------------------------------------------------------------------------------------------
 @register_jitable(inline="always")
-def risk_fill(R, sr, ts, oid, tar, side, mid, px, f):
-    """A fill of f lots at px between taker oid (account row tar, `side`) and maker mid: both
-    parties' open quantity and position, the symbol's last price, the velocity anchor."""
-    risk_fill_both(sr, oid, tar, np.int64(side), np.int64(mid), px, f, R.acct, R.sym, R.pair, R.g, R.omap)
+def risk_fill(R, sr, ts, tar, side, npx, tdone, mar, mdone, px, f):
+    """A fill of f lots at px between the taker (account row tar, `side`, open quantity counted at
+    npx) and a maker (account row mar, counted at px, its resting price): both parties' open
+    quantity and position, the symbol's last price, the velocity anchor."""
+    risk_fill_book(sr, tar, np.int64(side), npx, tdone, mar, px, mdone, px, f, R.acct, R.sym, R.pair)
     velocity_trade(R, sr, ts, px)
 
 
@@ -545,13 +546,14 @@ def _make_step(RISK):
         return False
 
     @register_jitable(inline="always")
-    def match_taker(S, O, r, b, seq, ts, oid, acct, side, is_market, px, q, stp, R, tar, sr):
+    def match_taker(S, O, r, b, seq, ts, oid, acct, side, is_market, px, q, stp, R, tar, sr, npx):
         """Match a taker of leaves `q` against book b (README step 4).
 
         Returns (leaves after, stopped_by_stp, halt): halt 0, or with RISK 1 when the next level
         lies outside the price band on the near side (stale after the band moved) and 2 when
         trading there would break the velocity limit (the symbol is now paused). Emits fills,
         maker/taker events and one delta per level left after filling/cancelling/decrementing.
+        With RISK the taker is account row tar with its open quantity counted at npx.
         """
         bk = S.bk
         sym = bk[b, F_SYM]
@@ -612,14 +614,14 @@ def _make_step(RISK):
                     if stp == STP_CANCEL_NEWEST:
                         emit_event(O, r, seq, ts, sym, oid, acct, side, EV_CANCELLED, R_SELF_TRADE, tpx, q, 0)
                         if RISK:
-                            risk_release(sr, np.int64(oid), q, R.acct, R.pair, R.g, R.omap)
+                            risk_release_book(tar, sr, side, q, npx, True, R.acct, R.pair)
                         q = 0
                         stopped = True
                         break
                     if stp == STP_CANCEL_OLDEST or stp == STP_CANCEL_BOTH:
                         emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_CANCELLED, R_SELF_TRADE, lp, mq, 0)
                         if RISK:
-                            risk_release(sr, np.int64(mid), mq, R.acct, R.pair, R.g, R.omap)
+                            risk_release_book(np.int64(S.o_arow[ms]), sr, maker_side, mq, lp, True, R.acct, R.pair)
                         S.o_qty[ms] = 0
                         removed_q += mq
                         drop_maker(S, b, poff, g, s, mid)
@@ -627,7 +629,7 @@ def _make_step(RISK):
                         if stp == STP_CANCEL_BOTH:
                             emit_event(O, r, seq, ts, sym, oid, acct, side, EV_CANCELLED, R_SELF_TRADE, tpx, q, 0)
                             if RISK:
-                                risk_release(sr, np.int64(oid), q, R.acct, R.pair, R.g, R.omap)
+                                risk_release_book(tar, sr, side, q, npx, True, R.acct, R.pair)
                             q = 0
                             stopped = True
                             break
@@ -636,8 +638,8 @@ def _make_step(RISK):
                         mq -= d
                         q -= d
                         if RISK:
-                            risk_release(sr, np.int64(mid), d, R.acct, R.pair, R.g, R.omap)
-                            risk_release(sr, np.int64(oid), d, R.acct, R.pair, R.g, R.omap)
+                            risk_release_book(np.int64(S.o_arow[ms]), sr, maker_side, d, lp, mq == 0, R.acct, R.pair)
+                            risk_release_book(tar, sr, side, d, npx, q == 0, R.acct, R.pair)
                         S.o_qty[ms] = mq
                         removed_q += d
                         if mq == 0:
@@ -659,7 +661,7 @@ def _make_step(RISK):
                     removed_q += f
                     emit_fill(O, r, seq, ts, sym, oid, mid, acct, macct, side, lp, f)
                     if RISK:
-                        risk_fill(R, sr, ts, np.int64(oid), tar, side, mid, lp, f)
+                        risk_fill(R, sr, ts, tar, side, npx, q == 0, np.int64(S.o_arow[ms]), mq == 0, lp, f)
                     if mq == 0:
                         emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_FILLED, R_NONE, lp, f, 0)
                         drop_maker(S, b, poff, g, s, mid)
@@ -687,15 +689,17 @@ def _make_step(RISK):
         return q, stopped, halt
 
     @register_jitable(inline="always")
-    def risk_gate(I, O, r, i, b, seq, R, sym, act, side, px, q, lq):
-        """The pre-trade checks of row i (RISK only): 0 when it passes (and is committed), else
-        the row is rejected here with its risk reason and the reason returned."""
+    def risk_gate(I, O, r, i, seq, R, sym, act, oside, px, q, lq, lpx):
+        """The pre-trade checks of row i (RISK only), for an order on `oside` (a CANCEL's or
+        REPLACE's: open quantity lq counted at lpx). Returns (0, the price its open quantity now
+        counts at) when it passes (and is committed); else the row is rejected here and
+        (reason, 0) returned."""
         ts = I.ts[i]
-        rr = risk_row(ts, np.int64(I.oid[i]), side, px, q, act, I.otype[i], I.tif[i], I.post[i],
-                      R.ar[i], R.sr[i], R.acct, R.sym, R.pair, R.g, R.omap)
+        rr, npx = risk_row_book(ts, oside, px, q, act, I.otype[i], R.ar[i], R.sr[i], lq, lpx,
+                                R.acct, R.sym, R.pair, R.g)
         if rr != 0:
-            emit_event(O, r, seq, ts, sym, I.oid[i], I.acct[i], side, EV_REJECTED, rr, px, q, lq)
-        return rr
+            emit_event(O, r, seq, ts, sym, I.oid[i], I.acct[i], I.side[i], EV_REJECTED, rr, px, q, lq)
+        return rr, npx
 
     @register_jitable(inline="always")
     def step(I, S, O, r, i, b, seq, stp, R):
@@ -733,8 +737,6 @@ def _make_step(RISK):
         if RISK:
             sr = R.sr[i]
             tar = R.ar[i]
-            if act == ACT_NEW and R.g[G_NMAP] >= (R.omap.shape[0] >> 1):
-                return ST_NEED_MAP
             if brk_begin_row(R, O, r, seq, ts, sr, sym):
                 return ST_NEED_AUCTION
             paused = R.brk[sr, K_STATE] >= TS_PAUSED
@@ -783,8 +785,10 @@ def _make_step(RISK):
                         return ST_NEED_LADDER
                     if may_rest_outside(S, b, side, px, q, stp):
                         return ST_NEED_LADDER
+            npx = 0
             if RISK:
-                if risk_gate(I, O, r, i, b, seq, R, sym, act, side, px, q, 0) != 0:
+                rr, npx = risk_gate(I, O, r, i, seq, R, sym, act, side, px, q, 0, 0)
+                if rr != 0:
                     return ST_OK
             tpx = 0 if is_market else px
             emit_event(O, r, seq, ts, sym, oid, acct, side, EV_ACCEPTED, R_NONE, tpx, q, q)
@@ -793,17 +797,17 @@ def _make_step(RISK):
                 if tif == TIF_FOK and not fok_fillable(S, b, side, is_market, px, acct, q, stp, R, sr, ts):
                     emit_event(O, r, seq, ts, sym, oid, acct, side, EV_EXPIRED, R_FOK_NOT_FILLABLE, tpx, q, 0)
                     if RISK:
-                        risk_release(sr, np.int64(oid), q, R.acct, R.pair, R.g, R.omap)
+                        risk_release_book(tar, sr, side, q, npx, True, R.acct, R.pair)
                     return ST_OK
                 q, stopped, halt = match_taker(S, O, r, b, seq, ts, oid, acct, side, is_market, px, q, stp,
-                                               R, tar, sr)
+                                               R, tar, sr, npx)
                 if stopped or q == 0:
                     return ST_OK
             if not rests or halt == 1:
                 emit_event(O, r, seq, ts, sym, oid, acct, side, EV_EXPIRED,
                            R_PRICE_BAND if halt == 1 else R_NONE, tpx, q, 0)
                 if RISK:
-                    risk_release(sr, np.int64(oid), q, R.acct, R.pair, R.g, R.omap)
+                    risk_release_book(tar, sr, side, q, npx, True, R.acct, R.pair)
                 return ST_OK
             s = bk[b, F_FREE]
             if s >= 0:
@@ -823,6 +827,10 @@ def _make_step(RISK):
                 fl |= np.uint8(FL_POST)
             S.o_flags[ms] = fl
             id_insert(S.tab, toff, tmask, oid, s)
+            if RISK:
+                S.o_arow[ms] = tar
+                if rpx != npx:
+                    risk_renotional(tar, sr, q, rpx - npx, R.acct, R.pair)
             if RISK and (paused or halt == 2):
                 park_append(S, b, s)
                 return ST_OK
@@ -847,7 +855,8 @@ def _make_step(RISK):
         opx = S.o_px[ms]
         if act == ACT_CANCEL:
             if RISK:
-                if risk_gate(I, O, r, i, b, seq, R, sym, act, side, px, q, lq) != 0:
+                rr, npx = risk_gate(I, O, r, i, seq, R, sym, act, oside, px, q, lq, opx)
+                if rr != 0:
                     return ST_OK
                 if (fl & FL_PARKED) != 0:
                     park_unlink(S, b, s)
@@ -881,7 +890,8 @@ def _make_step(RISK):
             if outside_ladder(S, b, px):
                 R.g[G_NEED_PX] = px
                 return ST_NEED_LADDER
-            if risk_gate(I, O, r, i, b, seq, R, sym, act, side, px, q, lq) != 0:
+            rr, npx = risk_gate(I, O, r, i, seq, R, sym, act, oside, px, q, lq, opx)
+            if rr != 0:
                 return ST_OK
             if (fl & FL_PARKED) == 0:
                 g = remove_resting(S, b, s)
@@ -900,7 +910,8 @@ def _make_step(RISK):
             return ST_OK
         if px == opx and q <= lq:
             if RISK:
-                if risk_gate(I, O, r, i, b, seq, R, sym, act, side, px, q, lq) != 0:
+                rr, npx = risk_gate(I, O, r, i, seq, R, sym, act, oside, px, q, lq, opx)
+                if rr != 0:
                     return ST_OK
             g = bk[b, F_LOFF] + (opx - bk[b, F_BASE])
             diff = lq - q
@@ -923,8 +934,10 @@ def _make_step(RISK):
                 return ST_NEED_LADDER
             if may_rest_outside(S, b, oside, px, q, stp):
                 return ST_NEED_LADDER
+        npx = 0
         if RISK:
-            if risk_gate(I, O, r, i, b, seq, R, sym, act, side, px, q, lq) != 0:
+            rr, npx = risk_gate(I, O, r, i, seq, R, sym, act, oside, px, q, lq, opx)
+            if rr != 0:
                 return ST_OK
         g = remove_resting(S, b, s)
         emit_delta(O, r, seq, ts, sym, oside, opx, S.lv_qty[g], S.lv_cnt[g])
@@ -933,7 +946,7 @@ def _make_step(RISK):
         S.o_qty[ms] = q
         halt = 0
         if not paused:
-            q, stopped, halt = match_taker(S, O, r, b, seq, ts, oid, acct, oside, False, px, q, stp, R, tar, sr)
+            q, stopped, halt = match_taker(S, O, r, b, seq, ts, oid, acct, oside, False, px, q, stp, R, tar, sr, npx)
             if stopped or q == 0:
                 id_delete(S.tab, toff, tmask, S.o_id, poff, oid)
                 slot_free(S, b, poff, s)
@@ -941,11 +954,13 @@ def _make_step(RISK):
             if halt == 1:
                 emit_event(O, r, seq, ts, sym, oid, acct, oside, EV_EXPIRED, R_PRICE_BAND, px, q, 0)
                 if RISK:
-                    risk_release(sr, np.int64(oid), q, R.acct, R.pair, R.g, R.omap)
+                    risk_release_book(tar, sr, oside, q, npx, True, R.acct, R.pair)
                 id_delete(S.tab, toff, tmask, S.o_id, poff, oid)
                 slot_free(S, b, poff, s)
                 return ST_OK
         S.o_qty[ms] = q
+        if RISK and rpx != npx:
+            risk_renotional(tar, sr, q, rpx - npx, R.acct, R.pair)
         if RISK and halt == 2:      # the sweep paused the symbol: the rest waits for the auction
             park_append(S, b, s)
             return ST_OK

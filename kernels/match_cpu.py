@@ -22,7 +22,6 @@ from .book import (
 )
 from .breaker import brk_end_row
 from .risk import PREFETCH, prefetch
-from .risk import _hash as map_hash
 
 
 @njit(cache=True)
@@ -45,11 +44,9 @@ def match_seq_risk_cpu(I, S, O, books, start, seq0, stp, R):
     ST_NEED_AUCTION and ST_NEED_MAP besides."""
     n = I.ts.shape[0]
     bk = S.bk
-    mask = R.omap.shape[0] - 1
     for i in range(start, n):
         k = i + PREFETCH
-        if k < n:   # the open-order map slot and the account / pair rows of a row ahead
-            prefetch(R.omap, map_hash(R.sr[k], np.int64(I.oid[k]), mask), -1)
+        if k < n:   # the account and account x symbol rows of a row ahead
             prefetch(R.acct, R.ar[k], -1)
             prefetch(R.pair, R.ar[k], R.sr[k])
         b = books[i]
@@ -94,6 +91,9 @@ def relayout_cpu(S, T, nbooks_old):
             T.o_prev[tp + s] = S.o_prev[sp + s]
             T.o_acct[tp + s] = S.o_acct[sp + s]
             T.o_flags[tp + s] = S.o_flags[sp + s]
+        if T.o_arow.shape[0] > 0:
+            for s in range(S.bk[b, F_HW]):
+                T.o_arow[tp + s] = S.o_arow[sp + s]
         # id table from the resting and the parked orders
         for lv in range(S.bk[b, F_NLEV]):
             s = S.lv_head[so + lv] if S.lv_cnt[so + lv] > 0 else -1

@@ -304,6 +304,104 @@ def map_rehash_cpu(old, new):
 # the per-row step: check (pure) and commit (state update), usable from any driver
 # ---------------------------------------------------------------------------------------------
 @njit(cache=True, inline="always")
+def check_core(ts, side, px, qty, action, otype, ar, sr, lv, lpx, acct, sym, pair, g):
+    """The checks of a row that matching's own validation passed, against the current state;
+    changes nothing. For a REPLACE: side = the order's side, lv its open quantity and lpx the
+    price its open notional was recorded at. Returns (reason, d_qty, d_notional, pxu, tok_a,
+    tok_p): reason 0 = pass, else an RR_* code; for a pass, the change of open quantity and
+    open notional, the price recorded (pxu) and the refilled buckets."""
+    d_qty = 0
+    d_not = 0
+    pxu = 0
+    if action != ACT_CANCEL:
+        if action == ACT_REPLACE:
+            otype = OT_LIMIT
+        # --- states
+        if g[G_KILL] != 0 or acct[ar, A_KILL] != 0:
+            return RR_KILL_SWITCH, 0, 0, 0, 0, 0
+        if pair[ar, sr, P_PERM] == 0:
+            return RR_NOT_PERMITTED, 0, 0, 0, 0, 0
+        if sym[sr, S_PAUSED] != 0:
+            return RR_SYMBOL_PAUSED, 0, 0, 0, 0, 0
+        if qty > BIG or (otype == OT_LIMIT and px > BIG):
+            return RR_RISK_OVERFLOW, 0, 0, 0, 0, 0
+        # --- per-order limits
+        if qty > pair[ar, sr, P_LIM + L_MAX_ORDER_QTY]:
+            return RR_MAX_ORDER_QTY, 0, 0, 0, 0, 0
+        ref2 = _ref2(sym, sr)
+        if otype == OT_LIMIT:
+            pxu = px
+            bps = pair[ar, sr, P_LIM + L_PRICE_COLLAR_BPS]
+            if bps != UNSET and ref2 > 0:
+                dev = 2 * px - ref2
+                if dev < 0:
+                    dev = -dev
+                if _prod_gt(dev, 10_000, bps, ref2):
+                    return RR_PRICE_COLLAR, 0, 0, 0, 0, 0
+        else:
+            pxu = (ref2 + 1) // 2
+        nlim = pair[ar, sr, P_LIM + L_MAX_ORDER_NOTIONAL]
+        if pxu == 0 and (nlim != UNSET or acct[ar, A_LIM + L_CREDIT_LIMIT] != UNSET
+                         or sym[sr, S_LIM + L_CREDIT_LIMIT] != UNSET):
+            return RR_NO_REFERENCE_PRICE, 0, 0, 0, 0, 0
+        notional = _notional(pxu, qty)
+        if notional < 0:
+            return RR_RISK_OVERFLOW, 0, 0, 0, 0, 0
+        if notional > nlim:
+            return RR_MAX_ORDER_NOTIONAL, 0, 0, 0, 0, 0
+        # --- changes to the tracked sums
+        if action == ACT_NEW:
+            d_qty = qty
+            d_not = notional
+            if acct[ar, A_NOPEN] + 1 > acct[ar, A_LIM + L_MAX_OPEN_ORDERS] or \
+                    pair[ar, sr, P_NOPEN] + 1 > sym[sr, S_LIM + L_MAX_OPEN_ORDERS]:
+                return RR_MAX_OPEN_ORDERS, 0, 0, 0, 0, 0
+        else:
+            d_qty = qty - lv
+            d_not = notional - lv * lpx
+        if acct[ar, A_OPEN_NOTIONAL] + d_not > BIG:
+            return RR_RISK_OVERFLOW, 0, 0, 0, 0, 0
+        if d_qty > 0:
+            plim = pair[ar, sr, P_LIM + L_MAX_POSITION]
+            if side == BUY:
+                ob = pair[ar, sr, P_OPEN_BUY] + d_qty
+                if ob > BIG:
+                    return RR_RISK_OVERFLOW, 0, 0, 0, 0, 0
+                if pair[ar, sr, P_POS] + ob > plim:
+                    return RR_MAX_POSITION, 0, 0, 0, 0, 0
+            else:
+                os_ = pair[ar, sr, P_OPEN_SELL] + d_qty
+                if os_ > BIG:
+                    return RR_RISK_OVERFLOW, 0, 0, 0, 0, 0
+                if os_ - pair[ar, sr, P_POS] > plim:
+                    return RR_MAX_POSITION, 0, 0, 0, 0, 0
+        if d_not > 0:
+            clim = acct[ar, A_LIM + L_CREDIT_LIMIT]
+            if clim != UNSET and acct[ar, A_OPEN_NOTIONAL] + d_not > clim - acct[ar, A_ABS_COST]:
+                return RR_CREDIT_LIMIT, 0, 0, 0, 0, 0
+            clim = sym[sr, S_LIM + L_CREDIT_LIMIT]
+            if clim != UNSET:
+                c = pair[ar, sr, P_COST]
+                if pair[ar, sr, P_OPEN_NOTIONAL] + d_not > clim - (c if c >= 0 else -c):
+                    return RR_CREDIT_LIMIT, 0, 0, 0, 0, 0
+    # --- message rate (every action)
+    tok_a = 0
+    rate = acct[ar, A_LIM + L_MAX_ORDERS_PER_SECOND]
+    if rate != UNSET:
+        tok_a = _tokens(acct[ar, A_TOKENS], acct[ar, A_LAST_TS], ts, rate)
+        if tok_a < NANO:
+            return RR_MAX_ORDERS_PER_SECOND, 0, 0, 0, 0, 0
+    tok_p = 0
+    rate = sym[sr, S_LIM + L_MAX_ORDERS_PER_SECOND]
+    if rate != UNSET:
+        tok_p = _tokens(pair[ar, sr, P_TOKENS], pair[ar, sr, P_LAST_TS], ts, rate)
+        if tok_p < NANO:
+            return RR_MAX_ORDERS_PER_SECOND, 0, 0, 0, 0, 0
+    return 0, d_qty, d_not, pxu, tok_a, tok_p
+
+
+
+@njit(cache=True, inline="always")
 def risk_check_row(ts, oid, side, px, qty, action, otype, tif, post, ar, sr,
                    acct, sym, pair, g, omap):
     """Check one row against the current state; changes nothing.
@@ -333,96 +431,17 @@ def risk_check_row(ts, oid, side, px, qty, action, otype, tif, post, ar, sr,
     else:
         return RR_DEFER, -1, 0, 0, 0, 0, 0
 
-    d_qty = 0
-    d_not = 0
-    pxu = 0
-    if action != ACT_CANCEL:
-        if action == ACT_REPLACE:
-            side = BUY if omap[slot, M_LEAVES] > 0 else SELL
-            otype = OT_LIMIT
-        # --- states
-        if g[G_KILL] != 0 or acct[ar, A_KILL] != 0:
-            return RR_KILL_SWITCH, slot, 0, 0, 0, 0, 0
-        if pair[ar, sr, P_PERM] == 0:
-            return RR_NOT_PERMITTED, slot, 0, 0, 0, 0, 0
-        if sym[sr, S_PAUSED] != 0:
-            return RR_SYMBOL_PAUSED, slot, 0, 0, 0, 0, 0
-        if qty > BIG or (otype == OT_LIMIT and px > BIG):
-            return RR_RISK_OVERFLOW, slot, 0, 0, 0, 0, 0
-        # --- per-order limits
-        if qty > pair[ar, sr, P_LIM + L_MAX_ORDER_QTY]:
-            return RR_MAX_ORDER_QTY, slot, 0, 0, 0, 0, 0
-        ref2 = _ref2(sym, sr)
-        if otype == OT_LIMIT:
-            pxu = px
-            bps = pair[ar, sr, P_LIM + L_PRICE_COLLAR_BPS]
-            if bps != UNSET and ref2 > 0:
-                dev = 2 * px - ref2
-                if dev < 0:
-                    dev = -dev
-                if _prod_gt(dev, 10_000, bps, ref2):
-                    return RR_PRICE_COLLAR, slot, 0, 0, 0, 0, 0
-        else:
-            pxu = (ref2 + 1) // 2
-        nlim = pair[ar, sr, P_LIM + L_MAX_ORDER_NOTIONAL]
-        if pxu == 0 and (nlim != UNSET or acct[ar, A_LIM + L_CREDIT_LIMIT] != UNSET
-                         or sym[sr, S_LIM + L_CREDIT_LIMIT] != UNSET):
-            return RR_NO_REFERENCE_PRICE, slot, 0, 0, 0, 0, 0
-        notional = _notional(pxu, qty)
-        if notional < 0:
-            return RR_RISK_OVERFLOW, slot, 0, 0, 0, 0, 0
-        if notional > nlim:
-            return RR_MAX_ORDER_NOTIONAL, slot, 0, 0, 0, 0, 0
-        # --- changes to the tracked sums
-        if action == ACT_NEW:
-            d_qty = qty
-            d_not = notional
-            if acct[ar, A_NOPEN] + 1 > acct[ar, A_LIM + L_MAX_OPEN_ORDERS] or \
-                    pair[ar, sr, P_NOPEN] + 1 > sym[sr, S_LIM + L_MAX_OPEN_ORDERS]:
-                return RR_MAX_OPEN_ORDERS, slot, 0, 0, 0, 0, 0
-        else:
-            lv = omap[slot, M_LEAVES] * side
-            d_qty = qty - lv
-            d_not = notional - lv * omap[slot, M_PX]
-        if acct[ar, A_OPEN_NOTIONAL] + d_not > BIG:
-            return RR_RISK_OVERFLOW, slot, 0, 0, 0, 0, 0
-        if d_qty > 0:
-            plim = pair[ar, sr, P_LIM + L_MAX_POSITION]
-            if side == BUY:
-                ob = pair[ar, sr, P_OPEN_BUY] + d_qty
-                if ob > BIG:
-                    return RR_RISK_OVERFLOW, slot, 0, 0, 0, 0, 0
-                if pair[ar, sr, P_POS] + ob > plim:
-                    return RR_MAX_POSITION, slot, 0, 0, 0, 0, 0
-            else:
-                os_ = pair[ar, sr, P_OPEN_SELL] + d_qty
-                if os_ > BIG:
-                    return RR_RISK_OVERFLOW, slot, 0, 0, 0, 0, 0
-                if os_ - pair[ar, sr, P_POS] > plim:
-                    return RR_MAX_POSITION, slot, 0, 0, 0, 0, 0
-        if d_not > 0:
-            clim = acct[ar, A_LIM + L_CREDIT_LIMIT]
-            if clim != UNSET and acct[ar, A_OPEN_NOTIONAL] + d_not > clim - acct[ar, A_ABS_COST]:
-                return RR_CREDIT_LIMIT, slot, 0, 0, 0, 0, 0
-            clim = sym[sr, S_LIM + L_CREDIT_LIMIT]
-            if clim != UNSET:
-                c = pair[ar, sr, P_COST]
-                if pair[ar, sr, P_OPEN_NOTIONAL] + d_not > clim - (c if c >= 0 else -c):
-                    return RR_CREDIT_LIMIT, slot, 0, 0, 0, 0, 0
-    # --- message rate (every action)
-    tok_a = 0
-    rate = acct[ar, A_LIM + L_MAX_ORDERS_PER_SECOND]
-    if rate != UNSET:
-        tok_a = _tokens(acct[ar, A_TOKENS], acct[ar, A_LAST_TS], ts, rate)
-        if tok_a < NANO:
-            return RR_MAX_ORDERS_PER_SECOND, slot, 0, 0, 0, 0, 0
-    tok_p = 0
-    rate = sym[sr, S_LIM + L_MAX_ORDERS_PER_SECOND]
-    if rate != UNSET:
-        tok_p = _tokens(pair[ar, sr, P_TOKENS], pair[ar, sr, P_LAST_TS], ts, rate)
-        if tok_p < NANO:
-            return RR_MAX_ORDERS_PER_SECOND, slot, 0, 0, 0, 0, 0
-    return 0, slot, d_qty, d_not, pxu, tok_a, tok_p
+    if action == ACT_REPLACE:
+        lv_s = omap[slot, M_LEAVES]
+        side = BUY if lv_s > 0 else SELL
+        lv = lv_s * side
+        lpx = omap[slot, M_PX]
+    else:
+        lv = 0
+        lpx = 0
+    r, d_qty, d_not, pxu, tok_a, tok_p = check_core(ts, side, px, qty, action, otype, ar, sr, lv, lpx,
+                                                    acct, sym, pair, g)
+    return r, slot, d_qty, d_not, pxu, tok_a, tok_p
 
 
 @njit(cache=True, inline="always")
@@ -430,20 +449,14 @@ def risk_commit_row(ts, oid, side, qty, action, ar, sr, slot, d_qty, d_not, pxu,
                     acct, sym, pair, g, omap):
     """Apply a row that ``risk_check_row`` passed (reason 0), with the values it returned. Nothing
     may touch ``omap`` between the two calls (the slot would move)."""
-    if acct[ar, A_LIM + L_MAX_ORDERS_PER_SECOND] != UNSET:
-        acct[ar, A_TOKENS] = tok_a - NANO
-        acct[ar, A_LAST_TS] = ts
-    if sym[sr, S_LIM + L_MAX_ORDERS_PER_SECOND] != UNSET:
-        pair[ar, sr, P_TOKENS] = tok_p - NANO
-        pair[ar, sr, P_LAST_TS] = ts
+    take_token(ts, ar, sr, tok_a, tok_p, acct, sym, pair)
     if action == ACT_NEW:
         omap[slot, M_OID] = oid
         omap[slot, M_KEY] = (sr << 32) | ar
         omap[slot, M_LEAVES] = side * qty
         omap[slot, M_PX] = pxu
         g[G_NMAP] += 1
-        acct[ar, A_NOPEN] += 1
-        pair[ar, sr, P_NOPEN] += 1
+        count_open(ar, sr, 1, acct, pair)
     elif action == ACT_REPLACE:
         side = BUY if omap[slot, M_LEAVES] > 0 else SELL
         omap[slot, M_LEAVES] = side * qty
@@ -455,8 +468,31 @@ def risk_commit_row(ts, oid, side, qty, action, ar, sr, slot, d_qty, d_not, pxu,
         d_not = -lv * omap[slot, M_PX]
         map_delete(omap, slot)
         g[G_NMAP] -= 1
-        acct[ar, A_NOPEN] -= 1
-        pair[ar, sr, P_NOPEN] -= 1
+        count_open(ar, sr, -1, acct, pair)
+    add_open(ar, sr, side, d_qty, d_not, acct, pair)
+
+
+@njit(cache=True, inline="always")
+def take_token(ts, ar, sr, tok_a, tok_p, acct, sym, pair):
+    """A passed row takes one message token from the buckets that apply (refilled values)."""
+    if acct[ar, A_LIM + L_MAX_ORDERS_PER_SECOND] != UNSET:
+        acct[ar, A_TOKENS] = tok_a - NANO
+        acct[ar, A_LAST_TS] = ts
+    if sym[sr, S_LIM + L_MAX_ORDERS_PER_SECOND] != UNSET:
+        pair[ar, sr, P_TOKENS] = tok_p - NANO
+        pair[ar, sr, P_LAST_TS] = ts
+
+
+@njit(cache=True, inline="always")
+def count_open(ar, sr, d, acct, pair):
+    """Open orders of account row ar (and in symbol row sr) change by d."""
+    acct[ar, A_NOPEN] += d
+    pair[ar, sr, P_NOPEN] += d
+
+
+@njit(cache=True, inline="always")
+def add_open(ar, sr, side, d_qty, d_not, acct, pair):
+    """Open quantity on `side` and open notional change by d_qty lots and d_not ticks x lots."""
     if side == BUY:
         pair[ar, sr, P_OPEN_BUY] += d_qty
     else:
@@ -483,18 +519,11 @@ def release_slot(slot, sr, q, acct, pair, g, omap):
     side = BUY if slv > 0 else SELL
     lv = slv * side
     d = q if q < lv else lv
-    if side == BUY:
-        pair[ar, sr, P_OPEN_BUY] -= d
-    else:
-        pair[ar, sr, P_OPEN_SELL] -= d
-    dn = d * omap[slot, M_PX]
-    acct[ar, A_OPEN_NOTIONAL] -= dn
-    pair[ar, sr, P_OPEN_NOTIONAL] -= dn
+    add_open(ar, sr, side, -d, -d * omap[slot, M_PX], acct, pair)
     if d == lv:
         map_delete(omap, slot)
         g[G_NMAP] -= 1
-        acct[ar, A_NOPEN] -= 1
-        pair[ar, sr, P_NOPEN] -= 1
+        count_open(ar, sr, -1, acct, pair)
     else:
         omap[slot, M_LEAVES] = side * (lv - d)
     return d
@@ -513,6 +542,13 @@ def fill_slot(slot, sr, ar, side, px, q, acct, sym, pair, g, omap):
     key = omap[slot, M_KEY]
     if key != -1 and (key & 0xFFFFFFFF) == ar and (omap[slot, M_LEAVES] > 0) == (side == BUY):
         release_slot(slot, sr, q, acct, pair, g, omap)
+    position_move(ar, sr, side, px, q, acct, pair)
+
+
+@njit(cache=True, inline="always")
+def position_move(ar, sr, side, px, q, acct, pair):
+    """q lots at px on `side` into the position of account row ar in symbol row sr (average
+    cost, realised P&L on the part that closes)."""
     pos = pair[ar, sr, P_POS]
     cost = pair[ar, sr, P_COST]
     old_abs = cost if cost >= 0 else -cost
@@ -624,38 +660,70 @@ def release_cpu(sr, oid, q, acct, pair, g, omap, released):
 
 
 # ---------------------------------------------------------------------------------------------
-# the row functions the matching kernel calls (kernels/book.py process_row_risk): compiled once
-# each, not inlined (inlining them at each call site of the matching step made its compile ~10x
-# slower), with plain array arguments (a short call)
+# the row functions the matching kernel calls (kernels/book.py process_row_risk). There the book
+# is the open-order table: its pool holds each open order's leaves, side, price (the price its
+# open notional counts at: the price it rests at) and risk account row, so no map is kept. Each
+# is compiled once, not inlined (inlining them at each call site of the matching step made its
+# compile ~10x slower), with plain array arguments (a short call).
 # ---------------------------------------------------------------------------------------------
 @njit(cache=True, _nrt=False)
-def risk_row(ts, oid, side, px, qty, action, otype, tif, post, ar, sr, acct, sym, pair, g, omap):
-    """Check one row and commit it when it passes. Returns 0 (pass, or left to matching) or the
-    RR_* reason it is rejected for (nothing changed)."""
-    r, slot, dq, dn, pxu, ta, tp = risk_check_row(ts, oid, side, px, qty, action, otype, tif, post,
-                                                  ar, sr, acct, sym, pair, g, omap)
-    if r == 0:
-        risk_commit_row(ts, oid, side, qty, action, ar, sr, slot, dq, dn, pxu, ta, tp,
-                        acct, sym, pair, g, omap)
-        return 0
-    if r == RR_DEFER:
-        return 0
-    return r
+def risk_row_book(ts, side, px, qty, action, otype, ar, sr, lv, lpx, acct, sym, pair, g):
+    """Check a row that matching's own validation passed and commit it when it passes.
+    side: the order's side; lv, lpx: a CANCEL's / REPLACE's open quantity and the price it counts
+    at. Returns (0, the price the order's open quantity now counts at) or (RR_* reason, 0)."""
+    r, d_qty, d_not, pxu, tok_a, tok_p = check_core(ts, side, px, qty, action, otype, ar, sr, lv, lpx,
+                                                    acct, sym, pair, g)
+    if r != 0:
+        return r, 0
+    take_token(ts, ar, sr, tok_a, tok_p, acct, sym, pair)
+    if action == ACT_CANCEL:
+        add_open(ar, sr, side, -lv, -lv * lpx, acct, pair)
+        count_open(ar, sr, -1, acct, pair)
+        return 0, 0
+    if action == ACT_NEW:
+        count_open(ar, sr, 1, acct, pair)
+    add_open(ar, sr, side, d_qty, d_not, acct, pair)
+    return 0, pxu
 
 
 @njit(cache=True, _nrt=False)
-def risk_fill_both(sr, oid, ar, side, mid, px, q, acct, sym, pair, g, omap):
-    """A fill of q lots at px between taker oid (account row ar, `side`) and maker mid (its
-    account row from the open-order map): both parties, and the symbol's last trade price."""
-    risk_fill_party(sr, oid, ar, side, px, q, acct, sym, pair, g, omap)
-    slot = map_find(omap, sr, mid)
-    key = omap[slot, M_KEY]
-    if key != -1:
-        fill_slot(slot, sr, key & 0xFFFFFFFF, -side, px, q, acct, sym, pair, g, omap)
+def risk_fill_book(sr, tar, side, tpx, tdone, mar, mpx, mdone, px, q, acct, sym, pair):
+    """A fill of q lots at px: the taker (account row tar, `side`, open quantity counted at tpx;
+    tdone: nothing of it is left open) and the maker (mar, the other side, mpx, mdone): open
+    quantities and positions; the symbol's last trade price."""
+    risk_party_book(tar, sr, side, tpx, tdone, px, q, acct, pair)
+    risk_party_book(mar, sr, -side, mpx, mdone, px, q, acct, pair)
     sym[sr, S_LAST] = px
 
 
+@njit(cache=True, inline="always")
+def risk_party_book(ar, sr, side, npx, done, px, q, acct, pair):
+    """One party of a fill (see risk_fill_book)."""
+    add_open(ar, sr, side, -q, -q * npx, acct, pair)
+    if done:
+        count_open(ar, sr, -1, acct, pair)
+    position_move(ar, sr, side, px, q, acct, pair)
+
+
 @njit(cache=True, _nrt=False)
-def risk_release(sr, oid, q, acct, pair, g, omap):
-    """``risk_release_row`` as one compiled function (see risk_row)."""
-    return risk_release_row(sr, oid, q, acct, pair, g, omap)
+def risk_release_book(ar, sr, side, q, npx, done, acct, pair):
+    """q lots of an order went away without trading (expiry, STP, cancel by matching or by a
+    kill switch), counted at npx; done: nothing of the order is left open."""
+    add_open(ar, sr, side, -q, -q * npx, acct, pair)
+    if done:
+        count_open(ar, sr, -1, acct, pair)
+
+
+@njit(cache=True, _nrt=False)
+def risk_release_many(ar, sr, side, q, npx, acct, pair):
+    """risk_release_book(..., done=True) for each i (orders removed whole)."""
+    for i in range(ar.shape[0]):
+        add_open(ar[i], sr[i], side[i], -q[i], -q[i] * npx[i], acct, pair)
+        count_open(ar[i], sr[i], -1, acct, pair)
+
+
+@njit(cache=True, _nrt=False)
+def risk_renotional(ar, sr, q, dpx, acct, pair):
+    """q open lots now count at a price dpx ticks higher (an order resting at its band price)."""
+    acct[ar, A_OPEN_NOTIONAL] += q * dpx
+    pair[ar, sr, P_OPEN_NOTIONAL] += q * dpx

@@ -22,7 +22,7 @@ from .enums import (
     BUY, EV_EXPIRED, EV_FILLED, EV_PARTIALLY_FILLED, EV_RESUMED, R_AUCTION, R_END_OF_SESSION, SELL,
     TIF_DAY, TS_CONTINUOUS,
 )
-from .risk import M_KEY, S_LAST, fill_slot, map_find
+from .risk import S_LAST, risk_party_book
 
 
 @njit(cache=True)
@@ -187,6 +187,7 @@ def auction_apply_cpu(S, O, R, b, sr, seq, ts, px, vol, bid_oid, ask_oid, f_bid,
             oid = bo if side == BUY else ao
             ms = poff + s
             a = S.o_acct[ms]
+            arow = np.int64(S.o_arow[ms])
             lp = S.o_px[ms]
             left = S.o_qty[ms] - q
             S.o_qty[ms] = left
@@ -209,10 +210,7 @@ def auction_apply_cpu(S, O, R, b, sr, seq, ts, px, vol, bid_oid, ask_oid, f_bid,
                 emit_delta(O, 0, seq, ts, sym, side, lp, S.lv_qty[g], S.lv_cnt[g])
             emit_event(O, 0, seq, ts, sym, oid, a, side, EV_FILLED if left == 0 else EV_PARTIALLY_FILLED,
                        R_AUCTION, px, q, left)
-            slot_m = map_find(R.omap, sr, np.int64(oid))
-            key = R.omap[slot_m, M_KEY]
-            if key != -1:
-                fill_slot(slot_m, sr, key & 0xFFFFFFFF, side, px, q, R.acct, R.sym, R.pair, R.g, R.omap)
+            risk_party_book(arow, sr, side, lp, left == 0, px, q, R.acct, R.pair)
     # what is left of the parked orders joins the book, in arrival order (it no longer crosses)
     while bk[b, F_PHEAD] >= 0:
         s = bk[b, F_PHEAD]

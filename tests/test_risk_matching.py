@@ -293,13 +293,27 @@ def _same(a, b):
 
 
 def _check_invariants(e: Engine, out) -> None:
-    # 1. risk's open orders are exactly the book's resting orders
+    # 1. risk's open-order sums are the book's orders' (resting and parked; notional at the
+    #    price each order rests at), per account and symbol
     l3, pk = e.book_l3(), e.parked()
-    oo = e.risk.open_orders()
-    book = sorted(zip(*[np.concatenate([l3[c], pk[c]]).tolist() for c in ("symbol", "order_id", "account", "side", "qty")]))
-    risk = sorted(zip(oo["symbol"].tolist(), oo["order_id"].tolist(), oo["account"].tolist(),
-                      oo["side"].tolist(), oo["leaves_qty"].tolist()))
-    assert book == risk
+    book: dict = {}
+    for a, s_, sd, q, px in zip(*[np.concatenate([l3[c], pk[c]]).tolist()
+                                  for c in ("account", "symbol", "side", "qty", "price_ticks")]):
+        w = book.setdefault((a, s_), [0, 0, 0, 0])
+        w[0 if sd == 1 else 1] += q
+        w[2] += 1
+        w[3] += q * px
+    P = e.risk.positions()
+    risk = {(a, s_): [b, s2, n, nt] for a, s_, b, s2, n, nt in
+            zip(*[P[c].tolist() for c in ("account", "symbol", "open_buy", "open_sell", "open_orders", "open_notional")])
+            if (b, s2, n, nt) != (0, 0, 0, 0)}
+    assert risk == book
+    acc = e.risk.accounts()
+    per_acct: dict = {}
+    for (a, _s), w in book.items():
+        per_acct[a] = [per_acct.get(a, [0, 0])[0] + w[2], per_acct.get(a, [0, 0])[1] + w[3]]
+    assert {a: [n, nt] for a, n, nt in zip(acc["account"].tolist(), acc["open_orders"].tolist(),
+                                           acc["open_notional"].tolist()) if n or nt} == per_acct
     # 2. positions, cost and realised P&L follow the fills (average cost, plain Python)
     pos: dict = {}
     f = out["fills"]
@@ -458,8 +472,8 @@ def test_risk_matching_equals_the_reference(seed, stp, size):
     mine = sorted(zip(*[P[c].tolist() for c in ("account", "symbol", "position", "cost", "realized_pnl",
                                                  "open_buy", "open_sell", "open_orders", "open_notional")]))
     assert [r for r in mine if any(r[2:])] == [r for r in ref.risk.positions() if any(r[2:])]
-    oo = e.risk.open_orders()
-    assert sorted(zip(*[oo[c].tolist() for c in ("symbol", "order_id", "account", "side", "leaves_qty",
+    l3 = e.book_l3()
+    assert sorted(zip(*[l3[c].tolist() for c in ("symbol", "order_id", "account", "side", "qty",
                                                   "price_ticks")])) == ref.risk.open_orders()
 
 

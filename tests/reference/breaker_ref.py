@@ -236,13 +236,14 @@ class BreakerReferenceEngine(RiskReferenceEngine):
                         S.R_PRICE_BAND if self._halt == 1 else S.R_NONE, taker.price, taker.leaves, 0)
             taker.leaves = 0
             return
-        if self._halt == 2:
+        if self._halt == 2 or st.state < S.TS_PAUSED:
+            # rests at the band price: its open quantity counts at that price from now on
             taker.price = self._clamp(st, taker.side, taker.price)
+            self.risk.open[(book.symbol, taker.order_id)]["px"] = taker.price
         if st.state >= S.TS_PAUSED:
             st.parked.append(taker)
             book.orders[taker.order_id] = taker
             return
-        taker.price = self._clamp(st, taker.side, taker.price)
         super()._remainder(book, taker)
 
     def _is_parked(self, s, o) -> bool:
