@@ -5,10 +5,14 @@ Sequential semantics: ``pretrade_check_cpu`` checks row i against the state left
 0..i-1 (accepted rows change the state, rejected rows change nothing), so a batch gives exactly
 the verdicts of checking its rows one at a time, whatever the batch size.
 
-What "open" means (until the checks are wired into the matching kernel): a NEW order risk
-accepts is open, with leaves = qty, until a CANCEL of it passes (``pretrade_check_cpu``), fills
-consume it (``apply_fills_cpu``) or the engine releases it (``release_cpu``: expiries, STP
-cancels, matching rejects). A REPLACE that passes sets its leaves and price.
+Two drivers of the same checks (``check_core``): the stand-alone batch kernel
+(``pretrade_check_cpu``, ``RiskEngine.check``), where an order is open from the NEW risk accepts
+until a CANCEL of it passes (``pretrade_check_cpu``), fills consume it (``apply_fills_cpu``) or the
+caller releases it (``release_cpu``), tracked in an open-order hash map; and the matching kernel
+(``risk_row_book`` and friends, called per row by kernels/book.py ``process_row_risk``), where the
+book itself is the open-order table (its pool holds leaves, side, price and the risk account
+row) and a resting order's open notional counts at the price it rests at (its band price when
+a band slid it).
 
 Rows that matching would reject on its own validation (README "Validation of a row": bad action,
 side, order type, tif, qty <= 0, LIMIT price <= 0, post-only on a non-resting order; a NEW whose
