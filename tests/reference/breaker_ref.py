@@ -264,25 +264,14 @@ class BreakerReferenceEngine(RiskReferenceEngine):
         o.leaves = 0
         return None
 
-    def _replace(self, row):
-        s = row["symbol"]
+    def _apply_replace(self, book, o, qty, price):
+        s = book.symbol
         st = self._st(s)
-        book = self._book(s)
-        o = book.orders.get(row["order_id"])
-        qty, price = row["qty"], row["price_ticks"]
-        if st.state < S.TS_PAUSED or o is None or o.account != row["account"] or qty <= 0 or price <= 0:
-            return super()._replace(row)
         parked = self._is_parked(s, o)
         in_place = price == o.price and qty <= o.leaves
-        if not parked and in_place:
-            return super()._replace(row)
-        if o.post_only:
-            best = book.best(-o.side)
-            if best is not None and _crosses(o.side, price, False, best):
-                return self._reject(row, S.R_POST_ONLY_WOULD_TAKE, o.leaves)
-        r = self._risk(row, o.leaves)
-        if r:
-            return self._reject(row, r, o.leaves)
+        if st.state < S.TS_PAUSED or (not parked and in_place):
+            return super()._apply_replace(book, o, qty, price)
+        # paused: the order waits parked (a parked one keeps its place only for a decrease)
         if not parked:
             old = o.price
             self._remove_resting(book, o)

@@ -413,6 +413,10 @@ class ReferenceEngine:
         r = self._risk(row, o.leaves)
         if r:
             return self._reject(row, r, o.leaves)
+        return self._apply_replace(book, o, qty, price)
+
+    def _apply_replace(self, book: _Book, o: _Order, qty: int, price: int):
+        """A REPLACE that passed every check: in place (same price, not more) or re-entered."""
         if price == o.price and qty <= o.leaves:
             changed = qty < o.leaves
             o.leaves = qty
