@@ -111,6 +111,8 @@ class Engine:
         self.grow_counts = {"pool": 0, "ladder": 0, "output": 0}
         self.device_info = resolve_device(device)
         self.device = self.device_info.kind
+        if risk is not None and self.device != "cpu":
+            raise ValueError("risk checks and circuit breakers run on the CPU path; use device='cpu' with risk")
         self._gpu = None
         if self.device == "gpu":
             from .gpu import GpuMatcher   # lazy: numba.cuda / CuPy only on the GPU path
@@ -121,8 +123,6 @@ class Engine:
         if risk is not None:
             from .risk import RiskEngine
             from .risk_config import RiskLimits
-            if self.device != "cpu":
-                raise ValueError("risk checks and circuit breakers run on the CPU path; use device='cpu' with risk")
             if not isinstance(risk, RiskLimits):
                 risk = RiskLimits.load(risk)
             self.risk = RiskEngine(risk)

@@ -574,11 +574,27 @@ def test_set_limits_takes_effect_at_the_next_batch():
     assert e.book_l3()["order_id"].tolist() == [3]
 
 
-def test_gpu_with_risk_is_refused_and_halt_needs_risk():
-    with pytest.raises(ValueError, match="risk"):
+def test_gpu_with_risk_is_refused_and_halt_needs_risk(monkeypatch):
+    import hpte.engine.engine as E
+    from hpte.engine.device import DeviceInfo
+
+    with pytest.raises(ValueError, match="halt needs risk state"):
         Engine().halt(0)
-    with pytest.raises(Exception):
+    # as if a GPU had been found: refused before any GPU work starts
+    monkeypatch.setattr(E, "resolve_device", lambda d: DeviceInfo(kind="gpu", reason="test"))
+    with pytest.raises(ValueError, match="CPU path"):
         Engine(device="gpu", risk=RiskLimits())
+
+
+def test_commands_at_an_earlier_time_are_refused_and_change_nothing():
+    from hpte.engine.io import InputError
+
+    e = engine("")
+    e.submit(rows({"ts_ns": 50, "order_id": 1}))
+    for call in (lambda: e.set_kill(True, account=1, ts_ns=49), lambda: e.halt(49), lambda: e.auction(49)):
+        with pytest.raises(InputError, match="before the previous"):
+            call()
+    assert e.book_l3()["order_id"].tolist() == [1] and not e.risk.acct[:, 0].any()
 
 
 def test_cli_match_with_risk(tmp_path):
@@ -607,3 +623,6 @@ def test_cli_match_with_risk(tmp_path):
     res = CliRunner().invoke(app, ["match", str(tmp_path / "o.parquet"), "--fills", str(tmp_path / "f.parquet"),
                                    "--risk", str(bad)])
     assert res.exit_code == 1 and "defaults.max_order_qty" in res.output
+    res = CliRunner().invoke(app, ["match", str(tmp_path / "o.parquet"), "--fills", str(tmp_path / "f.parquet"),
+                                   "--positions", str(tmp_path / "p.parquet")])
+    assert res.exit_code == 1 and "--positions needs --risk" in res.output
