@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-from hpte.engine.bars import BarAggregator, parse_duration
-from hpte.kernels import bars as K
+from hpte.engine.md.bars import BarAggregator, parse_duration
+from hpte.kernels.md import bars as K
 
 
 def make_trades(n: int, n_sym: int, seed: int = 42) -> dict[str, np.ndarray]:

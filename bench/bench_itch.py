@@ -1,4 +1,4 @@
-"""Benchmark: ITCH 5.0 decoding to SoA columns (hpte.engine.itch.read_itch) vs a plain-Python
+"""Benchmark: ITCH 5.0 decoding to SoA columns (hpte.engine.md.itch.read_itch) vs a plain-Python
 ``struct`` parser, in one run.
 
 Builds a large synthetic ITCH file of mixed order-flow messages in a temporary folder (never
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hpte.engine import itch as I
-from hpte.kernels import itch as K
+from hpte.engine.md import itch as I
+from hpte.kernels.md import itch as K
 
 # Message mix (fraction of messages), roughly a NASDAQ day's order flow.
 MIX = {"A": 0.38, "F": 0.02, "D": 0.30, "U": 0.10, "X": 0.04, "E": 0.08, "C": 0.01, "P": 0.03,

@@ -1,5 +1,5 @@
 """Benchmark: LOBSTER replay of the real AMZN 2012-06-21 level-5 day through the engine
-(hpte.engine.lobster) vs a plain-Python dict-based L2 replay, in one run.
+(hpte.engine.md.lobster) vs a plain-Python dict-based L2 replay, in one run.
 
 Times, best of --repeat runs each (the kernels are loaded before the clock starts):
 
@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hpte.engine import lobster as L
+from hpte.engine.md import lobster as L
 
 DAY = "lobster_AMZN_2012-06-21_level5"
 MSG = "AMZN_2012-06-21_34200000_57600000_message_5.csv"

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from hpte.engine import schema as S
-from hpte.engine.ring import Ring
+from hpte.engine.md.ring import Ring
 
 COLS = [(n, dt) for n, dt, *_ in S.ORDER_COLUMNS]
 RECORD_BYTES = 8 + sum(dt.itemsize for _, dt in COLS)

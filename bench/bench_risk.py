@@ -34,9 +34,9 @@ import time
 import numpy as np
 from numba import njit
 
-from hpte.engine.risk import RiskEngine, _ro, reason_names
-from hpte.engine.risk_config import RiskLimits
-from hpte.kernels import risk as K
+from hpte.engine.risk.state import RiskEngine, _ro, reason_names
+from hpte.engine.risk.limits import RiskLimits
+from hpte.kernels.risk import checks as K
 
 CONFIG = """
 [defaults]

@@ -31,7 +31,7 @@ import numpy as np
 from hpte.engine import schema as S
 from hpte.engine.engine import Engine
 from hpte.engine.gen import generate_flow
-from hpte.engine.risk_config import RiskLimits
+from hpte.engine.risk.limits import RiskLimits
 
 ALL = """
 [defaults]

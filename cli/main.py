@@ -1,7 +1,17 @@
-"""The ``hpte`` command: thin Typer commands over hpte.engine."""
+"""The ``hpte`` command: thin Typer commands over hpte.engine.
+
+Where each command lives: ``match``, ``book``, ``demo`` in cli/match.py; ``gen`` in cli/gen.py;
+``bench`` in cli/bench.py; ``md ...`` in cli/md/; ``risk ...`` in cli/risk/.
+"""
 from __future__ import annotations
 
 import typer
+
+from hpte.cli.bench import bench
+from hpte.cli.gen import gen
+from hpte.cli.match import book, demo, match
+from hpte.cli.md import md_app
+from hpte.cli.risk.commands import risk_app
 
 app = typer.Typer(
     name="hpte",
@@ -10,20 +20,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-md_app = typer.Typer(help="Market data: ITCH 5.0, LOBSTER, bars.", no_args_is_help=True)
-app.add_typer(md_app, name="md")
-
-# --- sub-command registrations (one line each) ---
-from .md_bars import bars; md_app.command("bars")(bars)  # noqa: E402
-from .md_itch import itch_app; md_app.add_typer(itch_app, name="itch")  # noqa: E402
-from .md_lobster import lobster_app; md_app.add_typer(lobster_app, name="lobster")  # noqa: E402
-from .md_itch_book import itch_book; itch_app.command("book")(itch_book)  # noqa: E402
-from .gen_cmd import gen  # noqa: E402
+app.command("match")(match)
+app.command("book")(book)
+app.command("demo")(demo)
 app.command("gen")(gen)
-from .match_cmd import book, demo, match  # noqa: E402
-app.command("match")(match); app.command("book")(book); app.command("demo")(demo)
-from .bench_cmd import bench; app.command("bench")(bench)  # noqa: E402
-from .risk_cmd import risk_app; app.add_typer(risk_app, name="risk")  # noqa: E402
+app.command("bench")(bench)
+app.add_typer(md_app, name="md")
+app.add_typer(risk_app, name="risk")
 
 
 def main() -> None:

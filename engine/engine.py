@@ -121,8 +121,8 @@ class Engine:
         self._book_of_symbol: dict[int, int] = {}
         self.risk = None
         if risk is not None:
-            from .risk import RiskEngine
-            from .risk_config import RiskLimits
+            from hpte.engine.risk.state import RiskEngine
+            from hpte.engine.risk.limits import RiskLimits
             if not isinstance(risk, RiskLimits):
                 risk = RiskLimits.load(risk)
             self.risk = RiskEngine(risk)
@@ -260,7 +260,7 @@ class Engine:
 
     def _submit_risk(self, I: Inputs, books: np.ndarray, c, n: int):
         """Rows in arrival order through the risk version of the kernel (match_seq_risk_cpu)."""
-        from hpte.kernels.risk import G_NEED_PX
+        from hpte.kernels.risk.checks import G_NEED_PX
         risk = self.risk
         ar, sr = risk._rows_for(c["account"], c["symbol"])
         O = alloc_outputs_1(n // 2 + 256, 2 * n + 256, n + n // 4 + 256)
@@ -278,9 +278,9 @@ class Engine:
 
     def _auction(self, b: int, sr: int, seq: int, ts: int, O, R):
         """Uncross book b (its symbol's reopening auction) into region 0 and resume trading."""
-        from hpte.kernels.auction import uncross_cpu
-        from hpte.kernels.breaker import K_REF
-        from hpte.kernels.risk import S_LAST, S_STATIC
+        from hpte.kernels.risk.auction import uncross_cpu
+        from hpte.kernels.risk.breaker import K_REF
+        from hpte.kernels.risk.checks import S_LAST, S_STATIC
         one = np.array([b], np.int64)
         nr, npk = int(self.store.S.bk[b, K.F_NREST]), int(self.store.S.bk[b, K.F_NPARK])
         cols = {name: np.empty(nr + npk, dt) for name, dt in S.L3_COLUMNS}
@@ -314,7 +314,7 @@ class Engine:
     def _status_rows(self, ts_ns: int, code: int, reason: int, srows: np.ndarray, states: int) -> Result:
         """Breaker transition rows (events and status deltas) for symbol rows `srows`."""
         risk = self.risk
-        from hpte.kernels.breaker import K_REF
+        from hpte.kernels.risk.breaker import K_REF
         syms = risk.symbol_ids()[srows]
         order = np.argsort(syms, kind="stable")
         syms, srows = syms[order], srows[order]
@@ -335,7 +335,7 @@ class Engine:
         """Market-wide halt by command at ts_ns: every symbol (and any symbol seen later) stops
         trading; orders are still accepted and cancelled (IOC / FOK / MARKET are rejected
         SYMBOL_PAUSED). Events HALTED (reason HALT) and status deltas."""
-        from hpte.kernels import breaker as KB
+        from hpte.kernels.risk import breaker as KB
         risk = self._need_risk("halt")
         self._check_ts(ts_ns)
         ns = len(risk.symbol_ids())
@@ -350,7 +350,7 @@ class Engine:
     def resume(self, ts_ns: int) -> Result:
         """End a market-wide halt: every halted symbol enters the call period of its reopening
         auction (``auction_ns``), uncrossed at its first order at or after the period's end."""
-        from hpte.kernels import breaker as KB
+        from hpte.kernels.risk import breaker as KB
         risk = self._need_risk("resume")
         self._check_ts(ts_ns)
         ns = len(risk.symbol_ids())
@@ -368,7 +368,7 @@ class Engine:
         call period, or just `symbol`: the opening / closing auction on the live book. Halt the
         market (``halt``) before the open or the close to collect orders, then call this; each
         symbol uncrossed trades continuously again (events RESUMED, fills reason AUCTION)."""
-        from hpte.kernels import breaker as KB
+        from hpte.kernels.risk import breaker as KB
         risk = self._need_risk("auction")
         self._check_ts(ts_ns)
         ids = risk.symbol_ids()
@@ -407,14 +407,14 @@ class Engine:
         """Install a new risk configuration (RiskLimits or a TOML path) at this batch boundary;
         state (open orders, positions, buckets, breakers) is kept. Kill switches it turns on
         cancel the resting orders they cover, as ``set_kill`` does (the returned events)."""
-        from .risk_config import RiskLimits
+        from hpte.engine.risk.limits import RiskLimits
         risk = self._need_risk("set_limits")
         lim = limits if isinstance(limits, RiskLimits) else RiskLimits.load(limits)
         ts = self.last_ts if ts_ns is None else int(ts_ns)
         ts = 0 if ts is None else ts
         self._check_ts(ts)
         risk.set_limits(lim)
-        from hpte.kernels.risk import A_KILL, G_KILL
+        from hpte.kernels.risk.checks import A_KILL, G_KILL
         if risk.g[G_KILL]:
             return self._remove(ts, 2, 0, S.EV_CANCELLED, S.RR_KILL_SWITCH)
         killed = risk._accts.ids[np.flatnonzero(risk.acct[:len(risk._accts), A_KILL])]
@@ -433,7 +433,7 @@ class Engine:
                               np.int64(ts_ns), mode, np.uint32(acct), code, reason)
         res = Result(*region_columns(O, 0))
         if self.risk is not None and res.events.n_rows:     # their open quantity goes away
-            from hpte.kernels.risk import risk_release_many
+            from hpte.kernels.risk.checks import risk_release_many
             ev, risk = res.events, self.risk
             risk_release_many(risk._accts.lookup(ev["account"]), risk._syms.lookup(ev["symbol"]),
                               ev["side"].astype(np.int64), ev["qty"], ev["price_ticks"], risk.acct, risk.pair)

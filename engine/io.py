@@ -6,6 +6,8 @@ schema's exact type); otherwise it converts once, checking that every value fits
 """
 from __future__ import annotations
 
+import re
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -232,3 +234,30 @@ def concat_columns(parts: Iterable[Mapping[str, np.ndarray]], columns) -> Column
     """Concatenate SoA column dicts (empty input gives empty columns of the schema)."""
     parts = list(parts)
     return {n: (np.concatenate([p[n] for p in parts]) if parts else np.empty(0, dtype=t)) for n, t in columns}
+
+
+_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
+          "m": 60_000_000_000, "min": 60_000_000_000, "h": 3_600_000_000_000}
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ns|us|µs|ms|s|min|m|h)\s*$")
+
+
+def parse_duration(text: str | int) -> int:
+    """A duration as integer ns (bar lengths, breaker windows): '500ms', '1s', '100us', '1m' (minute), '2h', '250ns', '1.5s'."""
+    if isinstance(text, (int, np.integer)) and not isinstance(text, bool):
+        ns = int(text)
+    else:
+        m = _DURATION.match(str(text))
+        if not m:
+            raise ValueError(f"bad duration {text!r}: use a number with a unit (ns, us, ms, s, m, h), e.g. 500ms or 1s")
+        try:
+            val = Decimal(m.group(1)) * _UNITS[m.group(2)]
+        except InvalidOperation:  # pragma: no cover - the regex admits only decimals
+            raise ValueError(f"bad duration {text!r}") from None
+        if val != val.to_integral_value():
+            raise ValueError(f"bad duration {text!r}: not a whole number of nanoseconds")
+        ns = int(val)
+    if ns <= 0:
+        raise ValueError(f"bad duration {text!r}: must be positive")
+    if ns >= 2**62:
+        raise ValueError(f"bad duration {text!r}: too long")
+    return ns

@@ -64,7 +64,7 @@ def warm_up(device: str = "cpu", risk: bool = False) -> float:
     With device "gpu" the CUDA matching kernel is compiled too; with `risk` the risk kernel."""
     t0 = time.perf_counter()
     if risk:
-        from .risk_config import RiskLimits
+        from hpte.engine.risk.limits import RiskLimits
         Engine(risk=RiskLimits()).submit({"ts_ns": np.array([0], np.int64), "order_id": np.array([1], np.uint64),
                                           "side": np.array([1], np.int8), "price_ticks": np.array([10], np.int64),
                                           "qty": np.array([1], np.int64)})
@@ -123,7 +123,7 @@ def match_file(orders: str | Path, fills: str | Path, events: str | Path | None 
                         device=device, risk=risk)
     write_outputs(run, fills, events, book)
     if positions is not None:
-        from .risk import POSITION_COLUMNS
+        from hpte.engine.risk.state import POSITION_COLUMNS
         write_columns(positions, run.engine.risk.positions(), arrow_schema(POSITION_COLUMNS))
     return run
 

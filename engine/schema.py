@@ -76,7 +76,7 @@ REASON_NAMES = {
     R_VELOCITY: "VELOCITY",
     R_HALT: "HALT",
     R_AUCTION: "AUCTION",
-    # risk limits (kernels/risk.py): the limit's name in upper case, or a named state
+    # risk limits (kernels/risk/checks.py): the limit's name in upper case, or a named state
     RR_MAX_ORDER_QTY: "MAX_ORDER_QTY",
     RR_MAX_ORDER_NOTIONAL: "MAX_ORDER_NOTIONAL",
     RR_PRICE_COLLAR: "PRICE_COLLAR",

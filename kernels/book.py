@@ -41,12 +41,12 @@ import numpy as np
 from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import register_jitable
 
-from .breaker import (
+from hpte.kernels.risk.breaker import (
     B_VELOCITY_TICKS, B_VELOCITY_WINDOW_NS, INT64_MIN, K_STATE, K_VA_PX, K_VA_TS, UNSET,
     band_limits, brk_begin_row, brk_pause, velocity_breach, velocity_trade,
 )
 from .emit import emit_delta, emit_event, emit_fill  # noqa: F401  (re-exported)
-from .risk import G_NEED_PX, risk_fill_book, risk_release_book, risk_renotional, risk_row_book
+from hpte.kernels.risk.checks import G_NEED_PX, risk_fill_book, risk_release_book, risk_renotional, risk_row_book
 
 from .enums import (
     ACT_CANCEL, ACT_NEW, ACT_REPLACE, BUY, EV_ACCEPTED, EV_CANCELLED, EV_EXPIRED, EV_FILLED,
@@ -459,7 +459,7 @@ def outside_ladder(S, b, px):
 
 
 # ---------------------------------------------------------------------------------------------
-# Risk and breaker hooks (the RISK versions of the step below; R is engine/risk.py's RiskState)
+# Risk and breaker hooks (the RISK versions of the step below; R is engine/risk/state.py's RiskState)
 # ---------------------------------------------------------------------------------------------
 @register_jitable(inline="always")
 def risk_fill(R, sr, ts, tar, side, npx, tdone, mar, mdone, px, f):

@@ -1,6 +1,6 @@
 """Output rows of the matching kernels: one function per stream (fills, order events, L2 deltas),
 writing row-major int64 rows into region r of the Outputs tuple O (engine/book_state.py). Shared
-by kernels/book.py, kernels/breaker.py and kernels/snapshot.py."""
+by kernels/book.py, kernels/risk/breaker.py and kernels/snapshot.py."""
 from __future__ import annotations
 
 import numpy as np

@@ -61,7 +61,7 @@ R_VELOCITY = 18            # breaker event cause: the price moved more than velo
 R_HALT = 19                # breaker event cause: market-wide halt / resume by command
 R_AUCTION = 20             # fills and events of a reopening (or stand-alone) call auction
 
-# Risk reject reasons (kernels/risk.py; README "Risk limits")
+# Risk reject reasons (kernels/risk/checks.py; README "Risk limits")
 RR_MAX_ORDER_QTY = 100
 RR_MAX_ORDER_NOTIONAL = 101
 RR_PRICE_COLLAR = 102

@@ -20,8 +20,8 @@ from .book import (
     F_ASK, F_BASE, F_BID, F_HW, F_LOFF, F_NLEV, F_PHEAD, F_POFF, F_SYM, F_TMASK, F_TOFF, ST_OK, bit_set,
     id_insert, process_row, process_row_risk,
 )
-from .breaker import brk_end_row
-from .risk import PREFETCH, prefetch
+from hpte.kernels.risk.breaker import brk_end_row
+from hpte.kernels.risk.checks import PREFETCH, prefetch
 
 
 @njit(cache=True)
@@ -38,7 +38,7 @@ def match_seq_cpu(I, S, O, books, start, seq0, stp):
 @njit(cache=True, _nrt=False)
 def match_seq_risk_cpu(I, S, O, books, start, seq0, stp, R):
     """``match_seq_cpu`` with pre-trade risk checks, post-trade risk state and circuit breakers
-    (R: engine/risk.py RiskState; R.ar / R.sr are each row's account and symbol rows). Rows in
+    (R: engine/risk/state.py RiskState; R.ar / R.sr are each row's account and symbol rows). Rows in
     arrival order into region 0: risk state is shared across books (accounts trade many
     symbols), so this path is sequential. Returns (status, row) like ``match_seq_cpu``, with
     ST_NEED_AUCTION and ST_NEED_MAP besides."""

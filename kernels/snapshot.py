@@ -14,7 +14,7 @@ from .book import (
     F_TOFF, FL_PARKED, FL_SELL, add_resting, emit_delta, emit_event, emit_fill, id_delete, id_find,
     park_unlink, remove_resting, scan_down, scan_up, slot_free,
 )
-from .breaker import (
+from hpte.kernels.risk.breaker import (
     B_BAND_BPS, K_CAUSE, K_HI, K_LO, K_REF, K_REF_TS, K_SINCE, K_STATE, K_VA_PX, K_VA_TS, UNSET,
     band_of, brk_emit,
 )
@@ -22,7 +22,7 @@ from .enums import (
     BUY, EV_EXPIRED, EV_FILLED, EV_PARTIALLY_FILLED, EV_RESUMED, R_AUCTION, R_END_OF_SESSION, SELL,
     TIF_DAY, TS_CONTINUOUS,
 )
-from .risk import S_LAST, risk_party_book
+from hpte.kernels.risk.checks import S_LAST, risk_party_book
 
 
 @njit(cache=True)
@@ -163,7 +163,7 @@ def parked_cpu(S, order, sym, side, px, oid, acct, qty, tif):
 
 @njit(cache=True, _nrt=False)
 def auction_apply_cpu(S, O, R, b, sr, seq, ts, px, vol, bid_oid, ask_oid, f_bid, f_ask, f_qty, nf):
-    """Execute an uncrossing (kernels/auction.py ``uncross_cpu``) on book b at price px and
+    """Execute an uncrossing (kernels/risk/auction.py ``uncross_cpu``) on book b at price px and
     reopen its symbol (risk row sr): fill k trades f_qty[k] lots between bid bid_oid[f_bid[k]]
     and ask ask_oid[f_ask[k]] (fills: the bid in the taker columns, taker_side 0 = auction);
     FILLED / PARTIALLY_FILLED events with reason AUCTION, a delta per level per fill, risk

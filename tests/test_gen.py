@@ -1,4 +1,4 @@
-"""hpte gen: the synthetic benchmark flow (engine/gen.py, kernels/gen.py, cli/gen_cmd.py)."""
+"""hpte gen: the synthetic benchmark flow (engine/gen.py, kernels/gen.py, cli/gen.py)."""
 from __future__ import annotations
 
 from collections import deque

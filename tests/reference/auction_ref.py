@@ -1,4 +1,4 @@
-"""Brute-force reference of the call-auction uncrossing (hpte.kernels.auction): every integer tick
+"""Brute-force reference of the call-auction uncrossing (hpte.kernels.risk.auction): every integer tick
 price between the lowest and the highest order price is tried, D and S summed from scratch."""
 from __future__ import annotations
 

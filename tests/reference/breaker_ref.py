@@ -1,4 +1,4 @@
-"""Plain-Python reference of the circuit breakers (kernels/breaker.py and the risk build of the
+"""Plain-Python reference of the circuit breakers (kernels/risk/breaker.py and the risk build of the
 matching step), on top of the reference matcher with risk checks (risk_matcher.py), written from
 README "Circuit breakers":
 

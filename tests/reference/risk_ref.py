@@ -1,5 +1,5 @@
 """Plain-Python reference of the pre-trade risk checks and the position accounting
-(hpte.kernels.risk / hpte.engine.risk.RiskEngine), written from the rules, not from the kernel.
+(hpte.kernels.risk.checks / hpte.engine.risk.state.RiskEngine), written from the rules, not from the kernel.
 
 Everything is kept by ids in dicts; aggregates (open orders, open quantities, open notional,
 exposure) are recomputed from the open-order dict on every check rather than maintained, token

@@ -1,0 +1,1 @@
+"""``hpte risk ...``: risk configuration checks and call auctions."""

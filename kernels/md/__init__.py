@@ -1,0 +1,1 @@
+"""Market-data kernels: ITCH 5.0 decoding, LOBSTER replay planning, the ring buffer, streaming bars."""

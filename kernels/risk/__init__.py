@@ -1,0 +1,1 @@
+"""Risk kernels: pre-trade checks and positions (checks), circuit breakers (breaker), call auctions (auction)."""
