@@ -52,9 +52,14 @@ def serve(
     def log(line: str) -> None:
         typer.echo(line, err=True)
 
+    # uvicorn's "websockets" protocol awaits the socket's drain on each send, which is what lets a
+    # client that stops reading back up into its outbox (and be disconnected past its backlog);
+    # the sans-I/O one buffers without bound. uvicorn marks it deprecated: silence that warning.
+    import warnings
+    warnings.filterwarnings("ignore", message=".*websockets. implementation is deprecated")
     app = create_app(cfg, risk.resolve() if risk else None, log=log)
     try:
-        uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", ws="websockets-sansio",
+        uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", ws="websockets",
                     ws_max_size=cfg.max_frame_bytes + 1024, log_level="warning", lifespan="on")
     except JournalError as e:
         _fail("serve", str(e))

@@ -331,8 +331,11 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
         return None
 
     async def serve_ws(ws: WebSocket, s: Session, handle) -> None:
-        async def send(data: bytes):
-            await ws.send_text(data.decode())
+        async def send(data):
+            if type(data) is tuple:
+                await ws.send_bytes(data[0])
+            else:
+                await ws.send_text(data.decode())
 
         pump = asyncio.ensure_future(s.pump(send))
         try:
@@ -363,7 +366,7 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
         if key is None:
             return
         c = core()
-        s = Session(key, "orders", cfg.md_backlog)
+        s = Session(key, "orders", cfg.orders_backlog)
         c.register(s)
 
         def handle(text, data):
@@ -384,8 +387,8 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
                     m = orjson.loads(text)
                 except orjson.JSONDecodeError as e:
                     raise BadRequest("message", f"malformed JSON ({e})") from None
-                if isinstance(m, dict) and m.get("type") == "ping":
-                    s.push({"type": "pong", "req_id": req_id_of(m)})
+                if isinstance(m, dict) and m.get("type") == "ping":   # answered after all earlier requests
+                    c.submit(Request(s, req_id_of(m), op={"op": "ping"}))
                     return
                 row = parse_order(m, c.symbols)
                 if not c.rate.allow(key, 1):

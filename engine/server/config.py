@@ -12,7 +12,8 @@
     max_message_bytes = 65536      # JSON messages and REST bodies
     max_frame_bytes = 16777216     # binary Arrow frames
     max_queue_rows = 1000000       # requests beyond this are refused OVERLOADED
-    md_backlog = 10000             # messages queued for one client before it is disconnected
+    md_backlog = 10000             # market-data messages queued for one client before it is disconnected
+    orders_backlog = 1000000       # execution reports queued for one order-entry connection, likewise
     stp = "none"
 
     [[keys]]
@@ -59,6 +60,7 @@ class ServerConfig:
     max_frame_bytes: int = 16 << 20
     max_queue_rows: int = 1_000_000
     md_backlog: int = 10_000
+    orders_backlog: int = 1_000_000
     stp: str = "none"
     keys: dict[str, ApiKey] = field(default_factory=dict)
 
@@ -87,7 +89,7 @@ class ServerConfig:
                 "fsync_interval_ms": (1, 60_000), "snapshot_every_batches": (1, 1 << 40),
                 "segment_bytes": (1 << 12, 1 << 40), "max_message_bytes": (64, 1 << 26),
                 "max_frame_bytes": (64, 1 << 31), "max_queue_rows": (1, 1 << 40),
-                "md_backlog": (1, 1 << 30)}
+                "md_backlog": (1, 1 << 30), "orders_backlog": (1, 1 << 30)}
         for k, (lo, hi) in ints.items():
             if k in s:
                 v = s.pop(k)

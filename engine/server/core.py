@@ -69,6 +69,10 @@ class Session:
         self.out.append(data)
         self.ready.set()
 
+    def push_binary(self, data: bytes) -> None:
+        """A binary frame (Arrow IPC); counts towards the backlog like any message."""
+        self.push_raw((data,))
+
     def close(self, reason: str) -> None:
         self.closed = True
         self.close_reason = reason
@@ -76,7 +80,8 @@ class Session:
         self.ready.set()
 
     async def pump(self, send) -> None:
-        """Send queued messages until the session closes (send: async callable of bytes)."""
+        """Send queued messages until the session closes (send: async callable of bytes for a
+        text frame, or of a 1-tuple (bytes,) for a binary frame)."""
         while True:
             await self.ready.wait()
             self.ready.clear()
@@ -338,9 +343,30 @@ class Core:
             return
         orders = self.gw.orders
         eid_l = eid.tolist()
-        for seq, oid, acct, sym, side, code, reason, px, qty, leaves, ts in zip(*(ev[k].tolist() for k in (
+        skip = None
+        for r in reqs:        # Arrow requests: their rows' reports go back as one Arrow frame
+            if r.cols is not None:
+                if skip is None:
+                    row = ev["seq"].astype(np.int64) - base
+                    inb = (row >= 0) & (row < len(eid))
+                    own = np.zeros(len(row), bool)
+                    own[inb] = eid[row[inb]] == ev["order_id"][inb]
+                    skip = np.zeros(len(row), bool)
+                m = own & (row >= r.off) & (row < r.off + r.n)
+                skip |= m
+                cols = {k: ev[k][m] for k, _dt in S.EVENT_COLUMNS}
+                cols["order_id"] = r.cols["client_order_id"][row[m] - r.off]
+                t = pa.table({k: pa.array(v) for k, v in cols.items()})
+                sink = pa.BufferOutputStream()
+                with pa.ipc.new_stream(sink, t.schema) as w:
+                    w.write_table(t)
+                r.session.push_binary(sink.getvalue().to_pybytes())
+        skip_l = skip.tolist() if skip is not None else None
+        for j, (seq, oid, acct, sym, side, code, reason, px, qty, leaves, ts) in enumerate(zip(*(ev[k].tolist() for k in (
                 "seq", "order_id", "account", "symbol", "side", "event", "reason", "price_ticks", "qty",
-                "leaves_qty", "ts_ns"))):
+                "leaves_qty", "ts_ns")))):
+            if skip_l is not None and skip_l[j]:
+                continue
             row = seq - base
             r = owner[row] if 0 <= row < len(owner) and eid_l[row] == oid else None
             if r is not None:
@@ -373,6 +399,9 @@ class Core:
                     s.push_raw(data)
 
     async def _command(self, req: Request) -> None:
+        if req.op["op"] == "ping":        # a barrier: answered after every earlier request
+            req.session.push({"type": "pong", "req_id": req.req_id})
+            return
         cmd = dict(req.op)
         cmd["ts_ns"] = self._now()
         try:

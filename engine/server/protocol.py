@@ -25,7 +25,7 @@ TIFS = {"gtc": S.TIF_GTC, "ioc": S.TIF_IOC, "fok": S.TIF_FOK, "day": S.TIF_DAY,
         0: S.TIF_GTC, 1: S.TIF_IOC, 2: S.TIF_FOK, 3: S.TIF_DAY}
 ACTIONS = {"new": S.ACT_NEW, "cancel": S.ACT_CANCEL, "replace": S.ACT_REPLACE}
 FIELDS = {"new": {"type", "req_id", "order_id", "symbol", "side", "price", "qty", "order_type", "tif", "post_only"},
-          "cancel": {"type", "req_id", "order_id", "symbol"},
+          "cancel": {"type", "req_id", "order_id", "symbol", "side", "price", "qty"},
           "replace": {"type", "req_id", "order_id", "symbol", "price", "qty"}}
 
 
@@ -105,8 +105,10 @@ def parse_order(m, symbols: frozenset) -> tuple:
         if type(po) is not bool:
             raise BadRequest("post_only", "field 'post_only' must be true or false")
         return (S.ACT_NEW, coid, sym, side, px, qty, ot, tif, int(po), True)
-    if t == "cancel":
-        return (S.ACT_CANCEL, coid, sym, S.BUY, 0, 0, S.OT_LIMIT, S.TIF_GTC, 0, sym_given)
+    if t == "cancel":       # side, price and qty are informative, as in the order file
+        side = _enum(m, "side", SIDES, S.BUY)
+        return (S.ACT_CANCEL, coid, sym, side, _int(m, "price", -I64 + 1, I64 - 1, False),
+                _int(m, "qty", 0, I64 - 1, False), S.OT_LIMIT, S.TIF_GTC, 0, sym_given)
     px = _int(m, "price", -I64 + 1, I64 - 1)
     qty = _int(m, "qty", 1, I64 - 1)
     return (S.ACT_REPLACE, coid, sym, S.BUY, px, qty, S.OT_LIMIT, S.TIF_GTC, 0, sym_given)

@@ -129,8 +129,9 @@ def ws_connect(server: Server, path: str, who: str | None, **kw):
     from websockets.sync.client import connect
 
     headers = {"X-API-Key": KEYS[who][0]} if who else None
-    return connect(server.ws + path, additional_headers=headers, open_timeout=30, close_timeout=5,
-                   max_size=64 << 20, **kw)
+    c = connect(server.ws + path, additional_headers=headers, open_timeout=30, close_timeout=5,
+                max_size=64 << 20, **kw)
+    return c.__enter__()       # as a context manager would (websockets >= 17.1 warns otherwise)
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
