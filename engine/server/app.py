@@ -368,6 +368,7 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
         c = core()
         s = Session(key, "orders", cfg.orders_backlog)
         c.register(s)
+        frames = [0]          # binary frames on this connection: frame k is acknowledged with req_id k
 
         def handle(text, data):
             m = None
@@ -376,10 +377,10 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
                     if len(data) > cfg.max_frame_bytes:
                         raise BadRequest("frame", f"binary frame of {len(data)} bytes is over {cfg.max_frame_bytes}", "TOO_LARGE")
                     cols = parse_arrow_frame(data, key.account, c.symbols)
-                    n = len(cols["action"])
                     if not c.rate.allow(key, 1):
                         raise BadRequest(None, "rate limit exceeded", "RATE_LIMITED")
-                    c.submit(Request(s, None, cols=cols))
+                    c.submit(Request(s, frames[0], cols=cols))
+                    frames[0] += 1
                     return
                 if len(text) > cfg.max_message_bytes:
                     raise BadRequest("message", f"message of {len(text)} bytes is over {cfg.max_message_bytes}", "TOO_LARGE")

@@ -164,7 +164,7 @@ def test_arrow_frames_and_md_subscribe_midway(make_server, tmp_path):
     for k, idx in enumerate(chunks):
         ws.send(arrow_frame({n: v[idx] for n, v in cols.items()}))
         got = recv_until(ws, lambda m: m.get("type") == "arrow")
-        assert got[-2]["type"] == "ack" and got[-2]["rows"] == len(idx)
+        assert got[-2]["type"] == "ack" and got[-2]["rows"] == len(idx) and got[-2]["req_id"] == k
         t = got[-1]["table"]          # the reports of this frame's rows, with the client's order ids
         assert set(t.column("order_id").to_numpy()) <= set(c["order_id"][idx].tolist())
         assert t.num_rows >= len(idx)
