@@ -60,7 +60,7 @@ def serve(
     app = create_app(cfg, risk.resolve() if risk else None, log=log)
     try:
         uvicorn.run(app, host=host, port=port, loop="uvloop", http="httptools", ws="websockets",
-                    ws_max_size=cfg.max_frame_bytes + 1024, log_level="warning", lifespan="on")
+                    ws_max_size=cfg.max_frame_bytes + 1024, ws_per_message_deflate=False, log_level="warning", lifespan="on")
     except JournalError as e:
         _fail("serve", str(e))
 

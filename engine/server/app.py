@@ -307,7 +307,7 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
             return auth(ws.headers, roles)
         except BadRequest as e:
             if e.code == "FORBIDDEN":
-                await ws.send_bytes(orjson.dumps(e.body()))
+                await ws.send_text(orjson.dumps(e.body()).decode())
                 await ws.close(1008, str(e)[:120])
                 return None
         try:
@@ -320,10 +320,10 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
                 raise BadRequest("key", "unknown API key", "UNAUTHORIZED")
             if key.role not in roles:
                 raise BadRequest(None, f"role {key.role!r} may not use this endpoint", "FORBIDDEN")
-            await ws.send_bytes(orjson.dumps({"type": "authenticated", "account": key.account, "role": key.role}))
+            await ws.send_text(orjson.dumps({"type": "authenticated", "account": key.account, "role": key.role}).decode())
             return key
         except BadRequest as e:
-            await ws.send_bytes(orjson.dumps(e.body()))
+            await ws.send_text(orjson.dumps(e.body()).decode())
             await ws.close(1008, str(e)[:120])
         except (asyncio.TimeoutError, orjson.JSONDecodeError, KeyError, WebSocketDisconnect, RuntimeError):
             with contextlib.suppress(Exception):

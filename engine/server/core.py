@@ -79,16 +79,28 @@ class Session:
         self.out.clear()
         self.ready.set()
 
-    async def pump(self, send) -> None:
+    async def pump(self, send, coalesce: int = 1 << 18) -> None:
         """Send queued messages until the session closes (send: async callable of bytes for a
-        text frame, or of a 1-tuple (bytes,) for a binary frame)."""
+        text frame, or of a 1-tuple (bytes,) for a binary frame). Text messages queued together
+        go out in one frame, one JSON message per line (up to `coalesce` bytes a frame), which
+        is what keeps per-frame costs off the hot path under load."""
+        out = self.out
         while True:
             await self.ready.wait()
             self.ready.clear()
             if self.closed:
                 return
-            while self.out:
-                await send(self.out.popleft())
+            while out:
+                first = out.popleft()
+                if type(first) is tuple or not out or type(out[0]) is tuple:
+                    await send(first)
+                else:
+                    parts, size = [first], len(first)
+                    while out and type(out[0]) is not tuple and size < coalesce:
+                        m = out.popleft()
+                        parts.append(m)
+                        size += len(m) + 1
+                    await send(b"\n".join(parts))
                 if self.closed:
                     return
 

@@ -130,8 +130,23 @@ def ws_connect(server: Server, path: str, who: str | None, **kw):
 
     headers = {"X-API-Key": KEYS[who][0]} if who else None
     c = connect(server.ws + path, additional_headers=headers, open_timeout=30, close_timeout=5,
-                max_size=64 << 20, **kw)
+                max_size=64 << 20, compression=None, **kw)
     return c.__enter__()       # as a context manager would (websockets >= 17.1 warns otherwise)
+
+
+def recv_msg(ws, timeout: float = 30.0) -> dict:
+    """The next message: a text frame holds one or more JSON messages, one per line; a binary
+    frame (Arrow reports) comes as {"type": "arrow", "table": pyarrow.Table}."""
+    import orjson
+    import pyarrow as pa
+
+    pending = ws.__dict__.setdefault("_hpte_pending", [])
+    if not pending:
+        raw = ws.recv(timeout=timeout)
+        if isinstance(raw, bytes):
+            return {"type": "arrow", "table": pa.ipc.open_stream(raw).read_all()}
+        pending.extend(raw.split("\n"))
+    return orjson.loads(pending.pop(0))
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -15,7 +15,7 @@ from hpte.engine.server import journal as J
 from hpte.engine.server.replay import replay_journal
 from hpte.engine.server.state import Gateway, order_view
 
-from .conftest import KEYS, ws_connect
+from .conftest import KEYS, recv_msg, ws_connect
 
 
 def _batch(rng, n, start_oid, ts):
@@ -98,7 +98,7 @@ def _trader(srv, who, oid0, stop, acked, errors):
                     live.append(oid)
                 ws.send(orjson.dumps(m).decode())
             while True:
-                m = orjson.loads(ws.recv(timeout=30))
+                m = recv_msg(ws)
                 if m["type"] == "report" and m["event"] == "ACCEPTED":
                     acked.append(m["order_id"])
                 if m["type"] == "ack" and m["req_id"] == req:

@@ -14,7 +14,7 @@ import pytest
 from hpte.engine.io import read_orders, write_columns
 from hpte.engine import schema as S
 
-from .conftest import KEYS, ws_connect
+from .conftest import KEYS, recv_msg, ws_connect
 
 ACCT_KEY = {1: "t1", 2: "t2"}
 
@@ -35,8 +35,7 @@ def recv_until(ws, pred, timeout=60.0):
     comes as {"type": "arrow", "table": pyarrow.Table}."""
     out, end = [], time.monotonic() + timeout
     while True:
-        raw = ws.recv(timeout=max(end - time.monotonic(), 0.01))
-        m = {"type": "arrow", "table": pa.ipc.open_stream(raw).read_all()} if isinstance(raw, bytes) else orjson.loads(raw)
+        m = recv_msg(ws, timeout=max(end - time.monotonic(), 0.01))
         out.append(m)
         if pred(m):
             return out
@@ -156,7 +155,7 @@ def test_arrow_frames_and_md_subscribe_midway(make_server, tmp_path):
     srv = make_server()
     ws = ws_connect(srv, "/v1/ws/orders", None)
     ws.send(orjson.dumps({"type": "auth", "key": KEYS["t1"][0]}).decode())   # first-message auth
-    assert orjson.loads(ws.recv(timeout=30))["type"] == "authenticated"
+    assert recv_msg(ws)["type"] == "authenticated"
     cols = {k: c[k] for k in ("ts_ns", "order_id", "side", "price_ticks", "qty", "action", "order_type", "tif", "symbol")}
     chunks = np.array_split(np.arange(len(c["ts_ns"])), 8)
     md = None
@@ -209,17 +208,17 @@ def test_ws_bad_input_keeps_connection(shared_server):
     ]
     for text, field, code in cases:
         ws.send(text)
-        m = orjson.loads(ws.recv(timeout=30))
+        m = recv_msg(ws)
         assert (m["type"], m["field"], m["code"]) == ("error", field, code), (text[:60], m)
     ws.send(b"\x00\x01not arrow")
-    m = orjson.loads(ws.recv(timeout=30))
+    m = recv_msg(ws)
     assert (m["type"], m["field"]) == ("error", "frame")
     ws.send(arrow_frame({"order_id": np.array([1], np.uint64), "side": np.array([1], np.int8)}))
-    m = orjson.loads(ws.recv(timeout=30))
+    m = recv_msg(ws)
     assert m["type"] == "error" and m["field"] == "ts_ns", m
     ws.send(arrow_frame({"ts_ns": np.array([0]), "order_id": np.array([1], np.uint64), "side": np.array([1], np.int8),
                          "price_ticks": np.array([1]), "qty": np.array([1]), "account": np.array([1], np.uint32)}))
-    m = orjson.loads(ws.recv(timeout=30))
+    m = recv_msg(ws)
     assert m["type"] == "error" and m["field"] == "account", m
     assert s.health()["engine_seq"] == seq0                     # nothing reached the engine
     ws.send('{"type": "new", "req_id": "ok", "order_id": 5, "symbol": 0, "side": "sell", "price": 300000, "qty": 1}')
@@ -228,9 +227,9 @@ def test_ws_bad_input_keeps_connection(shared_server):
     md = ws_connect(s, "/v1/ws/market", "md")
     for text, field in (('{"type": "subscribe", "symbols": [42]}', "symbols"), ('{"type": "sub"}', "type"), ("nope", "message")):
         md.send(text)
-        assert orjson.loads(md.recv(timeout=30))["field"] == field
+        assert recv_msg(md)["field"] == field
     md.send('{"type": "subscribe", "symbols": [0]}')
-    assert orjson.loads(md.recv(timeout=30))["type"] == "snapshot"
+    assert recv_msg(md)["type"] == "snapshot"
     ws.close()
     md.close()
 
@@ -242,7 +241,7 @@ def test_ws_auth_failures(shared_server):
         ws = ws_connect(shared_server, "/v1/ws/orders", who)
         if first:
             ws.send(first)
-        m = orjson.loads(ws.recv(timeout=30))
+        m = recv_msg(ws)
         assert m["code"] in ("UNAUTHORIZED", "FORBIDDEN")
         with pytest.raises(ConnectionClosed) as e:
             ws.recv(timeout=30)
