@@ -271,3 +271,32 @@ def test_slow_consumer_backlog_closes_session():
         assert sent == []
 
     asyncio.run(run())
+
+
+def test_slow_consumer_disconnected(make_server):
+    """Over real sockets: a market-data client that stops reading is closed with code 1008 and a
+    reason once its backlog passes the limit, while the writer and the order client carry on."""
+    import socket
+
+    from websockets.exceptions import ConnectionClosed
+
+    srv = make_server({"md_backlog": 20})
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)     # a small window: backpressure soon
+    sock.connect(("127.0.0.1", srv.port))
+    slow = ws_connect(srv, "/v1/ws/market", "md", max_queue=1, sock=sock)
+    slow.send('{"type": "subscribe", "symbols": [0]}')
+    ws = ws_connect(srv, "/v1/ws/orders", "t1")
+    n, frames = 4000, 150          # each frame: n resting orders at new prices = one ~90 KB update
+    for k in range(frames):
+        cols = {"ts_ns": np.zeros(n, np.int64), "order_id": np.arange(k * n + 1, (k + 1) * n + 1, dtype=np.uint64),
+                "side": np.ones(n, np.int8), "price_ticks": np.arange(1_000_000 - n, 1_000_000) - k * n,
+                "qty": np.ones(n, np.int64), "symbol": np.zeros(n, np.uint32)}
+        ws.send(arrow_frame(cols))
+        recv_until(ws, lambda m: m.get("type") == "arrow")
+    assert srv.health()["engine_seq"] == frames * n
+    with pytest.raises(ConnectionClosed) as e:
+        while True:
+            slow.recv(timeout=30)
+    assert e.value.rcvd is not None and e.value.rcvd.code == 1008 and "backlog" in e.value.rcvd.reason
+    ws.close()
