@@ -373,12 +373,13 @@ class Core:
                 with pa.ipc.new_stream(sink, t.schema) as w:
                     w.write_table(t)
                 r.session.push_binary(sink.getvalue().to_pybytes())
-        skip_l = skip.tolist() if skip is not None else None
-        for j, (seq, oid, acct, sym, side, code, reason, px, qty, leaves, ts) in enumerate(zip(*(ev[k].tolist() for k in (
-                "seq", "order_id", "account", "symbol", "side", "event", "reason", "price_ticks", "qty",
-                "leaves_qty", "ts_ns")))):
-            if skip_l is not None and skip_l[j]:
-                continue
+        keep = np.flatnonzero(~skip) if skip is not None else None
+        if keep is not None and not keep.size:
+            return
+        cols = [ev[k] if keep is None else ev[k][keep] for k in (
+            "seq", "order_id", "account", "symbol", "side", "event", "reason", "price_ticks", "qty",
+            "leaves_qty", "ts_ns")]
+        for seq, oid, acct, sym, side, code, reason, px, qty, leaves, ts in zip(*(c.tolist() for c in cols)):
             row = seq - base
             r = owner[row] if 0 <= row < len(owner) and eid_l[row] == oid else None
             if r is not None:

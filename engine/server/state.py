@@ -159,31 +159,34 @@ class Gateway:
             seq, oid, acct, sym, side, code, reason, px, qty, leaves = (
                 ev[k].tolist() for k in ("seq", "order_id", "account", "symbol", "side", "event", "reason",
                                          "price_ticks", "qty", "leaves_qty"))
+            if cols is not None:
+                c_oid, c_act, c_coid, c_px, c_qty, c_ot, c_tif = (cols[k].tolist() for k in (
+                    "order_id", "action", "client_order_id", "price_ticks", "qty", "order_type", "tif"))
+                nrows = len(c_oid)
+            EV_ACC, EV_REJ, EV_F, EV_PF, EV_C, EV_X, EV_R, NEW = (
+                S.EV_ACCEPTED, S.EV_REJECTED, S.EV_FILLED, S.EV_PARTIALLY_FILLED, S.EV_CANCELLED, S.EV_EXPIRED,
+                S.EV_REPLACED, S.ACT_NEW)
             for j in range(len(seq)):
                 c = code[j]
                 o = orders.get(oid[j])
-                if c == S.EV_ACCEPTED or (c == S.EV_REJECTED and cols is not None
-                                          and (o is None or o[O_STATUS] not in LIVE)):
+                if c == EV_ACC or (c == EV_REJ and cols is not None and (o is None or o[O_STATUS] not in LIVE)):
                     r = seq[j] - base
-                    if cols is None or not 0 <= r < len(cols["order_id"]) or int(cols["order_id"][r]) != oid[j] \
-                            or int(cols["action"][r]) != S.ACT_NEW:
+                    if cols is None or not 0 <= r < nrows or c_oid[r] != oid[j] or c_act[r] != NEW:
                         continue
-                    orders[oid[j]] = [acct[j], int(cols["client_order_id"][r]), sym[j], side[j],
-                                      int(cols["price_ticks"][r]), int(cols["qty"][r]), leaves[j], 0,
-                                      "OPEN" if c == S.EV_ACCEPTED else "REJECTED", _RN[reason[j]],
-                                      int(cols["order_type"][r]), int(cols["tif"][r])]
+                    orders[oid[j]] = [acct[j], c_coid[r], sym[j], side[j], c_px[r], c_qty[r], leaves[j], 0,
+                                      "OPEN" if c == EV_ACC else "REJECTED", _RN[reason[j]], c_ot[r], c_tif[r]]
                 elif o is None:
                     continue
-                elif c == S.EV_FILLED or c == S.EV_PARTIALLY_FILLED:
+                elif c == EV_F or c == EV_PF:
                     o[O_FILLED] += qty[j]
                     o[O_LEAVES] = leaves[j]
                     o[O_STATUS] = _EV[c]
-                elif c == S.EV_CANCELLED or c == S.EV_EXPIRED:
+                elif c == EV_C or c == EV_X:
                     o[O_LEAVES] = leaves[j]
                     if leaves[j] == 0:
                         o[O_STATUS] = _EV[c]
                     o[O_REASON] = _RN[reason[j]]
-                elif c == S.EV_REPLACED:
+                elif c == EV_R:
                     o[O_PX] = px[j]
                     o[O_QTY] = o[O_FILLED] + leaves[j]
                     o[O_LEAVES] = leaves[j]
@@ -195,14 +198,23 @@ class Gateway:
             for s, sd, p, q, n in zip(*(de[k].tolist() for k in ("symbol", "side", "price_ticks", "qty", "orders"))):
                 if sd == 0:          # breaker status rows, not L2 levels
                     continue
-                md.setdefault(s, {"deltas": [], "trades": []})["deltas"].append([sd, p, q, n])
+                m = md.get(s)
+                if m is None:
+                    m = md[s] = {"deltas": [], "trades": []}
+                m["deltas"].append([sd, p, q, n])
         fi = res.fills
         if fi.n_rows:
             for s, ts, p, q, sd in zip(*(fi[k].tolist() for k in ("symbol", "ts_ns", "price_ticks", "qty", "taker_side"))):
                 t = self.trade_seq[s] = self.trade_seq.get(s, 0) + 1
                 tr = [t, ts, p, q, sd]
-                self.trades.setdefault(s, deque(maxlen=TRADES_KEPT)).append(tr)
-                md.setdefault(s, {"deltas": [], "trades": []})["trades"].append(tr)
+                dq = self.trades.get(s)
+                if dq is None:
+                    dq = self.trades[s] = deque(maxlen=TRADES_KEPT)
+                dq.append(tr)
+                m = md.get(s)
+                if m is None:
+                    m = md[s] = {"deltas": [], "trades": []}
+                m["trades"].append(tr)
         for s, m in md.items():
             n = self.md_seq[s] = self.md_seq.get(s, 0) + 1
             m["type"], m["symbol"], m["seq"] = "update", s, n
