@@ -218,6 +218,9 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=64, help="messages in flight per WebSocket client")
     ap.add_argument("--frame-rows", type=int, default=10_000)
     ap.add_argument("--paced-rate", type=float, default=10_000)
+    ap.add_argument("--fsync", default="batch", choices=("always", "batch", "interval"),
+                    help="the gateway's durability policy (default: the server's default, batch)")
+    ap.add_argument("--phases", default="echo,ws-json,ws-paced,arrow,rest")
     ap.add_argument("--max-messages", type=int, default=2_000_000, help="per client and phase")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--echo-server", type=int, default=None, help=argparse.SUPPRESS)
@@ -227,7 +230,7 @@ def main() -> None:
         return
     tmp = Path(tempfile.mkdtemp(prefix="hpte-bench-server-"))
     cfg = tmp / "SERVER.toml"
-    cfg.write_text(f'[server]\nsymbols = [0, 1, 2]\njournal_dir = "journal"\nfsync = "batch"\n'
+    cfg.write_text(f'[server]\nsymbols = [0, 1, 2]\njournal_dir = "journal"\nfsync = "{a.fsync}"\n'
                    f'\n[[keys]]\nkey = "{KEY}"\naccount = 1\nrole = "trader"\n')
     ep, gp = free_port(), free_port()
     procs = []
@@ -238,7 +241,6 @@ def main() -> None:
                               stderr=subprocess.DEVNULL)
         procs.append(gw)
         wait_ready(f"http://127.0.0.1:{gp}/v1/health", gw)
-        print("gateway ready", file=sys.stderr)
         try:
             import httpx
             httpx.get(f"http://127.0.0.1:{ep}/", timeout=2)
@@ -256,38 +258,36 @@ def main() -> None:
             n, el, lat = await phase_ws(f"ws://127.0.0.1:{ep}/echo", None, a.clients, a.seconds, a.window,
                                         a.max_messages, make_echo,
                                         lambda raw: orjson.loads(raw)["e"] % 10_000_000 if raw else None)
-            print("echo done", file=sys.stderr)
             res["echo"] = {"msgs": n, "seconds": el, "per_s": n / el, **pct(lat)}
+
+            ph = set(a.phases.split(","))
 
             def make_order(c):
                 return lambda i: order_msg(c * 10_000_000 + i, i)
-            n, el, lat = await phase_ws(f"ws://127.0.0.1:{gp}/v1/ws/orders", hdr, a.clients, a.seconds, a.window,
-                                        a.max_messages, make_order, json_ack)
-            print("ws-json done", file=sys.stderr)
-            res["ws-json"] = {"msgs": n, "seconds": el, "per_s": n / el, **pct(lat)}
+            if "ws-json" in ph:
+                n, el, lat = await phase_ws(f"ws://127.0.0.1:{gp}/v1/ws/orders", hdr, a.clients, a.seconds,
+                                            a.window, a.max_messages, make_order, json_ack)
+                res["ws-json"] = {"msgs": n, "seconds": el, "per_s": n / el, **pct(lat)}
 
             def make_paced(c):
                 return lambda i: order_msg(100_000_000 + c * 10_000_000 + i, i)
-            n, el, lat = await phase_ws(f"ws://127.0.0.1:{gp}/v1/ws/orders", hdr, a.clients, a.seconds, 10_000,
-                                        a.max_messages, make_paced, json_ack, rate=a.paced_rate)
-            print("ws-paced done", file=sys.stderr)
-            res["ws-paced"] = {"msgs": n, "seconds": el, "per_s": n / el, "target_per_s": a.paced_rate, **pct(lat)}
-
-            frames = {}
+            if "ws-paced" in ph:
+                n, el, lat = await phase_ws(f"ws://127.0.0.1:{gp}/v1/ws/orders", hdr, a.clients, a.seconds, 10_000,
+                                            a.max_messages, make_paced, json_ack, rate=a.paced_rate)
+                res["ws-paced"] = {"msgs": n, "seconds": el, "per_s": n / el, "target_per_s": a.paced_rate, **pct(lat)}
 
             def make_frame(c):
                 def mk(i):
                     return arrow_frame(200_000_000 + (c * 100_000 + i) * a.frame_rows, a.frame_rows)
                 return mk
-            n, el, lat = await phase_ws(f"ws://127.0.0.1:{gp}/v1/ws/orders", hdr, 1, a.seconds, 2,
-                                        max(1, 20_000_000 // a.frame_rows), make_frame, json_ack)
-            print("arrow done", file=sys.stderr)
-            res["arrow"] = {"frames": n, "rows": n * a.frame_rows, "seconds": el,
-                            "per_s": n * a.frame_rows / el, **pct(lat)}
-
-            n, el, lat = await phase_rest(f"http://127.0.0.1:{gp}", a.clients, a.seconds, a.max_messages)
-            print("rest done", file=sys.stderr)
-            res["rest"] = {"msgs": n, "seconds": el, "per_s": n / el, **pct(lat)}
+            if "arrow" in ph:
+                n, el, lat = await phase_ws(f"ws://127.0.0.1:{gp}/v1/ws/orders", hdr, 1, a.seconds, 2,
+                                            max(1, 20_000_000 // a.frame_rows), make_frame, json_ack)
+                res["arrow"] = {"frames": n, "rows": n * a.frame_rows, "seconds": el,
+                                "per_s": n * a.frame_rows / el, **pct(lat)}
+            if "rest" in ph:
+                n, el, lat = await phase_rest(f"http://127.0.0.1:{gp}", a.clients, a.seconds, a.max_messages)
+                res["rest"] = {"msgs": n, "seconds": el, "per_s": n / el, **pct(lat)}
 
         asyncio.run(run_all())
     finally:
@@ -303,7 +303,7 @@ def main() -> None:
         f = lambda x: f"{x:9.0f}" if x is not None else f"{'-':>9}"
         print(f"{k:<10} {v['per_s']:12,.0f} {v['per_s'] / base:8.2f} {f(v['p50_us'])} {f(v['p99_us'])} {f(v['p999_us'])}")
     print(f"clients {a.clients}, window {a.window}, frame rows {a.frame_rows}, paced {a.paced_rate:,.0f}/s, "
-          f"{a.seconds:g} s per phase; fsync=batch; cpu {os.cpu_count()}")
+          f"{a.seconds:g} s per phase; fsync={a.fsync}; cpu {os.cpu_count()}")
     if a.json:
         a.json.write_text(json.dumps(res, indent=1))
 
