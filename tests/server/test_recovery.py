@@ -143,7 +143,7 @@ def test_kill9_under_load_recovers_exactly(make_server):
     for who, ids in acked.items():
         acct = KEYS[who][1]
         with srv.client(who) as c:
-            for oid in ids[:: max(1, len(ids) // 200)] + ids[-20:]:
+            for oid in ids:
                 r = c.get(f"/v1/orders/{oid}")
                 assert r.status_code == 200, (who, oid)
                 assert r.json() == order_view(gw.order(acct, oid))
