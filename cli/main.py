@@ -1,7 +1,8 @@
 """The ``hpte`` command: thin Typer commands over hpte.engine.
 
 Where each command lives: ``match``, ``book``, ``demo`` in cli/match.py; ``gen`` in cli/gen.py;
-``bench`` in cli/bench.py; ``md ...`` in cli/md/; ``risk ...`` in cli/risk/.
+``bench`` in cli/bench.py; ``md ...`` in cli/md/; ``risk ...`` in cli/risk/;
+``serve`` and ``journal ...`` in cli/server/.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from hpte.cli.gen import gen
 from hpte.cli.match import book, demo, match
 from hpte.cli.md import md_app
 from hpte.cli.risk.commands import risk_app
+from hpte.cli.server.commands import journal_app, serve
 
 app = typer.Typer(
     name="hpte",
@@ -27,6 +29,8 @@ app.command("gen")(gen)
 app.command("bench")(bench)
 app.add_typer(md_app, name="md")
 app.add_typer(risk_app, name="risk")
+app.command("serve")(serve)
+app.add_typer(journal_app, name="journal")
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""``hpte serve`` and ``hpte journal replay`` (cli/server/commands.py)."""

@@ -1,0 +1,238 @@
+"""Gateway state: the Engine and everything derived from its inputs and outputs.
+
+Everything here changes only in ``apply_orders`` / ``apply_command``, which take a journaled
+record (the batch as matched, with engine order ids) and the engine's outputs, so that live
+serving and journal replay run the same code and reach the same state bit for bit.
+
+Order ids: each account has its own namespace of client order ids (any uint64). The gateway maps
+(account, client id) to an engine order id, assigned densely from 1; a cancel or replace of an
+id the account never used gets a fresh engine id, which the engine rejects UNKNOWN_ORDER. So one
+account can neither see nor touch another's orders, and ids never collide across accounts.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import pyarrow as pa
+
+from hpte.engine import schema as S
+from hpte.engine.engine import Engine
+
+JOURNAL_SCHEMA = pa.schema(list(S.ORDER_SCHEMA) + [pa.field("client_order_id", pa.uint64(), nullable=False)])
+LIVE = ("OPEN", "PARTIALLY_FILLED")
+TRADES_KEPT = 100_000
+# order table row: [account, client id, symbol, side, price, qty, leaves, filled, status, reason,
+#                   order_type, tif]
+O_ACCT, O_COID, O_SYM, O_SIDE, O_PX, O_QTY, O_LEAVES, O_FILLED, O_STATUS, O_REASON, O_OT, O_TIF = range(12)
+
+_EV = S.EVENT_NAMES
+_RN = S.REASON_NAMES
+
+
+def engine_state(e: Engine) -> dict:
+    """The Engine's attributes minus the per-process caches (compiled entry points)."""
+    return {k: v for k, v in e.__dict__.items() if k not in ("_one", "_gpu")}
+
+
+def engine_from_state(d: dict) -> Engine:
+    e = Engine.__new__(Engine)
+    e.__dict__.update(d)
+    e._one = None
+    e._gpu = None
+    return e
+
+
+class Gateway:
+    def __init__(self, symbols, stp: str = "none", risk=None):
+        self.engine = Engine(stp=stp, risk=risk)
+        self.symbols = tuple(symbols)
+        self.ids: dict[int, int] = {}          # account << 64 | client id -> engine id
+        self.next_eid = 1
+        self.orders: dict[int, list] = {}      # engine id -> order table row
+        self.md_seq = {s: 0 for s in self.symbols}
+        self.trade_seq = {s: 0 for s in self.symbols}
+        self.trades = {s: deque(maxlen=TRADES_KEPT) for s in self.symbols}
+        self.recno = 0                         # next journal record number
+        self.batches = 0
+
+    # ---- snapshots -------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        d = dict(self.__dict__)
+        d["engine"] = engine_state(self.engine)
+        return d
+
+    @classmethod
+    def restore(cls, d: dict) -> "Gateway":
+        g = cls.__new__(cls)
+        g.__dict__.update(d)
+        g.engine = engine_from_state(d["engine"])
+        return g
+
+    # ---- the client's ids ------------------------------------------------------------------
+    def lookup(self, account: int, coid: int) -> int | None:
+        """Engine id of an account's client order id (None: the account has no such order)."""
+        return self.ids.get((account << 64) | coid)
+
+    def order(self, account: int, coid: int) -> list | None:
+        eid = self.lookup(account, coid)
+        return None if eid is None else self.orders.get(eid)
+
+    def translate(self, account: np.ndarray, coid: np.ndarray, action: np.ndarray, symbol: np.ndarray,
+                  side: np.ndarray, price: np.ndarray, qty: np.ndarray, sym_given: np.ndarray) -> np.ndarray:
+        """Engine ids for a batch about to be journaled (updates the id map for NEW rows). For
+        CANCEL / REPLACE rows without a symbol (sym_given 0) the order's own symbol and side are
+        filled in, in place."""
+        out = np.empty(len(coid), np.uint64)
+        ids, orders = self.ids, self.orders
+        nxt = self.next_eid
+        fresh: dict[int, tuple[int, int]] = {}
+        acc_l, coid_l, act_l = account.tolist(), coid.tolist(), action.tolist()
+        for i in range(len(out)):
+            key = (acc_l[i] << 64) | coid_l[i]
+            eid = ids.get(key)
+            if act_l[i] == S.ACT_NEW:
+                if eid is None:
+                    eid = ids[key] = nxt
+                    nxt += 1
+                fresh[eid] = (int(symbol[i]), int(side[i]))
+            else:
+                if eid is None:
+                    eid = nxt            # never used: the engine answers UNKNOWN_ORDER
+                    nxt += 1
+                if not sym_given[i]:
+                    o = orders.get(eid)
+                    if o is not None:
+                        symbol[i], side[i] = o[O_SYM], o[O_SIDE]
+                    elif eid in fresh:
+                        symbol[i], side[i] = fresh[eid]
+            out[i] = eid
+        self.next_eid = nxt
+        return out
+
+    # ---- applying a record -----------------------------------------------------------------
+    def apply_orders(self, cols: dict, replay: bool = False):
+        """Match one journaled batch (engine columns + client_order_id). Returns
+        (Result, base seq, market-data messages by symbol). In replay the id map is rebuilt
+        from the record."""
+        if replay:
+            self._restore_ids(cols)
+        base = self.engine.seq
+        eng = {name: cols[name] for name, _dt, _r, _d in S.ORDER_COLUMNS}
+        res = self.engine.submit(eng)
+        md = self._derive(res, base, cols)
+        self.recno += 1
+        self.batches += 1
+        return res, base, md
+
+    def _restore_ids(self, cols: dict) -> None:
+        eid, coid, acct, act = (cols[k].tolist() for k in ("order_id", "client_order_id", "account", "action"))
+        for e, c, a, x in zip(eid, coid, acct, act):
+            if x == S.ACT_NEW:
+                self.ids[(a << 64) | c] = e
+        if eid:
+            self.next_eid = max(self.next_eid, max(eid) + 1)
+
+    def apply_command(self, cmd: dict):
+        """Run a journaled command; returns (Result, base seq, md messages)."""
+        e, op, ts = self.engine, cmd["op"], int(cmd["ts_ns"])
+        base = e.seq
+        if op == "halt":
+            res = e.halt(ts)
+        elif op == "resume":
+            res = e.resume(ts)
+        elif op == "kill":
+            res = e.set_kill(bool(cmd["on"]), cmd.get("account"), ts)
+        elif op == "end_session":
+            res = e.end_session(ts)
+        else:  # pragma: no cover - only the writer writes commands
+            raise ValueError(f"unknown journaled command {op!r}")
+        md = self._derive(res, base, None)
+        self.recno += 1
+        return res, base, md
+
+    def _derive(self, res, base: int, cols: dict | None) -> dict:
+        """Order table, trades and market-data messages from one result."""
+        ev = res.events
+        orders = self.orders
+        if ev.n_rows:
+            seq, oid, acct, sym, side, code, reason, px, qty, leaves = (
+                ev[k].tolist() for k in ("seq", "order_id", "account", "symbol", "side", "event", "reason",
+                                         "price_ticks", "qty", "leaves_qty"))
+            if cols is not None:
+                c_oid, c_act, c_coid, c_px, c_qty, c_ot, c_tif = (cols[k].tolist() for k in (
+                    "order_id", "action", "client_order_id", "price_ticks", "qty", "order_type", "tif"))
+                nrows = len(c_oid)
+            EV_ACC, EV_REJ, EV_F, EV_PF, EV_C, EV_X, EV_R, NEW = (
+                S.EV_ACCEPTED, S.EV_REJECTED, S.EV_FILLED, S.EV_PARTIALLY_FILLED, S.EV_CANCELLED, S.EV_EXPIRED,
+                S.EV_REPLACED, S.ACT_NEW)
+            for j in range(len(seq)):
+                c = code[j]
+                o = orders.get(oid[j])
+                if c == EV_ACC or (c == EV_REJ and cols is not None and (o is None or o[O_STATUS] not in LIVE)):
+                    r = seq[j] - base
+                    if cols is None or not 0 <= r < nrows or c_oid[r] != oid[j] or c_act[r] != NEW:
+                        continue
+                    orders[oid[j]] = [acct[j], c_coid[r], sym[j], side[j], c_px[r], c_qty[r], leaves[j], 0,
+                                      "OPEN" if c == EV_ACC else "REJECTED", _RN[reason[j]], c_ot[r], c_tif[r]]
+                elif o is None:
+                    continue
+                elif c == EV_F or c == EV_PF:
+                    o[O_FILLED] += qty[j]
+                    o[O_LEAVES] = leaves[j]
+                    o[O_STATUS] = _EV[c]
+                elif c == EV_C or c == EV_X:
+                    o[O_LEAVES] = leaves[j]
+                    if leaves[j] == 0:
+                        o[O_STATUS] = _EV[c]
+                    o[O_REASON] = _RN[reason[j]]
+                elif c == EV_R:
+                    o[O_PX] = px[j]
+                    o[O_QTY] = o[O_FILLED] + leaves[j]
+                    o[O_LEAVES] = leaves[j]
+                    if leaves[j] == 0 and o[O_STATUS] in LIVE:
+                        o[O_STATUS] = "CANCELLED"
+        md: dict[int, dict] = {}
+        de = res.deltas
+        if de.n_rows:
+            for s, sd, p, q, n in zip(*(de[k].tolist() for k in ("symbol", "side", "price_ticks", "qty", "orders"))):
+                if sd == 0:          # breaker status rows, not L2 levels
+                    continue
+                m = md.get(s)
+                if m is None:
+                    m = md[s] = {"deltas": [], "trades": []}
+                m["deltas"].append([sd, p, q, n])
+        fi = res.fills
+        if fi.n_rows:
+            for s, ts, p, q, sd in zip(*(fi[k].tolist() for k in ("symbol", "ts_ns", "price_ticks", "qty", "taker_side"))):
+                t = self.trade_seq[s] = self.trade_seq.get(s, 0) + 1
+                tr = [t, ts, p, q, sd]
+                dq = self.trades.get(s)
+                if dq is None:
+                    dq = self.trades[s] = deque(maxlen=TRADES_KEPT)
+                dq.append(tr)
+                m = md.get(s)
+                if m is None:
+                    m = md[s] = {"deltas": [], "trades": []}
+                m["trades"].append(tr)
+        for s, m in md.items():
+            n = self.md_seq[s] = self.md_seq.get(s, 0) + 1
+            m["type"], m["symbol"], m["seq"] = "update", s, n
+        return md
+
+    # ---- reads -----------------------------------------------------------------------------
+    def levels(self, symbol: int, depth: int | None = None) -> dict:
+        lv = self.engine.book_levels(depth)
+        m = lv["symbol"] == symbol
+        bids, asks = [], []
+        for sd, p, q, n in zip(*(lv[k][m].tolist() for k in ("side", "price_ticks", "qty", "orders"))):
+            (bids if sd == S.BUY else asks).append([p, q, n])
+        return {"symbol": symbol, "seq": self.md_seq.get(symbol, 0), "bids": bids, "asks": asks}
+
+
+def order_view(o: list) -> dict:
+    return {"order_id": o[O_COID], "account": o[O_ACCT], "symbol": o[O_SYM],
+            "side": "buy" if o[O_SIDE] == S.BUY else "sell", "price": o[O_PX], "qty": o[O_QTY],
+            "leaves_qty": o[O_LEAVES], "filled_qty": o[O_FILLED], "status": o[O_STATUS],
+            "reason": o[O_REASON], "order_type": ("limit", "market")[o[O_OT]],
+            "tif": ("gtc", "ioc", "fok", "day")[o[O_TIF]]}

@@ -1,0 +1,39 @@
+"""Micro-batching by size and by waiting time, and each fsync policy through a restart."""
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from .conftest import recv_msg, ws_connect
+
+
+def test_batches_cut_by_size_after_waiting(make_server):
+    srv = make_server({"batch_max_rows": 3, "batch_wait_us": 1_000_000})
+    ws = ws_connect(srv, "/v1/ws/orders", "t1")
+    for i in range(5):        # all queued within the 1 s wait: cut into 3 + 2 rows
+        ws.send(f'{{"type": "new", "req_id": {i}, "order_id": {i + 1}, "symbol": 0, "side": "buy", "price": {100 + i}, "qty": 1}}')
+    ws.send('{"type": "ping", "req_id": "end"}')
+    msgs = []
+    while not msgs or msgs[-1].get("type") != "pong":
+        msgs.append(recv_msg(ws, 60))
+    acks = [m for m in msgs if m["type"] == "ack"]
+    assert [a["req_id"] for a in acks] == [0, 1, 2, 3, 4]
+    m = httpx.get(srv.url + "/metrics").text
+    assert re.search(r"^hpte_batches_total 2$", m, re.M), m
+    assert re.search(r'^hpte_batch_rows_bucket\{le="2"\} 1$', m, re.M) and re.search(r'^hpte_batch_rows_bucket\{le="4"\} 2$', m, re.M)
+    ws.close()
+
+
+@pytest.mark.parametrize("policy", ["always", "batch", "interval"])
+def test_fsync_policies_survive_a_restart(make_server, policy):
+    srv = make_server({"fsync": policy})
+    with srv.client("t1") as c:
+        assert c.post("/v1/orders", json={"order_id": 9, "symbol": 1, "side": "sell", "price": 7, "qty": 2}).status_code == 200
+    srv.stop()                   # graceful: the journal is closed (fsynced) on the way out
+    srv.start()
+    with srv.client("t1") as c:
+        o = c.get("/v1/orders/9").json()
+        assert (o["status"], o["leaves_qty"], o["price"]) == ("OPEN", 2, 7)
+        assert c.get("/v1/book/1").json()["asks"] == [[7, 2, 1]]
