@@ -148,6 +148,123 @@ def alloc_rows(n: int, ncols: int) -> np.ndarray:
     return np.frombuffer(m, dtype=np.int64).reshape(n, ncols)
 
 
+OUTPUT_NAMES = ("fills", "events", "deltas")   # the three streams, in STREAMS order
+OFF_CAP = 1 << 40   # capacity given to a stream that is not written: no batch can exhaust it
+NO_ROWS = tuple(np.empty((0, len(cols)), np.int64) for _f, cols in STREAMS)
+ALL_OUTPUTS = (True, True, True)
+_PARSED: dict = {}
+
+
+def parse_outputs(spec) -> tuple[bool, bool, bool]:
+    """Which output streams to write: None or "all" (every stream), "none", a comma-separated
+    string ("fills,events") or an iterable of names from OUTPUT_NAMES. Returns one bool per
+    stream (fills, events, deltas). Raises ValueError naming an unknown stream."""
+    if spec is None:
+        return ALL_OUTPUTS
+    if type(spec) is tuple and len(spec) == 3 and all(type(t) is bool for t in spec):
+        return spec          # already parsed
+    key = spec if isinstance(spec, (str, tuple, frozenset)) else None
+    got = _PARSED.get(key) if key is not None else None
+    if got is not None:
+        return got
+    if isinstance(spec, str):
+        names = list(OUTPUT_NAMES) if spec.strip() == "all" else (
+            [] if spec.strip() == "none" else [t.strip() for t in spec.split(",") if t.strip()])
+    else:
+        try:
+            names = [str(t) for t in spec]
+        except TypeError:
+            raise ValueError(f"outputs must be 'all', 'none', names joined by commas or a list of names, "
+                             f"got {spec!r}") from None
+    bad = [t for t in names if t not in OUTPUT_NAMES]
+    if bad:
+        raise ValueError(f"unknown output {bad[0]!r} in outputs={spec!r}; expected any of "
+                         f"{', '.join(OUTPUT_NAMES)} (or 'all', 'none')")
+    want = tuple(t in names for t in OUTPUT_NAMES)
+    if key is not None:
+        _PARSED[key] = want
+    return want
+
+
+class OutputBuffers:
+    """Output row buffers an Engine keeps across batches: grown (doubled) when a batch needs
+    more, never re-mapped per batch. Streams that are not asked for get no buffer: a 0-row
+    array that the kernels do not write (kernels/emit.py) and a capacity of OFF_CAP."""
+
+    def __init__(self):
+        self.bufs: list = [None, None, None]
+        self._one: dict = {}   # want -> (Outputs with one region, the buffers it was built on)
+
+    def _ensure(self, k: int, rows: int) -> None:
+        b = self.bufs[k]
+        if b is None or b.shape[0] < rows:
+            old = 0 if b is None else b.shape[0]
+            self.bufs[k] = alloc_rows(max(int(rows), 2 * old), len(STREAMS[k][1]))
+
+    def one(self, want, nf: int, ne: int, nd: int) -> Outputs:
+        """Outputs with one region (cursor at 0) holding at least nf / ne / nd rows per wanted
+        stream. Cheap when the buffers are big enough: the cached tuple is reused."""
+        need = (nf, ne, nd)
+        for k in range(3):
+            if want[k]:
+                self._ensure(k, need[k])
+        cached = self._one.get(want)
+        if cached is not None:
+            O, bufs = cached
+            if all(a is b for a, b in zip(bufs, self.bufs)):
+                O.cur[0, 0] = O.cur[0, 1] = O.cur[0, 2] = 0
+                return O
+        arrays = [self.bufs[k] if want[k] else NO_ROWS[k] for k in range(3)]
+        cap = np.array([[a.shape[0] if want[k] else OFF_CAP for k, a in enumerate(arrays)]], np.int64)
+        O = Outputs(F=arrays[0], E=arrays[1], D=arrays[2], cur=np.zeros((1, 3), np.int64), cap=cap)
+        self._one[want] = (O, list(self.bufs))
+        return O
+
+    def regions(self, want, caps: np.ndarray) -> Outputs:
+        """Outputs with regions of the given capacities (int64[R, 3]) carved from the kept
+        buffers (streams not wanted: OFF_CAP per region, no rows)."""
+        caps = np.asarray(caps, dtype=np.int64).reshape(-1, 3).copy()
+        totals = caps.sum(axis=0)
+        arrays = []
+        for k in range(3):
+            if want[k]:
+                self._ensure(k, int(totals[k]))
+                arrays.append(self.bufs[k])
+            else:
+                caps[:, k] = OFF_CAP
+                arrays.append(NO_ROWS[k])
+        starts = np.zeros_like(caps)
+        starts[1:] = np.cumsum(caps, axis=0)[:-1]
+        return Outputs(F=arrays[0], E=arrays[1], D=arrays[2], cur=starts.copy(), cap=starts + caps)
+
+    def adopt(self, O: Outputs, want) -> None:
+        """Keep the buffers of O (the kernel may have grown them) for the next batch."""
+        for k, (f, _cols) in enumerate(STREAMS):
+            if want[k]:
+                a = getattr(O, f)
+                if self.bufs[k] is None or a.shape[0] > self.bufs[k].shape[0]:
+                    self.bufs[k] = a
+
+    def take(self, k: int, rows: int, copy: bool) -> np.ndarray:
+        """The first `rows` rows of stream k for a result. Without `copy`: a view, valid until
+        the next batch. With `copy`: an array the caller owns: a copy of a small part, or, when
+        the part is large, the buffer itself (the Engine forgets it and allocates a new one
+        when it next needs one; a copy of that size would fault in fresh pages anyway)."""
+        b = self.bufs[k]
+        if not copy:
+            return b[:rows]
+        if rows * b.shape[1] * 8 >= POPULATE_MIN_BYTES:
+            self.bufs[k] = None
+            return b[:rows]
+        return b[:rows].copy()
+
+
+def select_outputs(res: tuple, want) -> tuple:
+    """Results of a path that writes every stream (the GPU's), with the streams not wanted
+    replaced by empty ones."""
+    return tuple(r if want[k] else Rows(NO_ROWS[k], STREAMS[k][1]) for k, r in enumerate(res))
+
+
 class Rows(Mapping):
     """A stream's output rows (int64[n, ncols], row-major) read as named, typed columns.
 

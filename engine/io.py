@@ -209,6 +209,58 @@ def write_table(path: str | Path, table: pa.Table) -> Path:
     return p
 
 
+class TableWriter:
+    """Writes one file (Parquet, or Arrow IPC by suffix) piece by piece: ``write(table)`` as
+    batches come, ``close()`` at the end. Pieces are gathered into row groups of about
+    `row_group` rows, so that small batches do not make small row groups; memory stays bounded
+    by one row group. The file exists (with the schema) from the start, even with no rows."""
+
+    def __init__(self, path: str | Path, schema: pa.Schema, row_group: int = 1 << 20):
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.schema, self.row_group = p, schema, int(row_group)
+        self._pending: list[pa.Table] = []
+        self._rows = 0
+        self.rows_written = 0
+        if _is_ipc(p):
+            self._sink = pa.OSFile(str(p), "wb")
+            self._w = ipc.new_file(self._sink, schema)
+        else:
+            self._sink = None
+            self._w = pq.ParquetWriter(str(p), schema)
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        self._pending.append(table)
+        self._rows += table.num_rows
+        if self._rows >= self.row_group:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        t = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
+        if self._sink is not None:
+            self._w.write_table(t, max_chunksize=max(len(t), 1))
+        else:
+            self._w.write_table(t, row_group_size=max(len(t), 1))
+        self.rows_written += t.num_rows
+        self._pending, self._rows = [], 0
+
+    def close(self) -> None:
+        self._flush()
+        self._w.close()
+        if self._sink is not None:
+            self._sink.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def write_columns(path: str | Path, cols: Mapping[str, np.ndarray], schema: pa.Schema) -> Path:
     """Write SoA columns with an explicit schema (Parquet or Arrow IPC by suffix)."""
     return write_table(path, to_arrow(cols, schema))
