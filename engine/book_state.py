@@ -312,6 +312,27 @@ def region_columns(O: Outputs, r: int = 0) -> tuple[dict, dict, dict]:
                  for k, (f, cols) in enumerate(STREAMS))
 
 
+def _first_prices(new: np.ndarray, symbol, px, action, otype, default: int, chunk: int = 1 << 16) -> np.ndarray:
+    """For each symbol of `new` (sorted), the price of its first NEW LIMIT row with a positive
+    price, else `default`. Looks at the rows a chunk at a time and stops once every symbol is
+    found (usually in the first chunk: no pass over, or sort of, a whole large batch)."""
+    p0 = np.full(new.size, default, np.int64)
+    missing = np.ones(new.size, bool)
+    for start in range(0, symbol.size, chunk):
+        sl = slice(start, start + chunk)
+        m = (action[sl] == Sch.ACT_NEW) & (otype[sl] == Sch.OT_LIMIT) & (px[sl] > 0)
+        syms, first = np.unique(symbol[sl][m], return_index=True)
+        k = np.searchsorted(new, syms)
+        ok = k < new.size
+        ok[ok] = new[k[ok]] == syms[ok]
+        ok[ok] = missing[k[ok]]
+        p0[k[ok]] = px[sl][m][first[ok]]
+        missing[k[ok]] = False
+        if not missing.any():
+            break
+    return p0
+
+
 LUT_MAX_SYMBOL = 1 << 22  # symbols below this get a direct symbol -> book lookup table
 
 
@@ -373,7 +394,9 @@ class BookStore:
             books = self._lut[symbol]
             if books.min() >= 0:
                 return books
-        if hi < LUT_MAX_SYMBOL:   # O(n + max symbol) instead of sorting n symbols
+        if lo == hi:
+            uniq = np.array([lo], symbol.dtype)
+        elif hi < LUT_MAX_SYMBOL:   # O(n + max symbol) instead of sorting n symbols
             uniq = np.flatnonzero(np.bincount(symbol, minlength=int(hi) + 1)).astype(symbol.dtype)
         else:
             uniq = np.unique(symbol)
@@ -390,11 +413,7 @@ class BookStore:
             bk[:, K.F_PHEAD] = -1
             bk[:, K.F_PTAIL] = -1
             # centre each new ladder on the first positive limit price of a new order
-            is_px = (action == Sch.ACT_NEW) & (otype == Sch.OT_LIMIT) & (px > 0)
-            p0 = np.full(new.size, K.LEVEL_BLOCK // 2, np.int64)
-            px_syms, px_first = np.unique(symbol[is_px], return_index=True)
-            have = np.isin(new, px_syms)
-            p0[have] = px[np.flatnonzero(is_px)[px_first[np.searchsorted(px_syms, new[have])]]]
+            p0 = _first_prices(new, symbol, px, action, otype, K.LEVEL_BLOCK // 2)
             bk[:, K.F_BASE] = p0 - K.LEVEL_BLOCK // 2
             self._relayout(np.vstack([self.S.bk, bk]))
             start = len(self.book_of_sorted)

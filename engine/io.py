@@ -85,11 +85,31 @@ def cast_checked(arr: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
     return arr.astype(dtype)
 
 
+class ParquetColumns:
+    """An order file's columns read one at a time (``column(name)``), so that reading a large
+    file holds the numpy columns plus one Arrow column at most, not a whole Arrow table beside
+    its conversion."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self._pf = pq.ParquetFile(str(path))
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
+            raise InputError(f"{path}: not a readable Parquet file ({e})") from None
+        self.schema = self._pf.schema_arrow
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        try:
+            return self._pf.read(columns=[name]).column(0)
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
+            raise InputError(f"{self.path}: not a readable Parquet file ({e})") from None
+
+
 def column_getter(data, what: str):
     """(column names, get(name, dtype) -> checked numpy column) for a batch given as a mapping
     of columns, a numpy structured array, or an Arrow RecordBatch/Table. `what` names the
     batch in the error for any other type."""
-    if isinstance(data, (pa.RecordBatch, pa.Table)):
+    if isinstance(data, (pa.RecordBatch, pa.Table, ParquetColumns)):
         return data.schema.names, lambda n, dt: column_to_numpy(data.column(n), dt, n)
     if isinstance(data, np.ndarray) and data.dtype.names:
         return list(data.dtype.names), lambda n, dt: cast_checked(np.ascontiguousarray(data[n]), dt, n)
@@ -179,6 +199,8 @@ def read_orders(path: str | Path) -> Columns:
     """Read an order file (Parquet or Arrow IPC) into validated SoA columns."""
     p = Path(path)
     try:
+        if not _is_ipc(p) and p.is_file():
+            return order_columns(ParquetColumns(p))
         return order_columns(read_table(p))
     except InputError as e:
         msg = str(e)

@@ -17,6 +17,9 @@ from .io import Columns, TableWriter, events_table, read_orders, to_arrow, write
 from .schema import arrow_schema
 
 
+WRITE_SLICE = 1 << 18   # output rows converted to Arrow at a time when streaming to files
+
+
 class Tally:
     """Counts of a run's outputs, added up batch by batch (so that a run whose outputs were
     streamed to files, not kept, still has its summary)."""
@@ -172,10 +175,11 @@ def match_file(orders: str | Path, fills: str | Path, events: str | Path | None 
         ew = TableWriter(events, S.EVENT_FILE_SCHEMA) if events is not None else None
 
         def sink(f: Rows, e: Rows, _d: Rows) -> None:
-            if f.n_rows:
-                fw.write(to_arrow(dict(f), S.FILL_SCHEMA))
-            if ew is not None and e.n_rows:
-                ew.write(events_table(dict(e)))
+            # converted a slice at a time: a one-batch run holds one slice's columns, not all
+            for a in range(0, f.n_rows, WRITE_SLICE):
+                fw.write(to_arrow(dict(Rows(f.raw[a:a + WRITE_SLICE], f.cols)), S.FILL_SCHEMA))
+            for a in range(0, e.n_rows if ew is not None else 0, WRITE_SLICE):
+                ew.write(events_table(dict(Rows(e.raw[a:a + WRITE_SLICE], e.cols))))
         try:
             run = match_columns(cols, batch_size, stp, prog, device=device, risk=risk,
                                 outputs=("fills", "events") if events is not None else ("fills",), sink=sink)
