@@ -26,7 +26,7 @@ from .book_state import (
     grow_outputs, parse_outputs, region_columns, region_starts, select_outputs,
 )
 from .device import resolve_device
-from .io import InputError, order_columns
+from .io import InputError, _exact, order_columns
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
@@ -51,7 +51,15 @@ class _OneRow:
         self.book = np.zeros(1, np.int64)
         self.bufs = OutputBuffers()         # output rows, kept across calls
         self.fn = None                      # the compiled entry point, once known
+        self.want = None                    # the outputs O was built for (O reused while the same)
+        self.O = None
         self._arrays = [c[name] for name, _dt, _r, _d in S.ORDER_COLUMNS]
+
+    def copy_from(self, batch: dict) -> None:
+        """Store row 0 of a batch whose columns have exactly the schema's dtypes."""
+        for a, name in zip(self._arrays, _ORDER_NAMES):
+            a[0] = batch[name][0]
+        self.force[0] = 0
 
     def set(self, *values) -> None:
         """Store one row (in schema.ORDER_COLUMNS order); numpy refuses values that do not fit
@@ -61,6 +69,11 @@ class _OneRow:
                 raise TypeError(f"expected an integer, got {v!r}")
             a[0] = v
         self.force[0] = 0
+
+
+# a stream with no rows, shared by the results of one-row calls (nothing to copy)
+_EMPTY_ROWS = tuple(Rows(NO_ROWS[k], cols) for k, (_f, cols) in enumerate(STREAMS))
+_ORDER_NAMES = tuple(name for name, _dt, _r, _d in S.ORDER_COLUMNS)
 
 
 class Result(NamedTuple):
@@ -146,6 +159,19 @@ class Engine:
         (no copy at all: for callers that consume each batch's outputs at once, such as
         ``hpte match`` streaming them to its writers)."""
         want = self.outputs if outputs is None else parse_outputs(outputs)
+        if type(batch) is dict and self.risk is None and self._gpu is None:
+            ts = batch.get("ts_ns")
+            if type(ts) is np.ndarray and ts.shape[0] == 1 and _exact(batch):
+                # one row of exact columns (the gateway's case): the submit_order path
+                if self.last_ts is not None and ts[0] < self.last_ts:
+                    raise InputError(
+                        f"column 'ts_ns' row 0: timestamps must not decrease across batches "
+                        f"({self.last_ts} then {int(ts[0])})")
+                one = self._one
+                if one is None:
+                    one = self._one = _OneRow()
+                one.copy_from(batch)
+                return self._match_one(one, int(batch["symbol"][0]), want, copy)
         c = order_columns(batch)
         n = len(c["ts_ns"])
         if n and self.last_ts is not None and c["ts_ns"][0] < self.last_ts:
@@ -210,31 +236,51 @@ class Engine:
             raise InputError(f"submit_order: {e}") from None
         if self.last_ts is not None and ts_ns < self.last_ts:
             raise InputError(f"ts_ns {ts_ns} is before the previous order's {self.last_ts}")
+        return self._match_one(one, symbol, want, True)
+
+    def _match_one(self, one: "_OneRow", symbol, want, copy: bool) -> Result:
+        """Match the row stored in `one` (the path of submit_order and of one-row submits): no
+        batch validation, no allocation once the buffers exist, numba's dispatch skipped; the
+        kernel asks for pool, ladder or output room when it needs it."""
         b = self._book_of_symbol.get(symbol)
         if b is None:
             books = self.store.books_for(one.cols["symbol"], one.cols["price_ticks"], one.cols["action"], one.cols["order_type"])
-            self._book_of_symbol[symbol] = b = int(books[0])
-            one.book[0] = b
+            self._book_of_symbol[int(symbol)] = b = int(books[0])
+        one.book[0] = b
+        if one.want is want:
+            O = one.O
+            O.cur[0, 0] = O.cur[0, 1] = O.cur[0, 2] = 0
         else:
-            one.book[0] = b
-        self.store.reserve(one.book, one.cols["action"])
-        O = one.bufs.one(want, 256, 512, 256)
+            O = one.bufs.one(want, 256, 512, 256)
         pos = 0
+        seq = self.seq
         while True:
-            args = (one.I, self.store.S, O, one.book, pos, self.seq, self.stp)
             if one.fn is None:
+                args = (one.I, self.store.S, O, one.book, pos, seq, self.stp)
                 st, pos = match_seq_cpu(*args)
                 # later calls skip numba's dispatch (typing ~30 arrays costs ~3.5 us a call)
                 one.fn = match_seq_cpu.overloads[tuple(numba.typeof(a) for a in args)].entry_point
             else:
-                st, pos = one.fn(*args)
+                st, pos = one.fn(one.I, self.store.S, O, one.book, pos, seq, self.stp)
             if st == K.ST_OK:
                 break
             O = self._grow(st, b, pos, one.I, O, 0)
-        one.bufs.adopt(O, want)
-        self.seq += 1
-        self.last_ts = ts_ns
-        return Result(*(Rows(getattr(O, f)[:O.cur[0, k]].copy(), cols) for k, (f, cols) in enumerate(STREAMS)))
+            one.bufs.adopt(O, want)
+            one.want = None
+        if one.want is not want:
+            one.O, one.want = O, want
+        self.seq = seq + 1
+        self.last_ts = int(one.cols["ts_ns"][0])
+        cur = O.cur[0]
+        out = []
+        for k, (f, cols) in enumerate(STREAMS):
+            m = int(cur[k])
+            if m == 0:
+                out.append(_EMPTY_ROWS[k])
+            else:
+                a = getattr(O, f)[:m]
+                out.append(Rows(a.copy() if copy else a, cols))
+        return Result(*out)
 
     def _submit_parallel(self, I: Inputs, books: np.ndarray, n: int, want=(True, True, True), copy: bool = True):
         """Books in parallel on `threads` threads; outputs merged back into arrival order."""
