@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hpte.kernels import book as K
-from hpte.kernels.match_cpu import relayout_cpu
+from hpte.kernels.match_cpu import move_ladder_cpu, relayout_cpu
 
 from . import schema as Sch
 
@@ -334,16 +334,24 @@ def _first_prices(new: np.ndarray, symbol, px, action, otype, default: int, chun
 
 
 LUT_MAX_SYMBOL = 1 << 22  # symbols below this get a direct symbol -> book lookup table
+MAX_LEVELS_MULTIPLE = 4096  # Engine(max_levels=...) stays a multiple of this (the API's rule)
+INIT_LEVELS = 128   # a book's first ladder (levels, centred on its first price); grows by doubling
+INIT_POOL = 16      # a book's first pool (order slots); grows by doubling
 
 
 class BookStore:
     """Owns the State arrays, the symbol -> book map and their growth."""
 
-    def __init__(self, max_levels: int = 1 << 24, init_pool: int = 64, risk_rows: bool = False):
-        if max_levels < K.LEVEL_BLOCK or max_levels % K.LEVEL_BLOCK:
-            raise ValueError(f"max_levels must be a positive multiple of {K.LEVEL_BLOCK}, got {max_levels}")
+    def __init__(self, max_levels: int = 1 << 24, init_pool: int = INIT_POOL, risk_rows: bool = False,
+                 init_levels: int = INIT_LEVELS):
+        if max_levels < MAX_LEVELS_MULTIPLE or max_levels % MAX_LEVELS_MULTIPLE:
+            raise ValueError(f"max_levels must be a positive multiple of {MAX_LEVELS_MULTIPLE}, got {max_levels}")
+        if init_levels < K.LEVEL_BLOCK or init_levels % K.LEVEL_BLOCK:
+            raise ValueError(f"init_levels must be a positive multiple of {K.LEVEL_BLOCK}, got {init_levels}")
         self.max_levels = int(max_levels)
         self.init_pool = int(init_pool)
+        self.init_levels = min(int(init_levels), self.max_levels)
+        self.l_end = 0     # levels [0, l_end) of the flat level arrays are laid out (or holes)
         self.symbols = np.empty(0, dtype=np.uint32)   # sorted known symbols
         self.book_of_sorted = np.empty(0, dtype=np.int64)  # book index of each sorted symbol
         self._lut = np.empty(0, dtype=np.int64)             # symbol -> book (-1 unknown), small symbols
@@ -363,10 +371,13 @@ class BookStore:
         bk[:, K.F_POFF] = np.concatenate([[0], np.cumsum(pcap)[:-1]]) if len(bk) else 0
         bk[:, K.F_TOFF] = np.concatenate([[0], np.cumsum(tsize)[:-1]]) if len(bk) else 0
         L, P, T = int(nlev.sum()), int(pcap.sum()), int(tsize.sum())
+        self.l_end = L
+        # room for ladders that grow (move_ladder_cpu); whole bm0 words (a multiple of 64 levels)
+        L = -(-(L + L // 2 + 16 * K.LEVEL_BLOCK) // K.LEVEL_BLOCK) * K.LEVEL_BLOCK
         arr = {
             "lv_head": np.full(L, -1, np.int32), "lv_tail": np.full(L, -1, np.int32),
             "lv_qty": np.zeros(L, np.int64), "lv_cnt": np.zeros(L, np.int32),
-            "bm0": np.zeros(max(L // 64, 1), np.uint64), "bm1": np.zeros(max(L // 4096, 1), np.uint64),
+            "bm0": np.zeros(max(L // 64, 1), np.uint64), "bm1": np.zeros(1, np.uint64),
             "o_id": np.zeros(P, np.uint64), "o_qty": np.zeros(P, np.int64), "o_px": np.zeros(P, np.int64),
             "o_next": np.full(P, -1, np.int32), "o_prev": np.full(P, -1, np.int32),
             "o_acct": np.zeros(P, np.uint32), "o_flags": np.zeros(P, np.uint8),
@@ -404,17 +415,17 @@ class BookStore:
         if new.size:
             bk = np.zeros((new.size, K.NF), dtype=np.int64)
             bk[:, K.F_SYM] = new
-            bk[:, K.F_NLEV] = K.LEVEL_BLOCK
-            bk[:, K.F_PCAP] = self.init_pool
-            bk[:, K.F_TMASK] = _pow2(2 * self.init_pool) - 1
+            bk[:, K.F_NLEV] = 0          # no ladder, no pool: reserve() gives them when orders come
+            bk[:, K.F_PCAP] = 0
+            bk[:, K.F_TMASK] = 1
             bk[:, K.F_BID] = -1
             bk[:, K.F_ASK] = -1
             bk[:, K.F_FREE] = -1
             bk[:, K.F_PHEAD] = -1
             bk[:, K.F_PTAIL] = -1
             # centre each new ladder on the first positive limit price of a new order
-            p0 = _first_prices(new, symbol, px, action, otype, K.LEVEL_BLOCK // 2)
-            bk[:, K.F_BASE] = p0 - K.LEVEL_BLOCK // 2
+            # F_BASE holds the first price until the book gets its ladder (centred on it)
+            bk[:, K.F_BASE] = _first_prices(new, symbol, px, action, otype, self.init_levels // 2)
             self._relayout(np.vstack([self.S.bk, bk]))
             start = len(self.book_of_sorted)
             all_syms = np.concatenate([self.symbols, new])
@@ -433,30 +444,46 @@ class BookStore:
     # ---- growth --------------------------------------------------------------------------
     def reserve(self, books: np.ndarray, action: np.ndarray, at_most_double: bool = True) -> int:
         """Before a batch: let every book's pool hold its resting orders plus its NEW rows in the
-        batch, in one relayout for all books (growing books one at a time copies every book each
-        time, quadratic with many books). With `at_most_double` each pool grows at most 2x here
-        (most new orders fill or are cancelled: reserving all of them would waste memory, and the
-        sequential path grows nearly-full books together anyway); the parallel path, which
-        meets its books one after another, reserves in full. Returns books grown."""
+        batch, and give a ladder (``init_levels``, centred on its first price) to every book of
+        the batch that has none yet, all in one relayout (growing books one at a time copies every
+        book each time, quadratic with many books). With `at_most_double` each pool grows at most
+        2x here (at least to ``init_pool``; most new orders fill or are cancelled: reserving all of
+        them would waste memory, and the sequential path grows nearly-full books together anyway);
+        the parallel path, which meets its books one after another, reserves in full. Returns
+        books grown."""
         if books.size == 0 or self.n_books == 0:
             return 0
         bk = self.S.bk
         if books.size == 1:  # one order: the common low-latency case
             b = int(books[0])
-            if action[0] != Sch.ACT_NEW or bk[b, K.F_PCAP] > bk[b, K.F_NREST] + bk[b, K.F_NPARK]:
+            if bk[b, K.F_NLEV] > 0 and (action[0] != Sch.ACT_NEW or bk[b, K.F_PCAP] > bk[b, K.F_NREST] + bk[b, K.F_NPARK]):
                 return 0
-        new_rows = np.bincount(books[action == Sch.ACT_NEW], minlength=self.n_books)
+        nb = self.n_books
+        new_rows = np.bincount(books[action == Sch.ACT_NEW], minlength=nb)
         want = bk[:, K.F_NREST] + bk[:, K.F_NPARK] + new_rows
         if at_most_double:
-            want = np.minimum(want, 2 * bk[:, K.F_PCAP])
-        return self._grow_pools(np.flatnonzero(want > bk[:, K.F_PCAP]), want)
+            want = np.minimum(want, np.maximum(2 * bk[:, K.F_PCAP], self.init_pool))
+        grow = want > bk[:, K.F_PCAP]
+        ladder = (bk[:, K.F_NLEV] == 0) & (new_rows > 0)
+        if not (grow.any() or ladder.any()):
+            return 0
+        bk = bk.copy()
+        gi = np.flatnonzero(grow)
+        pcap = np.maximum(np.maximum(want[gi], 2 * bk[gi, K.F_PCAP]), self.init_pool)
+        bk[gi, K.F_PCAP] = pcap
+        bk[gi, K.F_TMASK] = [_pow2(2 * int(c)) - 1 for c in pcap]
+        li = np.flatnonzero(ladder)
+        bk[li, K.F_NLEV] = self.init_levels
+        bk[li, K.F_BASE] -= self.init_levels // 2
+        self._relayout(bk)
+        return int(np.count_nonzero(grow | ladder))
 
     def grow_pool(self, b: int) -> None:
         """Book b's pool is full: double it, and in the same relayout double every other book
         whose pool is at least 3/4 full (books fill at similar rates; growing them together
         keeps the number of relayouts logarithmic rather than one per book)."""
         bk = self.S.bk
-        full = (bk[:, K.F_NREST] + bk[:, K.F_NPARK]) * 4 >= bk[:, K.F_PCAP] * 3
+        full = ((bk[:, K.F_NREST] + bk[:, K.F_NPARK]) * 4 >= bk[:, K.F_PCAP] * 3) & (bk[:, K.F_PCAP] > 0)
         full[b] = True
         self._grow_pools(np.flatnonzero(full), 2 * bk[:, K.F_PCAP])
 
@@ -487,17 +514,29 @@ class BookStore:
         """Grow/recentre book b's ladder to cover price px and every resting level.
 
         Returns False (and changes nothing) when that would need more than max_levels levels.
+        A book without a ladder gets ``init_levels`` (or what the span needs); a ladder that
+        grows at least doubles. The new ladder goes into the free room at the end of the level
+        arrays when it fits (move_ladder_cpu: only this book's levels are copied), else every
+        book is laid out afresh with new room.
         """
         rng = self.occupied_price_range(b)
         lo, hi = (px, px) if rng is None else (min(rng[0], px), max(rng[1], px))
         span = hi - lo + 1
         if span > self.max_levels:
             return False
-        bk = self.S.bk.copy()
-        nlev = min(self.max_levels, max(int(bk[b, K.F_NLEV]), _pow2(2 * span), K.LEVEL_BLOCK))
+        S = self.S
+        cur = int(S.bk[b, K.F_NLEV])
+        nlev = min(self.max_levels, max(2 * cur, _pow2(2 * span), self.init_levels))
         nlev = -(-nlev // K.LEVEL_BLOCK) * K.LEVEL_BLOCK
+        base = lo - (nlev - span) // 2
+        if self.l_end + nlev <= S.lv_head.shape[0]:
+            loff = self.l_end
+            self.l_end += nlev
+            move_ladder_cpu(S, b, loff, nlev, base)
+            return True
+        bk = S.bk.copy()
         bk[b, K.F_NLEV] = nlev
-        bk[b, K.F_BASE] = lo - (nlev - span) // 2
+        bk[b, K.F_BASE] = base
         self._relayout(bk)
         return True
 
