@@ -112,8 +112,9 @@ def match(
                     bar.update(d - done[0])
                 done[0] = d
 
+            from .notice import compiling_notice
             run = match_file(orders, fills, events, book, batch_size, stp, progress, device=device, risk=limits,
-                             positions=positions, keep=itch is not None)
+                             positions=positions, keep=itch is not None, notice=compiling_notice)
             if itch is not None:
                 from hpte.engine.md.itch_out import write_match_itch
                 run.extra["itch_messages"] = write_match_itch(itch, run).messages
@@ -184,6 +185,12 @@ def demo(
         _fail("demo", "--events and --books must be at least 1")
     device = _device("demo", device)
     try:
+        from hpte.engine.pipeline import warm_up
+
+        from .notice import compiling_notice
+        with compiling_notice():
+            generate_flow(10, n_books=1, seed=seed)
+            warm_up(device)
         typer.echo(f"generating {events:,} events over {books} books (seed {seed}) ...")
         cols = generate_flow(events, n_books=books, seed=seed)
         io.write_columns(out / "orders.parquet", cols, S.ORDER_SCHEMA)

@@ -4,6 +4,7 @@ outputs, write Parquet. Used by ``hpte match`` and ``hpte demo``.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -86,9 +87,16 @@ class MatchRun:
         }
 
 
+_WARM: dict = {}   # (device, risk) -> seconds its warm-up took in this process
+
+
 def warm_up(device: str = "cpu", risk: bool = False) -> float:
     """Run every kernel once on a tiny input (compiles, or loads numba's cache); seconds taken.
-    With device "gpu" the CUDA matching kernel is compiled too; with `risk` the risk kernel."""
+    With device "gpu" the CUDA matching kernel is compiled too; with `risk` the risk kernel.
+    Done once per process: later calls return the first call's seconds."""
+    key = (device, bool(risk))
+    if key in _WARM:
+        return _WARM[key]
     t0 = time.perf_counter()
     if risk:
         from hpte.engine.risk.limits import RiskLimits
@@ -106,7 +114,8 @@ def warm_up(device: str = "cpu", risk: bool = False) -> float:
     e.end_session(2)
     e.book_levels()
     e.book_l3()
-    return time.perf_counter() - t0
+    _WARM[key] = time.perf_counter() - t0
+    return _WARM[key]
 
 
 def match_columns(cols: Columns, batch_size: int | None = None, stp: str = "none",
@@ -157,14 +166,18 @@ def match_columns(cols: Columns, batch_size: int | None = None, stp: str = "none
 def match_file(orders: str | Path, fills: str | Path, events: str | Path | None = None,
                book: str | Path | None = None, batch_size: int | None = None, stp: str = "none",
                progress: Callable[[int, int], None] | None = None, device: str = "cpu", risk=None,
-               positions: str | Path | None = None, keep: bool = False) -> MatchRun:
+               positions: str | Path | None = None, keep: bool = False, notice=None) -> MatchRun:
     """``hpte match``: read, match, write. Raises io.InputError for bad files.
 
     Only the streams that are written are asked of the kernels (fills; order events when
     `events` is given). Each batch's outputs are streamed to the file writers and the buffers
     reused, so memory stays bounded by a batch; with `keep` the run keeps every output row
-    in memory instead (all three streams: ``hpte match --itch`` needs them)."""
+    in memory instead (all three streams: ``hpte match --itch`` needs them). notice: a context
+    manager factory wrapped around the kernels' warm-up (the CLI's "compiling kernels" notice)."""
     cols = read_orders(orders)
+    with (notice() if notice is not None else nullcontext()):
+        from .device import resolve_device
+        warm_up(resolve_device(device).kind, risk is not None)
     n = len(cols["ts_ns"])
     prog = None if progress is None else (lambda d: progress(d, n))
     if keep:
