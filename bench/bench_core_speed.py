@@ -51,16 +51,18 @@ def baseline_rate(cols, reps: int = 2) -> float:
 
 
 def run_cmd(args: list[str]) -> dict:
-    """Run a command; its wall time, user / system CPU time and peak RSS (from wait4)."""
-    t = time.perf_counter()
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = p.stdout.read(), p.stderr.read()
-    _pid, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t
-    if status != 0:
-        raise RuntimeError(f"{' '.join(args)} failed: {err[-2000:]}")
-    return {"wall_s": wall, "user_s": ru.ru_utime, "sys_s": ru.ru_stime, "max_rss_mb": ru.ru_maxrss / 1024,
-            "stdout": out}
+    """Run a command under /usr/bin/time: its wall time, user / system CPU time and peak RSS.
+    (wait4's ru_maxrss is not used: a forked child counts the parent's pages until it execs,
+    so it reports this process's RSS, not the command's.)"""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
+        t = time.perf_counter()
+        p = subprocess.run(["/usr/bin/time", "-o", tf.name, "-f", "%U %S %M"] + args, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed: {p.stderr[-2000:]}")
+        user, sys_, rss = tf.read().split()[-3:]
+    return {"wall_s": wall, "user_s": float(user), "sys_s": float(sys_), "max_rss_mb": int(rss) / 1024,
+            "stdout": p.stdout}
 
 
 def section_match(flow: Path, cols, out: dict, batches=BATCHES) -> None:
@@ -134,6 +136,83 @@ def section_latency(cols, out: dict, calls: int = 20000, preload: int = 200_000)
     out["latency"] = res
 
 
+def _match_time(cols, threads: int, batch: int, outputs: str = "fills"):
+    """(wall s, thread CPU s of this thread) of submitting `cols` in batches to a fresh Engine;
+    creating the books (the first batch's set-up) is included."""
+    from hpte.engine.engine import Engine
+    n = len(cols["ts_ns"])
+    eng = Engine(threads=threads, outputs=outputs)
+    t, c = time.perf_counter(), time.process_time()
+    for a in range(0, n, batch):
+        eng.submit({k: v[a:a + batch] for k, v in cols.items()}, copy=False)
+    return time.perf_counter() - t, time.process_time() - c, eng
+
+
+def section_books(out: dict, events: int = 2_000_000, batch: int = 65536, books=(1, 1000, 10_000),
+                  threads=(1, 2), reps: int = 2) -> None:
+    from hpte.engine.gen import generate_flow
+    rows = []
+    for nb in books:
+        cols = generate_flow(events, n_books=nb, seed=0)
+        _match_time({k: v[:50_000] for k, v in cols.items()}, 2, 8192)   # warm the parallel kernel too
+        for t in threads:
+            best = (1e30, 1e30, None)
+            for _ in range(reps):
+                w, c, eng = _match_time(cols, t, batch)
+                best = min(best, (w, c, eng), key=lambda x: x[0])
+            w, c, eng = best
+            base = baseline_rate(generate_flow(events, n_books=1, seed=0)) if nb == 1 and t == 1 else None
+            row = {"books": nb, "threads": t, "events_per_s": events / w, "per_thread_eps": events / w / t,
+                   "cpu_s": c, "state_mb": eng.state_bytes() / 1e6, "resting": eng.store.resting(),
+                   "baseline_eps": base}
+            rows.append(row)
+            print(f"books {nb:>6} threads {t}: {row['events_per_s'] / 1e6:6.2f} M/s "
+                  f"({row['per_thread_eps'] / 1e6:.2f} M/s per thread), state {row['state_mb']:.1f} MB, "
+                  f"{row['resting']:,} resting" + (f"; baseline book {base / 1e6:.2f} M/s" if base else ""), flush=True)
+    single = {r["threads"]: r["events_per_s"] for r in rows if r["books"] == 1}
+    for r in rows:
+        r["per_thread_vs_single"] = r["per_thread_eps"] / single[1]
+        one = next(x for x in rows if x["books"] == r["books"] and x["threads"] == 1)
+        r["vs_one_thread"] = r["events_per_s"] / one["events_per_s"]
+    for r in rows:
+        print(f"books {r['books']:>6} threads {r['threads']}: per thread {r['per_thread_vs_single']:.2f}x single book, "
+              f"{r['vs_one_thread']:.2f}x one thread", flush=True)
+    out["books"] = rows
+
+
+def section_memory(cols, out: dict) -> None:
+    from hpte.engine.engine import Engine
+    res = {}
+    # empty books: 10,000 books created by cancels of unknown orders (nothing ever rests)
+    e = Engine()
+    e.submit({"ts_ns": np.zeros(1, np.int64), "order_id": np.ones(1, np.uint64), "side": np.ones(1, np.int8),
+              "price_ticks": np.full(1, 100, np.int64), "qty": np.ones(1, np.int64), "action": np.ones(1, np.uint8)})
+    b0 = e.state_bytes()
+    k = 10_000
+    e.submit({"ts_ns": np.ones(k, np.int64), "order_id": np.arange(k, dtype=np.uint64), "side": np.ones(k, np.int8),
+              "price_ticks": np.full(k, 100, np.int64), "qty": np.ones(k, np.int64), "action": np.ones(k, np.uint8),
+              "symbol": np.arange(1, k + 1, dtype=np.uint32)})
+    res["empty_book_bytes"] = (e.state_bytes() - b0) / k
+    # a book that held orders and is empty again
+    e = Engine()
+    e.submit({"ts_ns": np.array([0, 1], np.int64), "order_id": np.array([1, 1], np.uint64), "side": np.ones(2, np.int8),
+              "price_ticks": np.full(2, 100, np.int64), "qty": np.ones(2, np.int64), "action": np.array([0, 1], np.uint8)})
+    res["emptied_book_bytes"] = e.state_bytes()
+    # the single-book flow: bytes per resting order at the end
+    e = Engine(outputs="fills")
+    for a in range(0, len(cols["ts_ns"]), 65536):
+        e.submit({kk: v[a:a + 65536] for kk, v in cols.items()}, copy=False)
+    res["flow_state_bytes"] = e.state_bytes()
+    res["flow_resting"] = e.store.resting()
+    res["flow_bytes_per_resting"] = e.state_bytes() / max(e.store.resting(), 1)
+    bk = e.store.S.bk[0]
+    from hpte.kernels import book as K
+    res["flow_pool_slots"] = int(bk[K.F_PCAP])
+    res["flow_ladder_levels"] = int(bk[K.F_NLEV])
+    print("memory: " + ", ".join(f"{kk} {v:,.1f}" if isinstance(v, float) else f"{kk} {v:,}" for kk, v in res.items()), flush=True)
+    out["memory"] = res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("flow", type=Path)
@@ -152,6 +231,10 @@ def main() -> None:
         section_match(a.flow, cols, out, bs)
     if "latency" in only:
         section_latency(cols, out)
+    if "memory" in only:
+        section_memory(cols, out)
+    if "books" in only:
+        section_books(out)
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
 
