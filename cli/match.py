@@ -34,11 +34,15 @@ def _device(cmd: str, device: str) -> str:
 DEVICE_HELP = "Where to match: cpu, gpu (a CUDA GPU; error when there is none) or auto (the GPU when there is one)."
 
 
+def _count(n) -> str:
+    return "not written" if n is None else f"{n:,}"
+
+
 def _print_summary(s: dict) -> None:
     rows = [
         ("input events", f"{s['events']:,}"), ("books", f"{s['books']:,}"),
-        ("fills", f"{s['fills']:,}"), ("order events", f"{s['order_events']:,}"),
-        ("L2 deltas", f"{s['deltas']:,}"), ("resting at end", f"{s['resting']:,}"),
+        ("fills", _count(s['fills'])), ("order events", _count(s['order_events'])),
+        ("L2 deltas", _count(s['deltas'])), ("resting at end", f"{s['resting']:,}"),
         ("batches", f"{s['batches']:,}"),
         ("matching time", f"{s['seconds']:.3f} s"),
         ("throughput", f"{(s['events_per_s'] or 0) / 1e6:.2f} M events/s"),
@@ -46,9 +50,9 @@ def _print_summary(s: dict) -> None:
     ]
     if "device" in s:
         rows.insert(0, ("device", f"{s['device']} ({s['device_reason']})"))
-    for name, n in sorted(s["event_counts"].items()):
+    for name, n in sorted(s.get("event_counts", {}).items()):
         rows.append((f"  {name}", f"{n:,}"))
-    for name, n in sorted(s["rejects_by_reason"].items()):
+    for name, n in sorted(s.get("rejects_by_reason", {}).items()):
         rows.append((f"  rejected {name}", f"{n:,}"))
     for name, n in sorted(s.get("breaker_events", {}).items()):
         rows.append((f"  breaker {name}", f"{n:,}"))
@@ -70,7 +74,10 @@ def match(
     risk: Annotated[Path | None, typer.Option("--risk", help="Risk limits and circuit breakers (TOML, README 'Risk limits'): pre-trade checks and breakers inside matching.")] = None,
     positions: Annotated[Path | None, typer.Option("--positions", help="With --risk: where to write the final positions per account and symbol.")] = None,
 ) -> None:
-    """Match an order file and write fills (and events, and the final book)."""
+    """Match an order file and write fills (and events, and the final book).
+
+    The kernels write only what the options name (fills; order events with --events); each
+    batch's outputs are streamed to the files, so memory stays bounded by a batch."""
     from hpte.engine.device import DeviceError
     from hpte.engine.io import InputError
     from hpte.engine.pipeline import match_file
@@ -105,8 +112,9 @@ def match(
                     bar.update(d - done[0])
                 done[0] = d
 
+            from .notice import compiling_notice
             run = match_file(orders, fills, events, book, batch_size, stp, progress, device=device, risk=limits,
-                             positions=positions)
+                             positions=positions, keep=itch is not None, notice=compiling_notice)
             if itch is not None:
                 from hpte.engine.md.itch_out import write_match_itch
                 run.extra["itch_messages"] = write_match_itch(itch, run).messages
@@ -177,6 +185,12 @@ def demo(
         _fail("demo", "--events and --books must be at least 1")
     device = _device("demo", device)
     try:
+        from hpte.engine.pipeline import warm_up
+
+        from .notice import compiling_notice
+        with compiling_notice():
+            generate_flow(10, n_books=1, seed=seed)
+            warm_up(device)
         typer.echo(f"generating {events:,} events over {books} books (seed {seed}) ...")
         cols = generate_flow(events, n_books=books, seed=seed)
         io.write_columns(out / "orders.parquet", cols, S.ORDER_SCHEMA)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hpte.kernels import book as K
-from hpte.kernels.match_cpu import relayout_cpu
+from hpte.kernels.match_cpu import move_ladder_cpu, relayout_cpu
 
 from . import schema as Sch
 
@@ -148,6 +148,123 @@ def alloc_rows(n: int, ncols: int) -> np.ndarray:
     return np.frombuffer(m, dtype=np.int64).reshape(n, ncols)
 
 
+OUTPUT_NAMES = ("fills", "events", "deltas")   # the three streams, in STREAMS order
+OFF_CAP = 1 << 40   # capacity given to a stream that is not written: no batch can exhaust it
+NO_ROWS = tuple(np.empty((0, len(cols)), np.int64) for _f, cols in STREAMS)
+ALL_OUTPUTS = (True, True, True)
+_PARSED: dict = {}
+
+
+def parse_outputs(spec) -> tuple[bool, bool, bool]:
+    """Which output streams to write: None or "all" (every stream), "none", a comma-separated
+    string ("fills,events") or an iterable of names from OUTPUT_NAMES. Returns one bool per
+    stream (fills, events, deltas). Raises ValueError naming an unknown stream."""
+    if spec is None:
+        return ALL_OUTPUTS
+    if type(spec) is tuple and len(spec) == 3 and all(type(t) is bool for t in spec):
+        return spec          # already parsed
+    key = spec if isinstance(spec, (str, tuple, frozenset)) else None
+    got = _PARSED.get(key) if key is not None else None
+    if got is not None:
+        return got
+    if isinstance(spec, str):
+        names = list(OUTPUT_NAMES) if spec.strip() == "all" else (
+            [] if spec.strip() == "none" else [t.strip() for t in spec.split(",") if t.strip()])
+    else:
+        try:
+            names = [str(t) for t in spec]
+        except TypeError:
+            raise ValueError(f"outputs must be 'all', 'none', names joined by commas or a list of names, "
+                             f"got {spec!r}") from None
+    bad = [t for t in names if t not in OUTPUT_NAMES]
+    if bad:
+        raise ValueError(f"unknown output {bad[0]!r} in outputs={spec!r}; expected any of "
+                         f"{', '.join(OUTPUT_NAMES)} (or 'all', 'none')")
+    want = tuple(t in names for t in OUTPUT_NAMES)
+    if key is not None:
+        _PARSED[key] = want
+    return want
+
+
+class OutputBuffers:
+    """Output row buffers an Engine keeps across batches: grown (doubled) when a batch needs
+    more, never re-mapped per batch. Streams that are not asked for get no buffer: a 0-row
+    array that the kernels do not write (kernels/emit.py) and a capacity of OFF_CAP."""
+
+    def __init__(self):
+        self.bufs: list = [None, None, None]
+        self._one: dict = {}   # want -> (Outputs with one region, the buffers it was built on)
+
+    def _ensure(self, k: int, rows: int) -> None:
+        b = self.bufs[k]
+        if b is None or b.shape[0] < rows:
+            old = 0 if b is None else b.shape[0]
+            self.bufs[k] = alloc_rows(max(int(rows), 2 * old), len(STREAMS[k][1]))
+
+    def one(self, want, nf: int, ne: int, nd: int) -> Outputs:
+        """Outputs with one region (cursor at 0) holding at least nf / ne / nd rows per wanted
+        stream. Cheap when the buffers are big enough: the cached tuple is reused."""
+        need = (nf, ne, nd)
+        for k in range(3):
+            if want[k]:
+                self._ensure(k, need[k])
+        cached = self._one.get(want)
+        if cached is not None:
+            O, bufs = cached
+            if all(a is b for a, b in zip(bufs, self.bufs)):
+                O.cur[0, 0] = O.cur[0, 1] = O.cur[0, 2] = 0
+                return O
+        arrays = [self.bufs[k] if want[k] else NO_ROWS[k] for k in range(3)]
+        cap = np.array([[a.shape[0] if want[k] else OFF_CAP for k, a in enumerate(arrays)]], np.int64)
+        O = Outputs(F=arrays[0], E=arrays[1], D=arrays[2], cur=np.zeros((1, 3), np.int64), cap=cap)
+        self._one[want] = (O, list(self.bufs))
+        return O
+
+    def regions(self, want, caps: np.ndarray) -> Outputs:
+        """Outputs with regions of the given capacities (int64[R, 3]) carved from the kept
+        buffers (streams not wanted: OFF_CAP per region, no rows)."""
+        caps = np.asarray(caps, dtype=np.int64).reshape(-1, 3).copy()
+        totals = caps.sum(axis=0)
+        arrays = []
+        for k in range(3):
+            if want[k]:
+                self._ensure(k, int(totals[k]))
+                arrays.append(self.bufs[k])
+            else:
+                caps[:, k] = OFF_CAP
+                arrays.append(NO_ROWS[k])
+        starts = np.zeros_like(caps)
+        starts[1:] = np.cumsum(caps, axis=0)[:-1]
+        return Outputs(F=arrays[0], E=arrays[1], D=arrays[2], cur=starts.copy(), cap=starts + caps)
+
+    def adopt(self, O: Outputs, want) -> None:
+        """Keep the buffers of O (the kernel may have grown them) for the next batch."""
+        for k, (f, _cols) in enumerate(STREAMS):
+            if want[k]:
+                a = getattr(O, f)
+                if self.bufs[k] is None or a.shape[0] > self.bufs[k].shape[0]:
+                    self.bufs[k] = a
+
+    def take(self, k: int, rows: int, copy: bool) -> np.ndarray:
+        """The first `rows` rows of stream k for a result. Without `copy`: a view, valid until
+        the next batch. With `copy`: an array the caller owns: a copy of a small part, or, when
+        the part is large, the buffer itself (the Engine forgets it and allocates a new one
+        when it next needs one; a copy of that size would fault in fresh pages anyway)."""
+        b = self.bufs[k]
+        if not copy:
+            return b[:rows]
+        if rows * b.shape[1] * 8 >= POPULATE_MIN_BYTES:
+            self.bufs[k] = None
+            return b[:rows]
+        return b[:rows].copy()
+
+
+def select_outputs(res: tuple, want) -> tuple:
+    """Results of a path that writes every stream (the GPU's), with the streams not wanted
+    replaced by empty ones."""
+    return tuple(r if want[k] else Rows(NO_ROWS[k], STREAMS[k][1]) for k, r in enumerate(res))
+
+
 class Rows(Mapping):
     """A stream's output rows (int64[n, ncols], row-major) read as named, typed columns.
 
@@ -195,17 +312,46 @@ def region_columns(O: Outputs, r: int = 0) -> tuple[dict, dict, dict]:
                  for k, (f, cols) in enumerate(STREAMS))
 
 
+def _first_prices(new: np.ndarray, symbol, px, action, otype, default: int, chunk: int = 1 << 16) -> np.ndarray:
+    """For each symbol of `new` (sorted), the price of its first NEW LIMIT row with a positive
+    price, else `default`. Looks at the rows a chunk at a time and stops once every symbol is
+    found (usually in the first chunk: no pass over, or sort of, a whole large batch)."""
+    p0 = np.full(new.size, default, np.int64)
+    missing = np.ones(new.size, bool)
+    for start in range(0, symbol.size, chunk):
+        sl = slice(start, start + chunk)
+        m = (action[sl] == Sch.ACT_NEW) & (otype[sl] == Sch.OT_LIMIT) & (px[sl] > 0)
+        syms, first = np.unique(symbol[sl][m], return_index=True)
+        k = np.searchsorted(new, syms)
+        ok = k < new.size
+        ok[ok] = new[k[ok]] == syms[ok]
+        ok[ok] = missing[k[ok]]
+        p0[k[ok]] = px[sl][m][first[ok]]
+        missing[k[ok]] = False
+        if not missing.any():
+            break
+    return p0
+
+
 LUT_MAX_SYMBOL = 1 << 22  # symbols below this get a direct symbol -> book lookup table
+MAX_LEVELS_MULTIPLE = 4096  # Engine(max_levels=...) stays a multiple of this (the API's rule)
+INIT_LEVELS = 128   # a book's first ladder (levels, centred on its first price); grows by doubling
+INIT_POOL = 16      # a book's first pool (order slots); grows by doubling
 
 
 class BookStore:
     """Owns the State arrays, the symbol -> book map and their growth."""
 
-    def __init__(self, max_levels: int = 1 << 24, init_pool: int = 64, risk_rows: bool = False):
-        if max_levels < K.LEVEL_BLOCK or max_levels % K.LEVEL_BLOCK:
-            raise ValueError(f"max_levels must be a positive multiple of {K.LEVEL_BLOCK}, got {max_levels}")
+    def __init__(self, max_levels: int = 1 << 24, init_pool: int = INIT_POOL, risk_rows: bool = False,
+                 init_levels: int = INIT_LEVELS):
+        if max_levels < MAX_LEVELS_MULTIPLE or max_levels % MAX_LEVELS_MULTIPLE:
+            raise ValueError(f"max_levels must be a positive multiple of {MAX_LEVELS_MULTIPLE}, got {max_levels}")
+        if init_levels < K.LEVEL_BLOCK or init_levels % K.LEVEL_BLOCK:
+            raise ValueError(f"init_levels must be a positive multiple of {K.LEVEL_BLOCK}, got {init_levels}")
         self.max_levels = int(max_levels)
         self.init_pool = int(init_pool)
+        self.init_levels = min(int(init_levels), self.max_levels)
+        self.l_end = 0     # levels [0, l_end) of the flat level arrays are laid out (or holes)
         self.symbols = np.empty(0, dtype=np.uint32)   # sorted known symbols
         self.book_of_sorted = np.empty(0, dtype=np.int64)  # book index of each sorted symbol
         self._lut = np.empty(0, dtype=np.int64)             # symbol -> book (-1 unknown), small symbols
@@ -225,10 +371,13 @@ class BookStore:
         bk[:, K.F_POFF] = np.concatenate([[0], np.cumsum(pcap)[:-1]]) if len(bk) else 0
         bk[:, K.F_TOFF] = np.concatenate([[0], np.cumsum(tsize)[:-1]]) if len(bk) else 0
         L, P, T = int(nlev.sum()), int(pcap.sum()), int(tsize.sum())
+        self.l_end = L
+        # room for ladders that grow (move_ladder_cpu); whole bm0 words (a multiple of 64 levels)
+        L = -(-(L + L // 2 + 16 * K.LEVEL_BLOCK) // K.LEVEL_BLOCK) * K.LEVEL_BLOCK
         arr = {
             "lv_head": np.full(L, -1, np.int32), "lv_tail": np.full(L, -1, np.int32),
             "lv_qty": np.zeros(L, np.int64), "lv_cnt": np.zeros(L, np.int32),
-            "bm0": np.zeros(max(L // 64, 1), np.uint64), "bm1": np.zeros(max(L // 4096, 1), np.uint64),
+            "bm0": np.zeros(max(L // 64, 1), np.uint64), "bm1": np.zeros(1, np.uint64),
             "o_id": np.zeros(P, np.uint64), "o_qty": np.zeros(P, np.int64), "o_px": np.zeros(P, np.int64),
             "o_next": np.full(P, -1, np.int32), "o_prev": np.full(P, -1, np.int32),
             "o_acct": np.zeros(P, np.uint32), "o_flags": np.zeros(P, np.uint8),
@@ -256,7 +405,9 @@ class BookStore:
             books = self._lut[symbol]
             if books.min() >= 0:
                 return books
-        if hi < LUT_MAX_SYMBOL:   # O(n + max symbol) instead of sorting n symbols
+        if lo == hi:
+            uniq = np.array([lo], symbol.dtype)
+        elif hi < LUT_MAX_SYMBOL:   # O(n + max symbol) instead of sorting n symbols
             uniq = np.flatnonzero(np.bincount(symbol, minlength=int(hi) + 1)).astype(symbol.dtype)
         else:
             uniq = np.unique(symbol)
@@ -264,21 +415,17 @@ class BookStore:
         if new.size:
             bk = np.zeros((new.size, K.NF), dtype=np.int64)
             bk[:, K.F_SYM] = new
-            bk[:, K.F_NLEV] = K.LEVEL_BLOCK
-            bk[:, K.F_PCAP] = self.init_pool
-            bk[:, K.F_TMASK] = _pow2(2 * self.init_pool) - 1
+            bk[:, K.F_NLEV] = 0          # no ladder, no pool: reserve() gives them when orders come
+            bk[:, K.F_PCAP] = 0
+            bk[:, K.F_TMASK] = 1
             bk[:, K.F_BID] = -1
             bk[:, K.F_ASK] = -1
             bk[:, K.F_FREE] = -1
             bk[:, K.F_PHEAD] = -1
             bk[:, K.F_PTAIL] = -1
             # centre each new ladder on the first positive limit price of a new order
-            is_px = (action == Sch.ACT_NEW) & (otype == Sch.OT_LIMIT) & (px > 0)
-            p0 = np.full(new.size, K.LEVEL_BLOCK // 2, np.int64)
-            px_syms, px_first = np.unique(symbol[is_px], return_index=True)
-            have = np.isin(new, px_syms)
-            p0[have] = px[np.flatnonzero(is_px)[px_first[np.searchsorted(px_syms, new[have])]]]
-            bk[:, K.F_BASE] = p0 - K.LEVEL_BLOCK // 2
+            # F_BASE holds the first price until the book gets its ladder (centred on it)
+            bk[:, K.F_BASE] = _first_prices(new, symbol, px, action, otype, self.init_levels // 2)
             self._relayout(np.vstack([self.S.bk, bk]))
             start = len(self.book_of_sorted)
             all_syms = np.concatenate([self.symbols, new])
@@ -297,30 +444,46 @@ class BookStore:
     # ---- growth --------------------------------------------------------------------------
     def reserve(self, books: np.ndarray, action: np.ndarray, at_most_double: bool = True) -> int:
         """Before a batch: let every book's pool hold its resting orders plus its NEW rows in the
-        batch, in one relayout for all books (growing books one at a time copies every book each
-        time, quadratic with many books). With `at_most_double` each pool grows at most 2x here
-        (most new orders fill or are cancelled: reserving all of them would waste memory, and the
-        sequential path grows nearly-full books together anyway); the parallel path, which
-        meets its books one after another, reserves in full. Returns books grown."""
+        batch, and give a ladder (``init_levels``, centred on its first price) to every book of
+        the batch that has none yet, all in one relayout (growing books one at a time copies every
+        book each time, quadratic with many books). With `at_most_double` each pool grows at most
+        2x here (at least to ``init_pool``; most new orders fill or are cancelled: reserving all of
+        them would waste memory, and the sequential path grows nearly-full books together anyway);
+        the parallel path, which meets its books one after another, reserves in full. Returns
+        books grown."""
         if books.size == 0 or self.n_books == 0:
             return 0
         bk = self.S.bk
         if books.size == 1:  # one order: the common low-latency case
             b = int(books[0])
-            if action[0] != Sch.ACT_NEW or bk[b, K.F_PCAP] > bk[b, K.F_NREST] + bk[b, K.F_NPARK]:
+            if bk[b, K.F_NLEV] > 0 and (action[0] != Sch.ACT_NEW or bk[b, K.F_PCAP] > bk[b, K.F_NREST] + bk[b, K.F_NPARK]):
                 return 0
-        new_rows = np.bincount(books[action == Sch.ACT_NEW], minlength=self.n_books)
+        nb = self.n_books
+        new_rows = np.bincount(books[action == Sch.ACT_NEW], minlength=nb)
         want = bk[:, K.F_NREST] + bk[:, K.F_NPARK] + new_rows
         if at_most_double:
-            want = np.minimum(want, 2 * bk[:, K.F_PCAP])
-        return self._grow_pools(np.flatnonzero(want > bk[:, K.F_PCAP]), want)
+            want = np.minimum(want, np.maximum(2 * bk[:, K.F_PCAP], self.init_pool))
+        grow = want > bk[:, K.F_PCAP]
+        ladder = (bk[:, K.F_NLEV] == 0) & (new_rows > 0)
+        if not (grow.any() or ladder.any()):
+            return 0
+        bk = bk.copy()
+        gi = np.flatnonzero(grow)
+        pcap = np.maximum(np.maximum(want[gi], 2 * bk[gi, K.F_PCAP]), self.init_pool)
+        bk[gi, K.F_PCAP] = pcap
+        bk[gi, K.F_TMASK] = [_pow2(2 * int(c)) - 1 for c in pcap]
+        li = np.flatnonzero(ladder)
+        bk[li, K.F_NLEV] = self.init_levels
+        bk[li, K.F_BASE] -= self.init_levels // 2
+        self._relayout(bk)
+        return int(np.count_nonzero(grow | ladder))
 
     def grow_pool(self, b: int) -> None:
         """Book b's pool is full: double it, and in the same relayout double every other book
         whose pool is at least 3/4 full (books fill at similar rates; growing them together
         keeps the number of relayouts logarithmic rather than one per book)."""
         bk = self.S.bk
-        full = (bk[:, K.F_NREST] + bk[:, K.F_NPARK]) * 4 >= bk[:, K.F_PCAP] * 3
+        full = ((bk[:, K.F_NREST] + bk[:, K.F_NPARK]) * 4 >= bk[:, K.F_PCAP] * 3) & (bk[:, K.F_PCAP] > 0)
         full[b] = True
         self._grow_pools(np.flatnonzero(full), 2 * bk[:, K.F_PCAP])
 
@@ -351,17 +514,29 @@ class BookStore:
         """Grow/recentre book b's ladder to cover price px and every resting level.
 
         Returns False (and changes nothing) when that would need more than max_levels levels.
+        A book without a ladder gets ``init_levels`` (or what the span needs); a ladder that
+        grows at least doubles. The new ladder goes into the free room at the end of the level
+        arrays when it fits (move_ladder_cpu: only this book's levels are copied), else every
+        book is laid out afresh with new room.
         """
         rng = self.occupied_price_range(b)
         lo, hi = (px, px) if rng is None else (min(rng[0], px), max(rng[1], px))
         span = hi - lo + 1
         if span > self.max_levels:
             return False
-        bk = self.S.bk.copy()
-        nlev = min(self.max_levels, max(int(bk[b, K.F_NLEV]), _pow2(2 * span), K.LEVEL_BLOCK))
+        S = self.S
+        cur = int(S.bk[b, K.F_NLEV])
+        nlev = min(self.max_levels, max(2 * cur, _pow2(2 * span), self.init_levels))
         nlev = -(-nlev // K.LEVEL_BLOCK) * K.LEVEL_BLOCK
+        base = lo - (nlev - span) // 2
+        if self.l_end + nlev <= S.lv_head.shape[0]:
+            loff = self.l_end
+            self.l_end += nlev
+            move_ladder_cpu(S, b, loff, nlev, base)
+            return True
+        bk = S.bk.copy()
         bk[b, K.F_NLEV] = nlev
-        bk[b, K.F_BASE] = lo - (nlev - span) // 2
+        bk[b, K.F_BASE] = base
         self._relayout(bk)
         return True
 

@@ -22,12 +22,11 @@ from hpte.kernels.snapshot import auction_apply_cpu, l3_cpu, levels_cpu, parked_
 
 from . import schema as S
 from .book_state import (
-    STREAMS, BookStore, Inputs, Rows, alloc_outputs, alloc_outputs_1, alloc_rows, grow_outputs,
-    region_columns,
-    region_starts,
+    NO_ROWS, STREAMS, BookStore, Inputs, OutputBuffers, Rows, alloc_outputs, alloc_outputs_1, alloc_rows,
+    grow_outputs, parse_outputs, region_columns, region_starts, select_outputs,
 )
 from .device import resolve_device
-from .io import InputError, order_columns
+from .io import InputError, _exact, order_columns
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
@@ -50,9 +49,17 @@ class _OneRow:
                         otype=_ro(c["order_type"]), tif=_ro(c["tif"]), acct=_ro(c["account"]),
                         post=_ro(c["post_only"]), force=_ro(self.force))
         self.book = np.zeros(1, np.int64)
-        self.out = alloc_outputs_1(256, 512, 256)
+        self.bufs = OutputBuffers()         # output rows, kept across calls
         self.fn = None                      # the compiled entry point, once known
+        self.want = None                    # the outputs O was built for (O reused while the same)
+        self.O = None
         self._arrays = [c[name] for name, _dt, _r, _d in S.ORDER_COLUMNS]
+
+    def copy_from(self, batch: dict) -> None:
+        """Store row 0 of a batch whose columns have exactly the schema's dtypes."""
+        for a, name in zip(self._arrays, _ORDER_NAMES):
+            a[0] = batch[name][0]
+        self.force[0] = 0
 
     def set(self, *values) -> None:
         """Store one row (in schema.ORDER_COLUMNS order); numpy refuses values that do not fit
@@ -62,6 +69,11 @@ class _OneRow:
                 raise TypeError(f"expected an integer, got {v!r}")
             a[0] = v
         self.force[0] = 0
+
+
+# a stream with no rows, shared by the results of one-row calls (nothing to copy)
+_EMPTY_ROWS = tuple(Rows(NO_ROWS[k], cols) for k, (_f, cols) in enumerate(STREAMS))
+_ORDER_NAMES = tuple(name for name, _dt, _r, _d in S.ORDER_COLUMNS)
 
 
 class Result(NamedTuple):
@@ -94,14 +106,23 @@ class Engine:
         (README "Risk limits and circuit breakers"); ``self.risk`` is the RiskEngine holding that
         state. Risk state spans books (accounts trade many symbols), so batches are matched in
         arrival order on one CPU thread; with a GPU device this raises ValueError.
+    outputs : str or list of str
+        Which output streams the kernels write: "all" (default), "none", or any of "fills",
+        "events", "deltas" (a list, or names joined by commas, e.g. "fills"). Streams not asked
+        for come back empty and cost nothing; the streams written hold exactly the rows of a run
+        that writes all three. ``submit(batch, outputs=...)`` overrides this per call. (On a GPU
+        every stream is still written and those not asked for are dropped.)
     """
 
     def __init__(self, stp: str = "none", threads: int | None = 1, max_levels: int = 1 << 24,
-                 device: str = "cpu", risk=None):
+                 device: str = "cpu", risk=None, outputs="all"):
         if stp not in S.STP_NAMES:
             raise ValueError(f"unknown stp mode {stp!r}; expected one of {', '.join(S.STP_NAMES)}")
         self.stp_name = stp
         self.stp = S.STP_NAMES[stp]
+        self.outputs = parse_outputs(outputs)
+        self._bufs = OutputBuffers()       # output rows, kept across batches
+        self._gather = OutputBuffers()     # the parallel path's arrival-order outputs (copy=False)
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         self.threads = numba.config.NUMBA_NUM_THREADS if threads is None else min(int(threads), numba.config.NUMBA_NUM_THREADS)
@@ -128,9 +149,29 @@ class Engine:
             self.risk = RiskEngine(risk)
 
     # ------------------------------------------------------------------------------------
-    def submit(self, batch) -> Result:
+    def submit(self, batch, outputs=None, copy: bool = True) -> Result:
         """Match one micro-batch. Structural problems (missing/mistyped columns, decreasing
-        timestamps) raise InputError before anything changes; bad rows are REJECTED events."""
+        timestamps) raise InputError before anything changes; bad rows are REJECTED events.
+
+        outputs: the streams to write for this call (as the Engine's ``outputs``; None = the
+        Engine's choice). copy: with True (default) the result's arrays belong to the caller;
+        with False they are views of the Engine's reused buffers, valid until its next call
+        (no copy at all: for callers that consume each batch's outputs at once, such as
+        ``hpte match`` streaming them to its writers)."""
+        want = self.outputs if outputs is None else parse_outputs(outputs)
+        if type(batch) is dict and self.risk is None and self._gpu is None:
+            ts = batch.get("ts_ns")
+            if type(ts) is np.ndarray and ts.shape[0] == 1 and _exact(batch):
+                # one row of exact columns (the gateway's case): the submit_order path
+                if self.last_ts is not None and ts[0] < self.last_ts:
+                    raise InputError(
+                        f"column 'ts_ns' row 0: timestamps must not decrease across batches "
+                        f"({self.last_ts} then {int(ts[0])})")
+                one = self._one
+                if one is None:
+                    one = self._one = _OneRow()
+                one.copy_from(batch)
+                return self._match_one(one, int(batch["symbol"][0]), want, copy)
         c = order_columns(batch)
         n = len(c["ts_ns"])
         if n and self.last_ts is not None and c["ts_ns"][0] < self.last_ts:
@@ -149,33 +190,41 @@ class Engine:
                    otype=_ro(c["order_type"]), tif=_ro(c["tif"]), acct=_ro(c["account"]),
                    post=_ro(c["post_only"]), force=_ro(force))
         if self.risk is not None:
-            fills, events, deltas = self._submit_risk(I, books, c, n)
+            fills, events, deltas = self._submit_risk(I, books, c, n, want, copy)
         elif self._gpu is not None:
-            fills, events, deltas = self._gpu.match(I, books, n)
+            fills, events, deltas = select_outputs(self._gpu.match(I, books, n), want)
         elif parallel:
-            fills, events, deltas = self._submit_parallel(I, books, n)
+            fills, events, deltas = self._submit_parallel(I, books, n, want, copy)
         else:
-            O = alloc_outputs_1(n // 2 + 256, 2 * n + 256, n + n // 4 + 256)
+            O = self._bufs.one(want, n // 2 + 256, 2 * n + 256, n + n // 4 + 256)
             pos = 0
             while True:
                 st, pos = match_seq_cpu(I, self.store.S, O, books, pos, self.seq, self.stp)
                 if st == K.ST_OK:
                     break
                 O = self._grow(st, int(books[pos]), pos, I, O, 0)
-            fills, events, deltas = region_columns(O, 0)
+            fills, events, deltas = self._results(O, want, copy)
         self.seq += n
         if n:
             self.last_ts = int(c["ts_ns"][-1])
         return Result(fills, events, deltas)
 
+    def _results(self, O, want, copy: bool) -> tuple:
+        """Region 0 of O (built on self._bufs) as the result's Rows, per stream."""
+        bufs = self._bufs
+        bufs.adopt(O, want)
+        return tuple(Rows(bufs.take(k, int(O.cur[0, k]), copy) if want[k] else NO_ROWS[k], cols)
+                     for k, (_f, cols) in enumerate(STREAMS))
+
     def submit_order(self, ts_ns: int, order_id: int, side: int, price_ticks: int, qty: int,
                      action: int = S.ACT_NEW, order_type: int = S.OT_LIMIT, tif: int = S.TIF_GTC,
-                     account: int = 0, symbol: int = 0, post_only: int = 0) -> Result:
+                     account: int = 0, symbol: int = 0, post_only: int = 0, outputs=None) -> Result:
         """One order, the low-latency way: scalars in, no batch validation or allocation beyond
         the few output rows returned. Same semantics and outputs as ``submit`` of a one-row
-        batch (values are range-checked the same way)."""
+        batch (values are range-checked the same way). outputs: as for ``submit``."""
+        want = self.outputs if outputs is None else parse_outputs(outputs)
         if self.risk is not None:
-            return self.submit({k: np.array([v], dt) for (k, dt, _r, _d), v in zip(
+            return self.submit(outputs=want, batch={k: np.array([v], dt) for (k, dt, _r, _d), v in zip(
                 S.ORDER_COLUMNS, (ts_ns, order_id, side, price_ticks, qty, action, order_type, tif,
                                   account, symbol, post_only))})
         one = self._one
@@ -187,35 +236,53 @@ class Engine:
             raise InputError(f"submit_order: {e}") from None
         if self.last_ts is not None and ts_ns < self.last_ts:
             raise InputError(f"ts_ns {ts_ns} is before the previous order's {self.last_ts}")
+        return self._match_one(one, symbol, want, True)
+
+    def _match_one(self, one: "_OneRow", symbol, want, copy: bool) -> Result:
+        """Match the row stored in `one` (the path of submit_order and of one-row submits): no
+        batch validation, no allocation once the buffers exist, numba's dispatch skipped; the
+        kernel asks for pool, ladder or output room when it needs it."""
         b = self._book_of_symbol.get(symbol)
         if b is None:
             books = self.store.books_for(one.cols["symbol"], one.cols["price_ticks"], one.cols["action"], one.cols["order_type"])
-            self._book_of_symbol[symbol] = b = int(books[0])
-            one.book[0] = b
+            self._book_of_symbol[int(symbol)] = b = int(books[0])
+        one.book[0] = b
+        if one.want is want:
+            O = one.O
+            O.cur[0, 0] = O.cur[0, 1] = O.cur[0, 2] = 0
         else:
-            one.book[0] = b
-        self.store.reserve(one.book, one.cols["action"])
-        O = one.out
-        O.cur[0, :] = 0
+            O = one.bufs.one(want, 256, 512, 256)
         pos = 0
+        seq = self.seq
         while True:
-            args = (one.I, self.store.S, O, one.book, pos, self.seq, self.stp)
             if one.fn is None:
+                args = (one.I, self.store.S, O, one.book, pos, seq, self.stp)
                 st, pos = match_seq_cpu(*args)
                 # later calls skip numba's dispatch (typing ~30 arrays costs ~3.5 us a call)
                 one.fn = match_seq_cpu.overloads[tuple(numba.typeof(a) for a in args)].entry_point
             else:
-                st, pos = one.fn(*args)
+                st, pos = one.fn(one.I, self.store.S, O, one.book, pos, seq, self.stp)
             if st == K.ST_OK:
                 break
-            O = one.out = self._grow(st, b, pos, one.I, O, 0)
-        self.seq += 1
-        self.last_ts = ts_ns
-        return Result(Rows(O.F[:O.cur[0, 0]].copy(), S.FILL_COLUMNS),
-                      Rows(O.E[:O.cur[0, 1]].copy(), S.EVENT_COLUMNS),
-                      Rows(O.D[:O.cur[0, 2]].copy(), S.DELTA_COLUMNS))
+            O = self._grow(st, b, pos, one.I, O, 0)
+            one.bufs.adopt(O, want)
+            one.want = None
+        if one.want is not want:
+            one.O, one.want = O, want
+        self.seq = seq + 1
+        self.last_ts = int(one.cols["ts_ns"][0])
+        cur = O.cur[0]
+        out = []
+        for k, (f, cols) in enumerate(STREAMS):
+            m = int(cur[k])
+            if m == 0:
+                out.append(_EMPTY_ROWS[k])
+            else:
+                a = getattr(O, f)[:m]
+                out.append(Rows(a.copy() if copy else a, cols))
+        return Result(*out)
 
-    def _submit_parallel(self, I: Inputs, books: np.ndarray, n: int):
+    def _submit_parallel(self, I: Inputs, books: np.ndarray, n: int, want=(True, True, True), copy: bool = True):
         """Books in parallel on `threads` threads; outputs merged back into arrival order."""
         route = np.argsort(books, kind="stable")
         sb = books[route]
@@ -226,7 +293,7 @@ class Engine:
         lo = np.concatenate([[0], cuts]).astype(np.int64)
         hi = np.concatenate([cuts, [n]]).astype(np.int64)
         rows = hi - lo
-        O = alloc_outputs(np.stack([rows // 2 + 64, 2 * rows + 64, rows + rows // 4 + 64], axis=1))
+        O = self._bufs.regions(want, np.stack([rows // 2 + 64, 2 * rows + 64, rows + rows // 4 + 64], axis=1))
         pos, status = lo.copy(), np.zeros(lo.size, np.int64)
         row_start = np.zeros((n, 3), np.int64)
         row_count = np.zeros((n, 3), np.int64)
@@ -244,26 +311,35 @@ class Engine:
                     O = self._grow(int(status[c]), int(books[row]), row, I, O, int(c))
         finally:
             numba.set_num_threads(prev)
+        self._bufs.adopt(O, want)
         # arrival order: each row's outputs go where the sequential path would put them
         chunk_of = np.empty(n, np.int64)
         chunk_of[route] = np.repeat(np.arange(lo.size), rows)
         starts = region_starts(O)
         out = []
         for k, (f, cols) in enumerate(STREAMS):
+            if not want[k]:
+                out.append(Rows(NO_ROWS[k], cols))
+                continue
             cnt = row_count[:, k]
             dst_start = np.concatenate([[0], np.cumsum(cnt)[:-1]]).astype(np.int64)
-            dst = alloc_rows(int(cnt.sum()), len(cols))
+            total = int(cnt.sum())
+            if copy:
+                dst = alloc_rows(total, len(cols))
+            else:
+                self._gather._ensure(k, total)
+                dst = self._gather.bufs[k][:total]
             src_start = row_start[:, k] + starts[chunk_of, k]
             gather_rows_cpu(getattr(O, f), src_start, row_count, k, dst_start, dst)
             out.append(Rows(dst, cols))
         return tuple(out)
 
-    def _submit_risk(self, I: Inputs, books: np.ndarray, c, n: int):
+    def _submit_risk(self, I: Inputs, books: np.ndarray, c, n: int, want=(True, True, True), copy: bool = True):
         """Rows in arrival order through the risk version of the kernel (match_seq_risk_cpu)."""
         from hpte.kernels.risk.checks import G_NEED_PX
         risk = self.risk
         ar, sr = risk._rows_for(c["account"], c["symbol"])
-        O = alloc_outputs_1(n // 2 + 256, 2 * n + 256, n + n // 4 + 256)
+        O = self._bufs.one(want, n // 2 + 256, 2 * n + 256, n + n // 4 + 256)
         pos = 0
         while True:
             st, pos = match_seq_risk_cpu(I, self.store.S, O, books, pos, self.seq, self.stp, risk.state(ar, sr))
@@ -274,7 +350,7 @@ class Engine:
                 O = self._auction(b, int(sr[pos]), self.seq + pos, int(I.ts[pos]), O, risk.state(ar, sr))
             else:
                 O = self._grow(st, b, pos, I, O, 0, px=int(risk.g[G_NEED_PX]), extra=8)
-        return region_columns(O, 0)
+        return self._results(O, want, copy)
 
     def _auction(self, b: int, sr: int, seq: int, ts: int, O, R):
         """Uncross book b (its symbol's reopening auction) into region 0 and resume trading."""

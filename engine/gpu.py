@@ -69,7 +69,7 @@ class DeviceBookStore(BookStore):
     makes the device the owner (the kernel writes it).
     """
 
-    def __init__(self, backend: Backend, max_levels: int = 1 << 24, init_pool: int = 64):
+    def __init__(self, backend: Backend, max_levels: int = 1 << 24, init_pool: int | None = None):
         self._backend = backend
         self._host: State | None = None
         self._dev: State | None = None
@@ -77,7 +77,7 @@ class DeviceBookStore(BookStore):
         self._device_current = False
         self.seconds = {"state_h2d": 0.0, "state_d2h": 0.0}
         self.uploads = 0
-        super().__init__(max_levels=max_levels, init_pool=init_pool)
+        super().__init__(max_levels=max_levels, **({} if init_pool is None else {"init_pool": init_pool}))
 
     @property
     def S(self) -> State:
@@ -115,7 +115,8 @@ class DeviceBookStore(BookStore):
             return 0
         bk = self._bk()
         new_rows = np.bincount(books[action == Sch.ACT_NEW], minlength=bk.shape[0])
-        if not (new_rows > bk[:, K.F_PCAP] - bk[:, K.F_NREST]).any():
+        if not ((new_rows > bk[:, K.F_PCAP] - bk[:, K.F_NREST]).any()
+                or ((new_rows > 0) & (bk[:, K.F_NLEV] == 0)).any()):
             return 0
         return super().reserve(books, action, at_most_double)
 

@@ -85,11 +85,31 @@ def cast_checked(arr: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
     return arr.astype(dtype)
 
 
+class ParquetColumns:
+    """An order file's columns read one at a time (``column(name)``), so that reading a large
+    file holds the numpy columns plus one Arrow column at most, not a whole Arrow table beside
+    its conversion."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self._pf = pq.ParquetFile(str(path))
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
+            raise InputError(f"{path}: not a readable Parquet file ({e})") from None
+        self.schema = self._pf.schema_arrow
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        try:
+            return self._pf.read(columns=[name]).column(0)
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
+            raise InputError(f"{self.path}: not a readable Parquet file ({e})") from None
+
+
 def column_getter(data, what: str):
     """(column names, get(name, dtype) -> checked numpy column) for a batch given as a mapping
     of columns, a numpy structured array, or an Arrow RecordBatch/Table. `what` names the
     batch in the error for any other type."""
-    if isinstance(data, (pa.RecordBatch, pa.Table)):
+    if isinstance(data, (pa.RecordBatch, pa.Table, ParquetColumns)):
         return data.schema.names, lambda n, dt: column_to_numpy(data.column(n), dt, n)
     if isinstance(data, np.ndarray) and data.dtype.names:
         return list(data.dtype.names), lambda n, dt: cast_checked(np.ascontiguousarray(data[n]), dt, n)
@@ -179,6 +199,8 @@ def read_orders(path: str | Path) -> Columns:
     """Read an order file (Parquet or Arrow IPC) into validated SoA columns."""
     p = Path(path)
     try:
+        if not _is_ipc(p) and p.is_file():
+            return order_columns(ParquetColumns(p))
         return order_columns(read_table(p))
     except InputError as e:
         msg = str(e)
@@ -207,6 +229,58 @@ def write_table(path: str | Path, table: pa.Table) -> Path:
     else:
         pq.write_table(table, p)
     return p
+
+
+class TableWriter:
+    """Writes one file (Parquet, or Arrow IPC by suffix) piece by piece: ``write(table)`` as
+    batches come, ``close()`` at the end. Pieces are gathered into row groups of about
+    `row_group` rows, so that small batches do not make small row groups; memory stays bounded
+    by one row group. The file exists (with the schema) from the start, even with no rows."""
+
+    def __init__(self, path: str | Path, schema: pa.Schema, row_group: int = 1 << 20):
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.schema, self.row_group = p, schema, int(row_group)
+        self._pending: list[pa.Table] = []
+        self._rows = 0
+        self.rows_written = 0
+        if _is_ipc(p):
+            self._sink = pa.OSFile(str(p), "wb")
+            self._w = ipc.new_file(self._sink, schema)
+        else:
+            self._sink = None
+            self._w = pq.ParquetWriter(str(p), schema)
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        self._pending.append(table)
+        self._rows += table.num_rows
+        if self._rows >= self.row_group:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        t = pa.concat_tables(self._pending) if len(self._pending) > 1 else self._pending[0]
+        if self._sink is not None:
+            self._w.write_table(t, max_chunksize=max(len(t), 1))
+        else:
+            self._w.write_table(t, row_group_size=max(len(t), 1))
+        self.rows_written += t.num_rows
+        self._pending, self._rows = [], 0
+
+    def close(self) -> None:
+        self._flush()
+        self._w.close()
+        if self._sink is not None:
+            self._sink.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def write_columns(path: str | Path, cols: Mapping[str, np.ndarray], schema: pa.Schema) -> Path:

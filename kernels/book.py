@@ -23,7 +23,7 @@ State tuple ``S`` (see engine/book_state.py for allocation):
   lv_qty  int64[L]       total resting quantity of each level
   lv_cnt  int32[L]       resting orders at each level
   bm0     uint64[L/64]   occupancy bit per level
-  bm1     uint64[L/4096] occupancy bit per bm0 word
+  bm1     uint64[1]      unused (was: occupancy bit per bm0 word; kept so the tuple's type stays)
   o_id    uint64[P]      order id per pool slot
   o_qty   int64[P]       leaves quantity
   o_px    int64[P]       price
@@ -64,8 +64,8 @@ warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning)
 
 # Per-book scalar fields: bk[b, F_*]
 F_BASE = 0      # price (ticks) of ladder level 0
-F_NLEV = 1      # ladder levels (multiple of 4096)
-F_LOFF = 2      # offset of level 0 in the flat level arrays (multiple of 4096)
+F_NLEV = 1      # ladder levels (multiple of LEVEL_BLOCK, may be 0)
+F_LOFF = 2      # offset of level 0 in the flat level arrays (multiple of LEVEL_BLOCK)
 F_BID = 3       # best bid level (local index), -1 when no bids
 F_ASK = 4       # best ask level, -1 when no asks
 F_POFF = 5      # offset of slot 0 in the flat pool
@@ -83,7 +83,8 @@ F_PTAIL = 16    #   symbol is paused wait outside the ladder, in arrival order, 
 F_NPARK = 17    # parked orders
 NF = 20
 
-LEVEL_BLOCK = 4096  # ladder sizes and offsets are multiples of this (one bm1 word)
+LEVEL_BLOCK = 64    # ladder sizes and offsets are multiples of this (one bm0 word); a ladder may
+                    # be empty (0 levels: a book that never held an order)
 
 # Kernel return status
 ST_OK = 0
@@ -99,6 +100,7 @@ FL_PARKED = 16
 
 _U1 = np.uint64(1)
 _U0 = np.uint64(0)
+_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 _HMUL = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -137,43 +139,33 @@ def lsb64(x):
 
 @register_jitable
 def bit_set(bm0, bm1, g):
-    """Mark global level g occupied."""
-    w = g >> 6
-    if bm0[w] == _U0:
-        bm1[w >> 6] |= _U1 << np.uint64(w & 63)
-    bm0[w] |= _U1 << np.uint64(g & 63)
+    """Mark global level g occupied. (bm1 is no longer kept: books own whole bm0 words but may
+    share a bm1 word, which books matched on different threads would then write at once.)"""
+    bm0[g >> 6] |= _U1 << np.uint64(g & 63)
 
 
 @register_jitable
 def bit_clear(bm0, bm1, g):
     """Mark global level g empty."""
-    w = g >> 6
-    bm0[w] &= ~(_U1 << np.uint64(g & 63))
-    if bm0[w] == _U0:
-        bm1[w >> 6] &= ~(_U1 << np.uint64(w & 63))
+    bm0[g >> 6] &= ~(_U1 << np.uint64(g & 63))
 
 
 @register_jitable
 def scan_down(bm0, bm1, g, lo):
-    """Highest occupied global level in [lo, g], or -1. lo is a multiple of LEVEL_BLOCK."""
+    """Highest occupied global level in [lo, g], or -1. lo is a multiple of LEVEL_BLOCK (64: a
+    book owns whole bm0 words). Scans the book's bm0 words downwards (a word covers 64 levels:
+    a 1,024-level ladder is 16 words)."""
     if g < lo:
         return -1
     w = g >> 6
-    b = g & 63
-    word = bm0[w] & (np.uint64(0xFFFFFFFFFFFFFFFF) >> np.uint64(63 - b))
-    if word != _U0:
-        return (w << 6) + msb64(word)
-    w1 = w >> 6
-    b1 = w & 63
-    word1 = bm1[w1] & ((_U1 << np.uint64(b1)) - _U1)
-    while True:
-        if word1 != _U0:
-            w = (w1 << 6) + msb64(word1)
-            return (w << 6) + msb64(bm0[w])
-        w1 -= 1
-        if (w1 << 12) < lo:
+    word = bm0[w] & (_ALL >> np.uint64(63 - (g & 63)))
+    lw = lo >> 6
+    while word == _U0:
+        if w <= lw:
             return -1
-        word1 = bm1[w1]
+        w -= 1
+        word = bm0[w]
+    return (w << 6) + msb64(word)
 
 
 @register_jitable
@@ -182,24 +174,14 @@ def scan_up(bm0, bm1, g, hi):
     if g >= hi:
         return -1
     w = g >> 6
-    b = g & 63
-    word = bm0[w] & (np.uint64(0xFFFFFFFFFFFFFFFF) << np.uint64(b))
-    if word != _U0:
-        return (w << 6) + lsb64(word)
-    w1 = w >> 6
-    b1 = w & 63
-    if b1 == 63:
-        word1 = _U0
-    else:
-        word1 = bm1[w1] & (np.uint64(0xFFFFFFFFFFFFFFFF) << np.uint64(b1 + 1))
-    while True:
-        if word1 != _U0:
-            w = (w1 << 6) + lsb64(word1)
-            return (w << 6) + lsb64(bm0[w])
-        w1 += 1
-        if (w1 << 12) >= hi:
+    word = bm0[w] & (_ALL << np.uint64(g & 63))
+    hw = (hi >> 6) - 1
+    while word == _U0:
+        if w >= hw:
             return -1
-        word1 = bm1[w1]
+        w += 1
+        word = bm0[w]
+    return (w << 6) + lsb64(word)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ import numpy as np
 from numba import njit, prange
 
 from .book import (
-    F_ASK, F_BASE, F_BID, F_HW, F_LOFF, F_NLEV, F_PHEAD, F_POFF, F_SYM, F_TMASK, F_TOFF, ST_OK, bit_set,
-    id_insert, process_row, process_row_risk,
+    F_ASK, F_BASE, F_BID, F_HW, F_LOFF, F_NLEV, F_PHEAD, F_POFF, F_SYM, F_TMASK, F_TOFF, ST_OK, bit_clear,
+    bit_set, id_insert, process_row, process_row_risk,
 )
 from hpte.kernels.risk.breaker import brk_end_row
 from hpte.kernels.risk.checks import PREFETCH, prefetch
@@ -104,6 +104,39 @@ def relayout_cpu(S, T, nbooks_old):
         while s >= 0:
             id_insert(T.tab, T.bk[b, F_TOFF], T.bk[b, F_TMASK], S.o_id[sp + s], s)
             s = S.o_next[sp + s]
+
+
+@njit(cache=True)
+def move_ladder_cpu(S, b, loff, nlev, base):
+    """Move book b's ladder to `nlev` levels starting at flat level `loff` with level 0 at price
+    `base` (between kernel calls only). The new region must be unused (head/tail -1, counts 0,
+    bits clear) and cover every occupied level; the old region is left empty (bits cleared), a
+    hole until the next relayout. Other books are not touched: growing one small book's ladder
+    costs its own levels, not a copy of every book."""
+    bk = S.bk
+    so = bk[b, F_LOFF]
+    shift = bk[b, F_BASE] - base
+    for lv in range(bk[b, F_NLEV]):
+        g = so + lv
+        if S.lv_cnt[g] > 0:
+            t = loff + lv + shift
+            S.lv_head[t] = S.lv_head[g]
+            S.lv_tail[t] = S.lv_tail[g]
+            S.lv_qty[t] = S.lv_qty[g]
+            S.lv_cnt[t] = S.lv_cnt[g]
+            bit_set(S.bm0, S.bm1, t)
+            bit_clear(S.bm0, S.bm1, g)
+            S.lv_head[g] = -1
+            S.lv_tail[g] = -1
+            S.lv_qty[g] = 0
+            S.lv_cnt[g] = 0
+    if bk[b, F_BID] >= 0:
+        bk[b, F_BID] += shift
+    if bk[b, F_ASK] >= 0:
+        bk[b, F_ASK] += shift
+    bk[b, F_LOFF] = loff
+    bk[b, F_NLEV] = nlev
+    bk[b, F_BASE] = base
 
 
 @njit(cache=True, _nrt=False)
