@@ -353,7 +353,8 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
     config = {"mode": mode, "latency_ns": {"feed": list(lat.feed), "entry": list(lat.entry),
                                            "response": list(lat.response)}, "seed": seed,
               "fees": {"maker": maker_fee, "taker": taker_fee}, "capital": capital,
-              "sample_ns": sample_ns, "timer_ns": timer_ns, "tick": tk, "data": str(src.name),
+              "sample_ns": sample_ns, "timer_ns": timer_ns, "tick": tk, "base": int(base), "ladder": int(L),
+              "data": str(src.name),
               "chunk_events": chunk_events}
     stats = {"events": events, "seconds": seconds, "events_per_s": events / seconds if seconds > 0 else 0.0,
              "compile_s": compile_s, "total_s": time.perf_counter() - t_start,
