@@ -246,6 +246,7 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
     cfg[K.CF_TAKER_FEE] = taker_fee
     cfg[K.CF_TIMER_NS] = timer_ns
     cfg[K.CF_SAMPLE_NS] = sample_ns
+    cfg[K.CF_DEPTH] = strat.depth
     sc = np.zeros(K.NSC, np.int64)
     sc[K.SC_XBB] = sc[K.SC_XBA] = sc[K.SC_LBB] = sc[K.SC_LBA] = -1
     for j, col in enumerate((K.SC_RNG_F, K.SC_RNG_E, K.SC_RNG_R)):
@@ -353,7 +354,7 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
     config = {"mode": mode, "latency_ns": {"feed": list(lat.feed), "entry": list(lat.entry),
                                            "response": list(lat.response)}, "seed": seed,
               "fees": {"maker": maker_fee, "taker": taker_fee}, "capital": capital,
-              "sample_ns": sample_ns, "timer_ns": timer_ns, "tick": tk, "base": int(base), "ladder": int(L),
+              "sample_ns": sample_ns, "timer_ns": timer_ns, "depth": strat.depth, "tick": tk, "base": int(base), "ladder": int(L),
               "data": str(src.name),
               "chunk_events": chunk_events}
     stats = {"events": events, "seconds": seconds, "events_per_s": events / seconds if seconds > 0 else 0.0,

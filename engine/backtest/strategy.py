@@ -7,6 +7,7 @@ A strategy file defines plain functions (``on_book`` required; ``on_trade``, ``o
     PARAMS = {"half_spread": 1.0, "size": 100.0}   # name -> default, the float64 vector's order
     STATE_SIZE = 8                                  # length of the scratch vector
     TIMER_NS = 0                                    # on_timer period (0: none; --timer overrides)
+    BOOK_DEPTH = 1                                  # levels per side in md (1..5)
 
 Compilation: a driver module is generated in the cache folder (``$HPTE_CACHE_DIR``, else
 ``~/.cache/hpte/backtest``), named after a hash of the strategy's source, the loop's and the
@@ -45,6 +46,7 @@ class Strategy:
     params: dict            # name -> default (float)
     state_size: int
     timer_ns: int
+    depth: int = 1
     module: object = field(repr=False, default=None)
 
     def param_vector(self, overrides: dict | None = None) -> np.ndarray:
@@ -140,8 +142,13 @@ def load_strategy(spec: str | os.PathLike) -> Strategy:
     timer_ns = getattr(module, "TIMER_NS", 0)
     if not isinstance(timer_ns, int) or timer_ns < 0:
         raise StrategyError(f"{name}: TIMER_NS must be a non-negative integer, got {timer_ns!r}")
+    from hpte.kernels.backtest.api import DEPTH
+
+    depth = getattr(module, "BOOK_DEPTH", 1)
+    if not isinstance(depth, int) or not 1 <= depth <= DEPTH:
+        raise StrategyError(f"{name}: BOOK_DEPTH must be an integer from 1 to {DEPTH}, got {depth!r}")
     return Strategy(name=path.stem, path=path, source=source, params=params, state_size=state_size,
-                    timer_ns=timer_ns, module=module)
+                    timer_ns=timer_ns, depth=depth, module=module)
 
 
 def cache_dir() -> Path:

@@ -13,8 +13,10 @@ source compiles for the CPU (``njit``) and for CUDA device functions (the sweep 
 
 md : int64[NMD]
     The strategy's view of the market and of itself, read with the ``MD_*`` indices below:
-    the local time, the event that caused the call (``MD_EV_*``), the top ``DEPTH`` levels of
-    both sides as the strategy sees them (after feed latency), the last trade, and its
+    the local time, the event that caused the call (``MD_EV_*``), the best bid and ask and the
+    top ``BOOK_DEPTH`` levels of both sides (a strategy file sets ``BOOK_DEPTH``, 1 to
+    ``DEPTH`` = 5, default 1: deeper levels cost a scan per event) as the strategy sees them
+    (after feed latency), the last trade, and its
     position, cash and fees as reported to it (after response latency).
 orders : int64[MAX_ORDERS, NOF]
     The strategy's open orders as it knows them (``OF_*`` columns; ``OF_ID == 0`` is a free

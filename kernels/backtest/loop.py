@@ -112,6 +112,7 @@ CF_TIMER_NS = 10    # 0: no timer
 CF_SAMPLE_NS = 11   # equity sample interval (> 0)
 CF_FINAL = 12       # 1: this chunk is the last
 CF_HBITS = 13       # log2 of the id table size
+CF_DEPTH = 14       # levels per side written into md (the strategy's BOOK_DEPTH, 1..DEPTH)
 NCF = 16
 
 # --- exchange-side strategy orders: int64[MAX_ORDERS, NXO] -----------------------------------
@@ -564,12 +565,25 @@ def x_request(req, h, t, cfg, sc, xlad, xo, fills, evs, rsp):
 
 @register_jitable
 def view_levels(md, lad, sc, cfg):
-    """Best and top DEPTH levels of the strategy's book copy into md."""
+    """Best and top CF_DEPTH levels of the strategy's book copy into md."""
     base = cfg[CF_BASE]
     tick = cfg[CF_TICK]
     L = lad.shape[1]
+    depth = cfg[CF_DEPTH]
+    if depth <= 1:      # the best levels are tracked: no scan
+        b = sc[SC_LBB]
+        a = sc[SC_LBA]
+        md[MD_BID_PX] = base + b * tick if b >= 0 else NO_PRICE
+        md[MD_BID_QTY] = lad[0, b] if b >= 0 else 0
+        md[MD_ASK_PX] = base + a * tick if a >= 0 else NO_PRICE
+        md[MD_ASK_QTY] = lad[1, a] if a >= 0 else 0
+        md[MD_LEVELS] = md[MD_BID_PX]
+        md[MD_LEVELS + 1] = md[MD_BID_QTY]
+        md[MD_LEVELS + 2] = md[MD_ASK_PX]
+        md[MD_LEVELS + 3] = md[MD_ASK_QTY]
+        return
     j = sc[SC_LBB]
-    for k in range(DEPTH):
+    for k in range(depth):
         while j >= 0 and lad[0, j] <= 0:
             j -= 1
         if j >= 0:
@@ -582,7 +596,7 @@ def view_levels(md, lad, sc, cfg):
     j = sc[SC_LBA]
     if j < 0:
         j = L
-    for k in range(DEPTH):
+    for k in range(depth):
         while j < L and lad[1, j] <= 0:
             j += 1
         if j < L:

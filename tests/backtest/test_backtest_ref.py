@@ -33,7 +33,7 @@ def _run_both(strategy, ev, *, params=None, latency=None, fees=None, seed=0, tim
                         tick=c["tick"], base=c["base"], L=c["ladder"], feed=tuple(lat["feed"]),
                         entry=tuple(lat["entry"]), response=tuple(lat["response"]), seed=seed,
                         maker_fee=c["fees"]["maker"], taker_fee=c["fees"]["taker"], timer_ns=c["timer_ns"],
-                        sample_ns=c["sample_ns"])
+                        sample_ns=c["sample_ns"], depth=c["depth"])
     return res, ref
 
 

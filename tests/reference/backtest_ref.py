@@ -34,7 +34,8 @@ def _noop(md, orders, params, state, act):
 
 
 def run_reference(module, events: dict, *, params, state_size, tick, base, L, feed=(0, 0), entry=(0, 0),
-                  response=(0, 0), seed=0, maker_fee=0, taker_fee=0, timer_ns=0, sample_ns=60_000_000_000):
+                  response=(0, 0), seed=0, maker_fee=0, taker_fee=0, timer_ns=0, sample_ns=60_000_000_000,
+                  depth=1):
     """Run a strategy module over event columns; returns (fills, log, equity, md, state, orders)
     with rows as tuples in the kernel's column order (loop.FL_*, EL_*, EQ_*)."""
     cb = {name: getattr(module, name, _noop) for name in ("on_book", "on_trade", "on_order", "on_fill", "on_timer")}
@@ -288,7 +289,7 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
         for c in (A.MD_EV_ID, A.MD_EV_REASON, A.MD_EV_LEAVES, A.MD_EV_MAKER):
             md[c] = 0
         bl, al = levels(lbook, 1), levels(lbook, -1)
-        for d in range(A.DEPTH):
+        for d in range(depth):
             md[A.MD_LEVELS + 4 * d], md[A.MD_LEVELS + 4 * d + 1] = bl[d] if d < len(bl) else (A.NO_PRICE, 0)
             md[A.MD_LEVELS + 4 * d + 2], md[A.MD_LEVELS + 4 * d + 3] = al[d] if d < len(al) else (A.NO_PRICE, 0)
         md[A.MD_BID_PX], md[A.MD_BID_QTY] = md[A.MD_LEVELS], md[A.MD_LEVELS + 1]

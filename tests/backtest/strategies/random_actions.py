@@ -6,6 +6,7 @@ from hpte.kernels.backtest import api as bt
 
 PARAMS = {"seed": 1.0, "activity": 40.0, "max_qty": 5.0}
 STATE_SIZE = 4
+BOOK_DEPTH = 5
 TIMER_NS = 0
 
 
@@ -31,6 +32,10 @@ def _act(md, orders, params, state, act):
         ref = md[bt.MD_ASK_PX] if side == bt.BUY else md[bt.MD_BID_PX]
     if ref <= 0:
         ref = 1000 * tick
+    k = _rand(state, bt.DEPTH)
+    deep = md[bt.MD_LEVELS + 4 * k + (0 if side == bt.BUY else 2)]
+    if deep > 0 and _rand(state, 3) == 0:
+        ref = deep
     if r <= 3:
         px = ref + side * tick * (_rand(state, 5) - 2)
         bt.submit_limit(md, act, side, px, qty, bt.TIF_GTC, _rand(state, 2), r)
