@@ -201,13 +201,15 @@ class EventFile:
         return {c: np.asarray(b.column(names.index(c)).to_numpy(zero_copy_only=False), dtype=np.int64)
                 for c in COLUMNS}
 
-    def price_range(self) -> tuple[int, int] | None:
+    def price_range(self, size: int = 1 << 18) -> tuple[int, int] | None:
         lo = hi = None
-        for b in self._batches(1 << 20):
-            c = self._cols(b)
-            vis = c["kind"] != A.MK_TRADE
+        for b in self._batches(size):
+            names = b.schema.names
+            kind = np.asarray(b.column(names.index("kind")).to_numpy(zero_copy_only=False))
+            price = np.asarray(b.column(names.index("price")).to_numpy(zero_copy_only=False))
+            vis = kind != A.MK_TRADE
             if vis.any():
-                p = c["price"][vis]
+                p = price[vis]
                 lo = int(p.min()) if lo is None else min(lo, int(p.min()))
                 hi = int(p.max()) if hi is None else max(hi, int(p.max()))
         return None if lo is None else (lo, hi)

@@ -248,7 +248,8 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
     cfg[K.CF_SAMPLE_NS] = sample_ns
     cfg[K.CF_DEPTH] = strat.depth
     sc = np.zeros(K.NSC, np.int64)
-    sc[K.SC_XBB] = sc[K.SC_XBA] = sc[K.SC_LBB] = sc[K.SC_LBA] = -1
+    sc[K.SC_XBB] = sc[K.SC_XBA] = sc[K.SC_LBB] = sc[K.SC_LBA] = sc[K.SC_MAXBUY] = -1
+    sc[K.SC_MINSELL] = K.INF
     for j, col in enumerate((K.SC_RNG_F, K.SC_RNG_E, K.SC_RNG_R)):
         sc[col] = rng_seed(seed, j)
     xlad = np.zeros((2, L), np.int64)
@@ -296,10 +297,11 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
         else:
             cols = {c: np.ascontiguousarray(chunk[c], dtype=np.int64) for c in COLUMNS}
         cfg[K.CF_FINAL] = 1 if final else 0
+        lvl = (cols["price"] - base) // tk
         while True:
             try:
                 st = run(cols["ts_ns"], cols["kind"], cols["order_id"], cols["side"], cols["price"],
-                         cols["qty"], cfg, sc, xlad, llad, keys, vals, xo, orders, md, pvec, state, act,
+                         cols["qty"], lvl, cfg, sc, xlad, llad, keys, vals, xo, orders, md, pvec, state, act,
                          req, rsp, fills, evs, eq)
             except Exception as e:  # noqa: BLE001 - numba's typing errors: name the callback
                 if first and type(e).__module__.startswith("numba"):
@@ -322,10 +324,9 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
             if st == K.ST_RING:
                 raise RuntimeError(f"more than {ring} orders or responses in flight at once "
                                    f"(the strategy sends too much in one latency interval)")
-            if st in (K.ST_RANGE, K.ST_TICK):
+            if st == K.ST_RANGE:   # pragma: no cover - the ladder spans the data's price range
                 row = int(sc[K.SC_ERR])
-                raise InputError(f"{src.name}: market event price {int(cols['price'][row])} "
-                                 f"{'outside the price ladder' if st == K.ST_RANGE else 'not on the tick grid'}")
+                raise InputError(f"{src.name}: market event price {int(cols['price'][row])} outside the price ladder")
             break
         if progress is not None:
             progress(events)

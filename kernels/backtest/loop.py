@@ -60,7 +60,6 @@ ST_FLUSH = 2    # an output buffer is full: drain and call again
 ST_RING = 3     # request or response ring full (knob: ring_capacity)
 ST_RANGE = 4    # a market price outside the ladder (sc[SC_ERR] = the row)
 ST_HASH = 5     # the order-id table needs to grow: rehash and call again
-ST_TICK = 6     # a market price not on the tick grid (sc[SC_ERR] = the row)
 
 # --- sc: int64 scalar state ------------------------------------------------------------------
 SC_IX = 0       # exchange cursor in the chunk
@@ -95,7 +94,9 @@ SC_HN = 28      # live keys in the id table
 SC_ERR = 29
 SC_NXO = 30     # open strategy orders at the exchange
 SC_STARTED = 31
-NSC = 32
+SC_MAXBUY = 32  # highest price of an open strategy buy at the exchange (-1: none)
+SC_MINSELL = 33  # lowest price of an open strategy sell (INF: none)
+NSC = 34
 
 # --- cfg: int64 configuration ----------------------------------------------------------------
 CF_BASE = 0     # price of ladder index 0
@@ -403,17 +404,25 @@ def compact(xo, sc):
     for i in range(w, n):
         xo[i, XO_ID] = 0
     sc[SC_NXO] = w
+    mb = np.int64(-1)
+    ms = INF
+    for i in range(w):
+        p = xo[i, XO_PX]
+        if xo[i, XO_SIDE] > 0:
+            if p > mb:
+                mb = p
+        elif p < ms:
+            ms = p
+    sc[SC_MAXBUY] = mb
+    sc[SC_MINSELL] = ms
 
 
 @register_jitable
-def x_market_event(kind, side, px, q, oid, t, cfg, sc, xlad, keys, vals, xo, fills, rsp):
+def x_market_event(kind, side, px, idx, q, oid, t, cfg, sc, xlad, keys, vals, xo, fills, rsp):
     """Apply one market event at the exchange and fill strategy orders it reaches."""
-    base = cfg[CF_BASE]
-    tick = cfg[CF_TICK]
     bits = cfg[CF_HBITS]
     s = 0 if side > 0 else 1
     seq = sc[SC_SEQ]
-    idx = (px - base) // tick
     arrival = -1        # -1: unknown (ahead of every strategy order)
     if kind == MK_ADD:
         lad_add(xlad, sc, SC_XBB, s, idx, q)
@@ -431,6 +440,18 @@ def x_market_event(kind, side, px, q, oid, t, cfg, sc, xlad, keys, vals, xo, fil
                     h_delete(keys, vals, p, bits)
                     sc[SC_HN] -= 1
     if sc[SC_NXO] == 0:
+        return True
+    # only events at or through a strategy order's price can touch it
+    if kind == MK_ADD:
+        if side > 0:
+            if px < sc[SC_MINSELL]:
+                return True
+        elif px > sc[SC_MAXBUY]:
+            return True
+    elif side > 0:
+        if px > sc[SC_MAXBUY]:
+            return True
+    elif px < sc[SC_MINSELL]:
         return True
     ok = True
     avail = q       # volume of this event the strategy's orders may still take
@@ -738,14 +759,15 @@ def local_response(rsp, h, md, orders):
     return 0
 
 
-@njit(cache=True, nogil=True)
-def run_cpu(ts, kind, oid, side, px, qty, cfg, sc, xlad, llad, keys, vals, xo, orders, md,
+@njit(cache=True, nogil=True, error_model="numpy")
+def run_cpu(ts, kind, oid, side, px, qty, lvl, cfg, sc, xlad, llad, keys, vals, xo, orders, md,
             params, state, act, req, rsp, fills, evs, eq):
     """Run the backtest over one chunk of market events; returns a status ST_*.
 
     ts, kind, oid, side, px, qty : int64[n], the chunk's market events (MK_* kinds; side +1
         bid / -1 ask, for executions the resting side; px in price units on the tick grid
         except for MK_TRADE).
+    lvl : int64[n], the ladder index of px, (px - base) // tick (ignored for MK_TRADE).
     cfg : int64[NCF]; sc : int64[NSC] (state carried across calls).
     xlad, llad : int64[2, L], the exchange's and the strategy's displayed quantity per level.
     keys, vals : the market order-id table (int64[H], int64[H, 2]: arrival seq, open qty).
@@ -805,20 +827,16 @@ def run_cpu(ts, kind, oid, side, px, qty, cfg, sc, xlad, llad, keys, vals, xo, o
                 return ST_HASH
             k = kind[ix]
             p = px[ix]
-            if k != MK_TRADE:
-                if (p - cfg[CF_BASE]) % cfg[CF_TICK] != 0:
-                    sc[SC_ERR] = ix
-                    return ST_TICK
-                j = (p - cfg[CF_BASE]) // cfg[CF_TICK]
-                if j < 0 or j >= xlad.shape[1]:
-                    sc[SC_ERR] = ix
-                    return ST_RANGE
+            j = lvl[ix]
+            if k != MK_TRADE and (j < 0 or j >= xlad.shape[1]):
+                sc[SC_ERR] = ix
+                return ST_RANGE
             while sc[SC_SAMPLE] <= tx:
                 if sc[SC_NEQ] > QCAP:
                     return ST_FLUSH
                 _sample(eq, sc, cfg, sc[SC_SAMPLE])
                 sc[SC_SAMPLE] += sample_ns
-            if not x_market_event(k, side[ix], p, qty[ix], oid[ix], tx, cfg, sc, xlad, keys, vals, xo,
+            if not x_market_event(k, side[ix], p, j, qty[ix], oid[ix], tx, cfg, sc, xlad, keys, vals, xo,
                                   fills, rsp):
                 return ST_RING
             sc[SC_SEQ] += 1
@@ -834,9 +852,9 @@ def run_cpu(ts, kind, oid, side, px, qty, cfg, sc, xlad, llad, keys, vals, xo, o
             k = kind[fi]
             s = 0 if side[fi] > 0 else 1
             if k == MK_ADD or k == MK_SEED:
-                lad_add(llad, sc, SC_LBB, s, (px[fi] - cfg[CF_BASE]) // cfg[CF_TICK], qty[fi])
+                lad_add(llad, sc, SC_LBB, s, lvl[fi], qty[fi])
             elif k == MK_CANCEL or k == MK_EXEC:
-                lad_sub(llad, sc, SC_LBB, s, (px[fi] - cfg[CF_BASE]) // cfg[CF_TICK], qty[fi])
+                lad_sub(llad, sc, SC_LBB, s, lvl[fi], qty[fi])
             sc[SC_FEED_PREV] = tf
             sc[SC_FEED_OK] = 0
             sc[SC_IF] = fi + 1
