@@ -279,9 +279,19 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
                 dest.append(buf[:k].copy())
                 sc[col] = 0
 
+    # compile (or load) before the clock starts: an empty non-final chunk returns at once
+    e0 = np.zeros(0, np.int64)
+    t_c = time.perf_counter()
+    try:
+        run(e0, e0, e0, e0, e0, e0, e0, cfg, sc, xlad, llad, keys, vals, xo, orders, md, pvec, state, act,
+            req, rsp, fills, evs, eq)
+    except Exception as e:  # noqa: BLE001 - numba's typing errors: name the callback
+        if type(e).__module__.startswith("numba"):
+            raise diagnose(strat, e) from None
+        raise
+    compile_s += time.perf_counter() - t_c
     events = 0
     carry = None
-    first = True
     t_run = time.perf_counter()
     it = iter(src.chunks(chunk_events))
     nxt = next(it, None)
@@ -299,17 +309,9 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
         cfg[K.CF_FINAL] = 1 if final else 0
         lvl = (cols["price"] - base) // tk
         while True:
-            try:
-                st = run(cols["ts_ns"], cols["kind"], cols["order_id"], cols["side"], cols["price"],
-                         cols["qty"], lvl, cfg, sc, xlad, llad, keys, vals, xo, orders, md, pvec, state, act,
-                         req, rsp, fills, evs, eq)
-            except Exception as e:  # noqa: BLE001 - numba's typing errors: name the callback
-                if first and type(e).__module__.startswith("numba"):
-                    raise diagnose(strat, e) from None
-                raise
-            if first:
-                compile_s += time.perf_counter() - t_run
-                first = False
+            st = run(cols["ts_ns"], cols["kind"], cols["order_id"], cols["side"], cols["price"],
+                     cols["qty"], lvl, cfg, sc, xlad, llad, keys, vals, xo, orders, md, pvec, state, act,
+                     req, rsp, fills, evs, eq)
             drain_outputs()
             if st == K.ST_FLUSH:
                 continue
