@@ -175,6 +175,15 @@ def rng_seed(seed: int, channel: int) -> int:
     return u - (1 << 64) if u >= 1 << 63 else u
 
 
+def _ro(a: np.ndarray) -> np.ndarray:
+    """A read-only C-contiguous int64 view (copying only what is not already int64 and C-ordered):
+    the data columns reach the kernel with one type whatever their source (Arrow buffers are
+    read-only), so it compiles once."""
+    v = np.ascontiguousarray(a, dtype=np.int64).view()
+    v.flags.writeable = False
+    return v
+
+
 def _pow2(x: int) -> int:
     return 1 << max(4, int(x - 1).bit_length())
 
@@ -280,7 +289,7 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
                 sc[col] = 0
 
     # compile (or load) before the clock starts: an empty non-final chunk returns at once
-    e0 = np.zeros(0, np.int64)
+    e0 = _ro(np.zeros(0, np.int64))
     t_c = time.perf_counter()
     try:
         run(e0, e0, e0, e0, e0, e0, e0, cfg, sc, xlad, llad, keys, vals, xo, orders, md, pvec, state, act,
@@ -309,8 +318,7 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
         cfg[K.CF_FINAL] = 1 if final else 0
         lvl = (cols["price"] - base) // tk
         while True:
-            st = run(cols["ts_ns"], cols["kind"], cols["order_id"], cols["side"], cols["price"],
-                     cols["qty"], lvl, cfg, sc, xlad, llad, keys, vals, xo, orders, md, pvec, state, act,
+            st = run(*(_ro(cols[c]) for c in COLUMNS), _ro(lvl), cfg, sc, xlad, llad, keys, vals, xo, orders, md, pvec, state, act,
                      req, rsp, fills, evs, eq)
             drain_outputs()
             if st == K.ST_FLUSH:
