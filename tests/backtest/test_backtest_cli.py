@@ -177,3 +177,10 @@ def test_strategy_errors_in_python():
         load_strategy("market_maker").param_vector({"x": 1})
     with pytest.raises(StrategyError, match="not finite"):
         load_strategy("market_maker").param_vector({"size": float("nan")})
+
+
+def test_public_name():
+    import hpte
+    from hpte.engine.backtest.run import backtest as bt_fn
+
+    assert hpte.backtest is bt_fn
