@@ -174,3 +174,19 @@ def test_identical_inputs_identical_outputs():
             assert np.array_equal(getattr(a, name)[col], getattr(b, name)[col])
     assert any(not np.array_equal(a.orders[col], c.orders[col]) for col in ("ts_ns",)), \
         "another latency seed should change the order times"
+
+
+def test_market_maker_on_amzn_prefix_matches_reference():
+    """The bundled market maker on the real LOBSTER day's first 20,000 events (with the levels
+    learned from the orderbook file), latency and fees: kernel == reference, invariants hold."""
+    from conftest import require_data
+    from hpte.engine.backtest.data import MarketEvents, lobster_events
+
+    day = lobster_events(require_data(
+        "lobster_AMZN_2012-06-21_level5/AMZN_2012-06-21_34200000_57600000_message_5.csv"))
+    ev = MarketEvents(**{c: v[:20_000] for c, v in day.columns().items()}, tick=day.tick)
+    res, ref = _run_both("market_maker", ev, params={"size": 100}, latency="feed=100us,entry=50us:150us,response=100us",
+                         fees="maker=-20,taker=30", seed=1, sample="10s")
+    assert res.metrics["trades"] > 20
+    assert_same(res, ref)
+    check_invariants(res, ev)
