@@ -1,13 +1,14 @@
 """The ``hpte`` command: thin Typer commands over hpte.engine.
 
 Where each command lives: ``match``, ``book``, ``demo`` in cli/match.py; ``gen`` in cli/gen.py;
-``bench`` in cli/bench.py; ``md ...`` in cli/md/; ``risk ...`` in cli/risk/;
-``serve`` and ``journal ...`` in cli/server/.
+``bench`` in cli/bench.py; ``md ...`` in cli/md/; ``risk ...`` in cli/risk/; ``backtest`` in
+cli/backtest/; ``serve`` and ``journal ...`` in cli/server/.
 """
 from __future__ import annotations
 
 import typer
 
+from hpte.cli.backtest import backtest_cmd
 from hpte.cli.bench import bench
 from hpte.cli.gen import gen
 from hpte.cli.match import book, demo, match
@@ -27,6 +28,7 @@ app.command("book")(book)
 app.command("demo")(demo)
 app.command("gen")(gen)
 app.command("bench")(bench)
+app.command("backtest")(backtest_cmd)
 app.add_typer(md_app, name="md")
 app.add_typer(risk_app, name="risk")
 app.command("serve")(serve)

@@ -22,6 +22,7 @@ _PUBLIC = {
     "Engine": ("hpte.engine.engine", "Engine"),
     "RiskLimits": ("hpte.engine.risk.limits", "RiskLimits"),
     "match_file": ("hpte.engine.pipeline", "match_file"),
+    "backtest": ("hpte.engine.backtest.run", "backtest"),
 }
 
 __all__ = sorted(_PUBLIC)

@@ -1,0 +1,73 @@
+"""``hpte backtest STRATEGY --data FILE --out DIR``."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def _fail(msg: str) -> typer.Exit:
+    typer.echo(f"error: {msg}", err=True)
+    return typer.Exit(1)
+
+
+def _params(items: list[str]) -> dict:
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise ValueError(f"--param {it!r}: use NAME=VALUE")
+        k, v = it.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def backtest_cmd(
+    strategy: Annotated[str, typer.Argument(help="Strategy file (.py), a bundled strategy (market_maker, momentum) "
+                                            "or an importable module.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="Market data: a LOBSTER message CSV (its orderbook file "
+                                       "beside it is used when present) or a Parquet/IPC events file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for orders/fills/equity.parquet, summary.json, report.png.")],
+    mode: Annotated[str, typer.Option("--mode", help="no-impact (the replayed book as the data says) or impact.")] = "no-impact",
+    latency: Annotated[Optional[str], typer.Option("--latency", help="One duration for all channels (100us) or "
+                                                   "feed=100us,entry=50us:150us,response=100us (lo:hi = uniform, seeded).")] = None,
+    fees: Annotated[Optional[str], typer.Option("--fees", help="maker=-20,taker=30: price units per lot (negative: rebate).")] = None,
+    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE, repeatable (the strategy's PARAMS).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random latencies.")] = 0,
+    capital: Annotated[float, typer.Option("--capital", help="Base of return and turnover, price units.")] = 1e9,
+    sample: Annotated[str, typer.Option("--sample", help="Equity-curve interval (Sharpe and drawdown use it).")] = "1m",
+    timer: Annotated[Optional[str], typer.Option("--timer", help="on_timer period (default: the strategy's TIMER_NS).")] = None,
+    tick: Annotated[Optional[int], typer.Option("--tick", help="Price tick of an events file (LOBSTER: 100).")] = None,
+    chunk_events: Annotated[int, typer.Option("--chunk-events", help="Events per chunk (memory; results do not depend on it).")] = 1 << 20,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="Draw report.png.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+) -> None:
+    """Backtest a strategy tick by tick over L3 market data and write its orders, fills, equity
+    curve, a summary and report.png."""
+    from hpte.engine.backtest import StrategyError, backtest
+    from hpte.engine.io import InputError
+
+    t0 = time.perf_counter()
+
+    def progress(n: int) -> None:
+        if not quiet:
+            dt = time.perf_counter() - t0
+            typer.echo(f"  {n:,} events, {dt:.1f} s", err=True)
+
+    try:
+        res = backtest(strategy, data, params=_params(param or []), mode=mode, latency=latency, fees=fees,
+                       seed=seed, capital=capital, sample=sample, timer=timer, tick=tick,
+                       chunk_events=chunk_events, progress=progress)
+        res.write(out, report=report)
+    except StrategyError as e:
+        raise _fail(str(e)) from None
+    except (InputError, ValueError) as e:
+        raise _fail(str(e)) from None
+    except OSError as e:
+        raise _fail(f"{e.filename or data}: {e.strerror or e}") from None
+    typer.echo(res.summary())
+    typer.echo(f"wrote {out}/orders.parquet ({len(res.orders['ts_ns']):,} rows), fills.parquet "
+               f"({len(res.fills['ts_ns']):,}), equity.parquet ({len(res.equity['ts_ns']):,}), summary.json"
+               + (", report.png" if report else ""))

@@ -1,0 +1,411 @@
+"""``hpte.backtest``: run a strategy over a market-event stream and collect its orders, fills,
+equity curve and metrics.
+
+    res = hpte.backtest("market_maker", "AMZN_..._message_5.csv", params={"size": 50},
+                        latency="feed=100us,entry=50us:150us,response=100us", fees="maker=-20,taker=30")
+    res.metrics["pnl"], res.fills, res.orders, res.equity
+    res.write("out/")   # orders/fills/equity Parquet, summary.json, report.png
+
+The simulation itself is hpte.kernels.backtest.loop (its docstring has the rules); this module
+validates, allocates, feeds chunks and reads the outputs back. Memory is flat in the data's
+length: the stream is fed in chunks of ``chunk_events`` (a lagging tail of at most the feed
+latency's worth of events is carried to the next chunk) and the outputs are drained whenever
+a buffer fills.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hpte.engine.backtest.data import COLUMNS, MarketEvents, open_data
+from hpte.engine.backtest.strategy import Strategy, StrategyError, diagnose, driver, load_strategy
+from hpte.engine.io import InputError, parse_duration
+from hpte.kernels.backtest import api as A
+from hpte.kernels.backtest import loop as K
+
+MODES = ("no-impact", "impact")
+
+
+@dataclass
+class Latency:
+    """Latencies in ns: (lo, hi) per channel; lo == hi is a constant, else uniform in [lo, hi]."""
+    feed: tuple = (0, 0)
+    entry: tuple = (0, 0)
+    response: tuple = (0, 0)
+    seed: int = 0
+
+
+def _dur(text: str, what: str) -> int:
+    t = str(text).strip()
+    if t in ("0", "0ns", "0us", "0ms", "0s"):
+        return 0
+    try:
+        return parse_duration(t)
+    except ValueError as e:
+        raise ValueError(f"latency {what}: {e}") from None
+
+
+def parse_latency(spec, seed: int = 0) -> Latency:
+    """``None`` (zero), a Latency, one duration for all three channels ('100us'), or
+    'feed=100us,entry=50us:150us,response=100us' (lo:hi = uniform, seeded); a dict works too."""
+    if spec is None:
+        return Latency(seed=seed)
+    if isinstance(spec, Latency):
+        return spec
+    if isinstance(spec, dict):
+        items = list(spec.items())
+    else:
+        text = str(spec).strip()
+        if "=" not in text:
+            items = [("feed", text), ("entry", text), ("response", text)]
+        else:
+            items = []
+            for part in text.split(","):
+                if "=" not in part:
+                    raise ValueError(f"latency: {part!r} is not NAME=DURATION (names: feed, entry, response)")
+                k, v = part.split("=", 1)
+                items.append((k.strip(), v.strip()))
+    out = Latency(seed=seed)
+    for k, v in items:
+        if k not in ("feed", "entry", "response"):
+            raise ValueError(f"latency: unknown channel {k!r} (channels: feed, entry, response)")
+        if isinstance(v, (tuple, list)):
+            lo, hi = (_dur(x, k) for x in v)
+        elif ":" in str(v):
+            a, b = str(v).split(":", 1)
+            lo, hi = _dur(a, k), _dur(b, k)
+        else:
+            lo = hi = _dur(v, k)
+        if hi < lo:
+            raise ValueError(f"latency {k}: the range {v!r} is inverted")
+        setattr(out, k, (lo, hi))
+    return out
+
+
+def parse_fees(spec) -> tuple[int, int]:
+    """(maker, taker) fee per lot in price units (negative: a rebate): None, a tuple, a dict or
+    'maker=-20,taker=30'."""
+    if spec is None:
+        return 0, 0
+    if isinstance(spec, tuple):
+        items = [("maker", spec[0]), ("taker", spec[1])]
+    elif isinstance(spec, dict):
+        items = list(spec.items())
+    else:
+        items = []
+        for part in str(spec).split(","):
+            if "=" not in part:
+                raise ValueError(f"fees: {part!r} is not NAME=INTEGER (names: maker, taker)")
+            k, v = part.split("=", 1)
+            items.append((k.strip(), v.strip()))
+    fees = {"maker": 0, "taker": 0}
+    for k, v in items:
+        if k not in fees:
+            raise ValueError(f"fees: unknown fee {k!r} (fees: maker, taker)")
+        try:
+            iv = int(str(v))
+        except ValueError:
+            raise ValueError(f"fees: {k}={v!r} is not an integer (price units per lot)") from None
+        fees[k] = iv
+    return fees["maker"], fees["taker"]
+
+
+@dataclass
+class BacktestResult:
+    """What ``backtest`` returns: the tables (dicts of numpy columns), metrics and run figures."""
+    strategy: str
+    params: dict
+    orders: dict
+    fills: dict
+    equity: dict
+    metrics: dict
+    config: dict
+    stats: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        m = self.metrics
+        rows = [("strategy", self.strategy), ("events", f"{self.stats.get('events', 0):,}"),
+                ("pnl", f"{m['pnl']:,.2f} price units ({m['pnl_currency']:,.4f} currency)"),
+                ("return", f"{m['return']:.6%}"), ("sharpe", f"{m['sharpe']:.3f}"),
+                ("max drawdown", f"{m['max_drawdown']:,.2f}"), ("turnover", f"{m['turnover']:.4f}"),
+                ("trades", f"{m['trades']:,} ({m['maker_fills']:,} maker, {m['taker_fills']:,} taker)"),
+                ("volume", f"{m['volume']:,} lots"), ("fill ratio", f"{m['fill_ratio']:.4f}"),
+                ("time in queue", f"{m['time_in_queue_s']:.3f} s (mean, per filled lot)"),
+                ("inventory", f"{m['position_min']:,} .. {m['position_max']:,} lots (end {m['position_end']:,})"),
+                ("fees", f"{m['fees']:,} price units"),
+                ("orders", f"{m['orders']:,} sent, {m['cancels']:,} cancels, {m['rejects']:,} rejected"),
+                ("speed", f"{self.stats.get('events_per_s', 0) / 1e6:,.2f} M events/s "
+                          f"({self.stats.get('seconds', 0):.2f} s, compile/load {self.stats.get('compile_s', 0):.2f} s)")]
+        w = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+    def write(self, out, report: bool = True) -> Path:
+        """orders.parquet, fills.parquet, equity.parquet, summary.json (and report.png)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        d = Path(out)
+        d.mkdir(parents=True, exist_ok=True)
+        for name in ("orders", "fills", "equity"):
+            t = getattr(self, name)
+            pq.write_table(pa.table({k: pa.array(v) for k, v in t.items()}), d / f"{name}.parquet")
+        (d / "summary.json").write_text(json.dumps(
+            {"strategy": self.strategy, "params": self.params, "config": self.config,
+             "metrics": self.metrics, "stats": self.stats}, indent=2, default=float) + "\n")
+        if report:
+            from hpte.engine.backtest.report import draw_report
+            draw_report(self, d / "report.png")
+        return d
+
+
+_FILL_NAMES = ("ts_ns", "order_id", "side", "price", "qty", "maker", "fee", "position", "cash", "seq", "queue_ns")
+_EV_NAMES = ("ts_ns", "order_id", "event", "side", "price", "qty", "leaves_qty", "ahead", "reason", "order_type", "tif")
+_EQ_NAMES = ("ts_ns", "position", "cash", "bid", "ask", "fees")
+
+
+def rng_seed(seed: int, channel: int) -> int:
+    """Initial splitmix64 state of latency stream ``channel`` (0 feed, 1 entry, 2 response),
+    as the int64 the kernel stores."""
+    u = (int(seed) * 3 + channel + 1) & 0xFFFFFFFFFFFFFFFF
+    return u - (1 << 64) if u >= 1 << 63 else u
+
+
+def _ro(a: np.ndarray) -> np.ndarray:
+    """A read-only C-contiguous int64 view (copying only what is not already int64 and C-ordered):
+    the data columns reach the kernel with one type whatever their source (Arrow buffers are
+    read-only), so it compiles once."""
+    v = np.ascontiguousarray(a, dtype=np.int64).view()
+    v.flags.writeable = False
+    return v
+
+
+def _pow2(x: int) -> int:
+    return 1 << max(4, int(x - 1).bit_length())
+
+
+def _as_source(data, tick):
+    if isinstance(data, dict):
+        return MarketEvents(**{c: data[c] for c in COLUMNS}, tick=tick or 1)
+    return open_data(data, tick=tick)
+
+
+def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impact", latency=None,
+             fees=None, seed: int = 0, capital: float = 1e9, sample: str | int = "1m",
+             timer: str | int | None = None, tick: int | None = None, chunk_events: int = 1 << 20,
+             margin_ticks: int = 1000, progress=None) -> BacktestResult:
+    """Backtest ``strategy`` (a file path, a bundled name or a Strategy) over ``data`` (a LOBSTER
+    message CSV, a Parquet/IPC events file, a MarketEvents or a dict of event columns).
+
+    params : name -> value, overriding the strategy's PARAMS defaults.
+    mode : "no-impact" (the replayed book as the data says; queue position tracked) or
+        "impact" (not available in this build: raises).
+    latency : see ``parse_latency``; seed seeds the random latencies.
+    fees : see ``parse_fees`` (price units per lot; negative: rebate).
+    capital : the base of return and turnover, price units.
+    sample : equity-curve interval (Sharpe and drawdown use it).
+    timer : on_timer period (default: the strategy's TIMER_NS).
+    chunk_events : events per chunk fed to the kernel (results do not depend on it).
+    progress : called as progress(events_done) after every chunk.
+    """
+    t_start = time.perf_counter()
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: use one of {', '.join(MODES)}")
+    if mode == "impact":
+        raise ValueError("mode 'impact' is not available in this build (see README, Backtests: "
+                         "impact mode is not implemented yet); use --mode no-impact")
+    if chunk_events < 1:
+        raise ValueError(f"chunk_events must be >= 1, got {chunk_events}")
+    if not (capital > 0 and math.isfinite(capital)):
+        raise ValueError(f"capital must be positive and finite, got {capital}")
+    strat = strategy if isinstance(strategy, Strategy) else load_strategy(strategy)
+    pvec = strat.param_vector(params)
+    lat = parse_latency(latency, seed)
+    maker_fee, taker_fee = parse_fees(fees)
+    sample_ns = parse_duration(sample)
+    timer_ns = strat.timer_ns if timer is None else (0 if str(timer) in ("0", "") else parse_duration(timer))
+    src = _as_source(data, tick)
+    tk = int(src.tick)
+    rng = src.price_range()
+    if rng is None:
+        lo = hi = tk * 1000
+    else:
+        lo, hi = rng
+    base = lo - margin_ticks * tk
+    if base <= 0:
+        base = lo % tk if lo % tk else tk
+    L = (hi - base) // tk + 1 + margin_ticks
+
+    t_compile = time.perf_counter()
+    mod = driver(strat)
+    run = mod.run_cpu
+    compile_s = time.perf_counter() - t_compile
+
+    cfg = np.zeros(K.NCF, np.int64)
+    cfg[K.CF_BASE] = base
+    cfg[K.CF_TICK] = tk
+    cfg[K.CF_FEED_LO], cfg[K.CF_FEED_HI] = lat.feed
+    cfg[K.CF_ENTRY_LO], cfg[K.CF_ENTRY_HI] = lat.entry
+    cfg[K.CF_RESP_LO], cfg[K.CF_RESP_HI] = lat.response
+    cfg[K.CF_MAKER_FEE] = maker_fee
+    cfg[K.CF_TAKER_FEE] = taker_fee
+    cfg[K.CF_TIMER_NS] = timer_ns
+    cfg[K.CF_SAMPLE_NS] = sample_ns
+    cfg[K.CF_DEPTH] = strat.depth
+    sc = np.zeros(K.NSC, np.int64)
+    sc[K.SC_XBB] = sc[K.SC_XBA] = sc[K.SC_LBB] = sc[K.SC_LBA] = sc[K.SC_MAXBUY] = -1
+    sc[K.SC_MINSELL] = K.INF
+    for j, col in enumerate((K.SC_RNG_F, K.SC_RNG_E, K.SC_RNG_R)):
+        sc[col] = rng_seed(seed, j)
+    xlad = np.zeros((2, L), np.int64)
+    llad = np.zeros((2, L), np.int64)
+    hbits = 16
+    keys = np.full(1 << hbits, K.EMPTY_KEY, np.int64)
+    vals = np.zeros((1 << hbits, 2), np.int64)
+    cfg[K.CF_HBITS] = hbits
+    xo = np.zeros((A.MAX_ORDERS, K.NXO), np.int64)
+    orders = A.new_orders()
+    md = A.new_md()
+    md[A.MD_TICK] = tk
+    state = np.zeros(strat.state_size, np.float64)
+    act = A.new_actions()
+    ring = _pow2(max(1 << 14, 4 * L))
+    req = np.zeros((ring, K.NRQ), np.int64)
+    rsp = np.zeros((ring, K.NRS), np.int64)
+    fills = np.zeros((max(1 << 15, 2 * L + 1024), K.NFL), np.int64)
+    evs = np.zeros((1 << 15, K.NEL), np.int64)
+    eq = np.zeros((1 << 12, K.NEQ), np.int64)
+    out_f, out_e, out_q = [], [], []
+
+    def drain_outputs():
+        for buf, col, dest in ((fills, K.SC_NFILL, out_f), (evs, K.SC_NEV, out_e), (eq, K.SC_NEQ, out_q)):
+            k = int(sc[col])
+            if k:
+                dest.append(buf[:k].copy())
+                sc[col] = 0
+
+    # compile (or load) before the clock starts: an empty non-final chunk returns at once
+    e0 = _ro(np.zeros(0, np.int64))
+    t_c = time.perf_counter()
+    try:
+        run(e0, e0, e0, e0, e0, e0, e0, cfg, sc, xlad, llad, keys, vals, xo, orders, md, pvec, state, act,
+            req, rsp, fills, evs, eq)
+    except Exception as e:  # noqa: BLE001 - numba's typing errors: name the callback
+        if type(e).__module__.startswith("numba"):
+            raise diagnose(strat, e) from None
+        raise
+    compile_s += time.perf_counter() - t_c
+    events = 0
+    carry = None
+    t_run = time.perf_counter()
+    it = iter(src.chunks(chunk_events))
+    nxt = next(it, None)
+    while True:
+        chunk = nxt
+        nxt = next(it, None) if chunk is not None else None
+        final = nxt is None
+        if chunk is None:
+            chunk = {c: np.zeros(0, np.int64) for c in COLUMNS}
+        events += len(chunk["ts_ns"])
+        if carry is not None and len(carry["ts_ns"]):
+            cols = {c: np.concatenate([carry[c], chunk[c]]) for c in COLUMNS}
+        else:
+            cols = {c: np.ascontiguousarray(chunk[c], dtype=np.int64) for c in COLUMNS}
+        cfg[K.CF_FINAL] = 1 if final else 0
+        lvl = (cols["price"] - base) // tk
+        while True:
+            st = run(*(_ro(cols[c]) for c in COLUMNS), _ro(lvl), cfg, sc, xlad, llad, keys, vals, xo, orders, md, pvec, state, act,
+                     req, rsp, fills, evs, eq)
+            drain_outputs()
+            if st == K.ST_FLUSH:
+                continue
+            if st == K.ST_HASH:
+                hbits += 1
+                k2 = np.full(1 << hbits, K.EMPTY_KEY, np.int64)
+                v2 = np.zeros((1 << hbits, 2), np.int64)
+                K.rehash_cpu(keys, vals, k2, v2, hbits)
+                keys, vals = k2, v2
+                cfg[K.CF_HBITS] = hbits
+                continue
+            if st == K.ST_RING:
+                raise RuntimeError(f"more than {ring} orders or responses in flight at once "
+                                   f"(the strategy sends too much in one latency interval)")
+            if st == K.ST_RANGE:   # pragma: no cover - the ladder spans the data's price range
+                row = int(sc[K.SC_ERR])
+                raise InputError(f"{src.name}: market event price {int(cols['price'][row])} outside the price ladder")
+            break
+        if progress is not None:
+            progress(events)
+        if st == K.ST_DONE:
+            break
+        fi = int(sc[K.SC_IF])
+        carry = {c: cols[c][fi:] for c in COLUMNS}
+        sc[K.SC_IX] -= fi
+        sc[K.SC_IF] = 0
+    seconds = time.perf_counter() - t_run
+
+    def table(parts, ncol, names):
+        a = np.concatenate(parts) if parts else np.zeros((0, ncol), np.int64)
+        return {nm: np.ascontiguousarray(a[:, j]) for j, nm in enumerate(names)}
+
+    F = table(out_f, K.NFL, _FILL_NAMES)
+    E = table(out_e, K.NEL, _EV_NAMES)
+    Q = table(out_q, K.NEQ, _EQ_NAMES)
+    F["side"] = F["side"].astype(np.int8)
+    F["maker"] = F["maker"].astype(np.bool_)
+    E["side"] = E["side"].astype(np.int8)
+    E["event"] = np.array([A.EVENT_NAMES.get(int(v), str(v)) for v in E["event"]], dtype=object)
+    E["reason"] = np.array([A.REASON_NAMES.get(int(v), str(v)) for v in E["reason"]], dtype=object)
+    metrics = compute_metrics(F, E, Q, capital=capital, sample_ns=sample_ns,
+                              price_scale=getattr(src, "price_scale", 1.0))
+    config = {"mode": mode, "latency_ns": {"feed": list(lat.feed), "entry": list(lat.entry),
+                                           "response": list(lat.response)}, "seed": seed,
+              "fees": {"maker": maker_fee, "taker": taker_fee}, "capital": capital,
+              "sample_ns": sample_ns, "timer_ns": timer_ns, "depth": strat.depth, "tick": tk, "base": int(base), "ladder": int(L),
+              "data": str(src.name),
+              "chunk_events": chunk_events}
+    stats = {"events": events, "seconds": seconds, "events_per_s": events / seconds if seconds > 0 else 0.0,
+             "compile_s": compile_s, "total_s": time.perf_counter() - t_start,
+             "position_exchange": int(sc[K.SC_POS]), "cash_exchange": int(sc[K.SC_CASH])}
+    return BacktestResult(strategy=strat.name, params=dict(zip(strat.params, map(float, pvec))),
+                          orders=E, fills=F, equity=Q, metrics=metrics, config=config, stats=stats)
+
+
+def compute_metrics(F: dict, E: dict, Q: dict, *, capital: float, sample_ns: int,
+                    price_scale: float = 1.0) -> dict:
+    """Metrics of a run from its tables (numpy; exact integers where they can be)."""
+    q = F["qty"].astype(np.int64)
+    px = F["price"].astype(np.int64)
+    maker = F["maker"].astype(bool)
+    bid, ask = Q["bid"], Q["ask"]
+    ok = (bid > 0) & (ask > 0)
+    mid = np.where(ok, (bid + ask) / 2.0, np.where(bid > 0, bid, np.where(ask > 0, ask, 0)).astype(np.float64))
+    equity = Q["cash"] + Q["position"] * mid
+    pnl = float(equity[-1]) if len(equity) else 0.0
+    d = np.diff(equity)
+    sd = float(d.std()) if len(d) > 1 else 0.0
+    per_year = 252 * 23_400e9 / sample_ns
+    sharpe = float(d.mean() / sd * math.sqrt(per_year)) if sd > 0 else 0.0
+    peak = np.maximum.accumulate(np.concatenate([[0.0], equity])) if len(equity) else np.zeros(1)
+    dd = float((peak[1:] - equity).max()) if len(equity) else 0.0
+    pos = F["position"]
+    sent = E["event"] == "SUBMITTED"
+    sent_qty = int(E["qty"][sent].sum())
+    mq = q[maker]
+    return {
+        "pnl": pnl, "pnl_currency": pnl * price_scale, "return": pnl / capital, "sharpe": sharpe,
+        "max_drawdown": max(dd, 0.0), "turnover": float((px * q).sum()) / capital,
+        "trades": int(len(q)), "maker_fills": int(maker.sum()), "taker_fills": int((~maker).sum()),
+        "volume": int(q.sum()), "fill_ratio": float(q.sum()) / sent_qty if sent_qty else 0.0,
+        "time_in_queue_s": float((F["queue_ns"][maker] * mq).sum() / mq.sum() / 1e9) if mq.sum() else 0.0,
+        "position_min": int(min(0, pos.min())) if len(pos) else 0,
+        "position_max": int(max(0, pos.max())) if len(pos) else 0,
+        "position_end": int(pos[-1]) if len(pos) else 0,
+        "cash_end": int(F["cash"][-1]) if len(pos) else 0,
+        "fees": int(F["fee"].sum()), "orders": int(sent.sum()),
+        "cancels": int((E["event"] == "CANCELLED").sum()), "rejects": int((E["event"] == "REJECTED").sum()),
+    }

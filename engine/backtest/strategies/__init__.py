@@ -1,0 +1,1 @@
+"""Bundled strategies (each a plain strategy file; see hpte.kernels.backtest.api)."""

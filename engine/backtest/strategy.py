@@ -1,0 +1,271 @@
+"""Strategies: load a user's file (or a bundled one), check it, and compile it into the loop.
+
+A strategy file defines plain functions (``on_book`` required; ``on_trade``, ``on_order``,
+``on_fill``, ``on_timer`` optional), all with the signature ``(md, orders, params, state, act)``
+(hpte.kernels.backtest.api), and optionally::
+
+    PARAMS = {"half_spread": 1.0, "size": 100.0}   # name -> default, the float64 vector's order
+    STATE_SIZE = 8                                  # length of the scratch vector
+    TIMER_NS = 0                                    # on_timer period (0: none; --timer overrides)
+    BOOK_DEPTH = 1                                  # levels per side in md (1..5)
+
+Compilation: a driver module is generated in the cache folder (``$HPTE_CACHE_DIR``, else
+``~/.cache/hpte/backtest``), named after a hash of the strategy's source, the loop's and the
+interface's source and the numba version: it holds the loop's source with the callbacks
+rebound to the strategy's functions, and numba caches it (``cache=True``) beside it. A
+changed strategy file gets a new driver (recompiled); an unchanged one loads from the cache.
+Helper modules a strategy itself imports are not part of the hash: change the strategy file
+(or clear the cache folder) after editing them.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+CALLBACKS = ("on_book", "on_trade", "on_order", "on_fill", "on_timer")
+REQUIRED = ("on_book",)
+BUNDLED_DIR = Path(__file__).resolve().parent / "strategies"
+
+
+class StrategyError(ValueError):
+    """A strategy that cannot be loaded, checked or compiled (the message is one line)."""
+
+
+@dataclass
+class Strategy:
+    name: str
+    path: Path
+    source: str
+    params: dict            # name -> default (float)
+    state_size: int
+    timer_ns: int
+    depth: int = 1
+    module: object = field(repr=False, default=None)
+
+    def param_vector(self, overrides: dict | None = None) -> np.ndarray:
+        """The float64 parameter vector: defaults overridden by ``overrides`` (name -> number)."""
+        vals = dict(self.params)
+        for k, v in (overrides or {}).items():
+            if k not in vals:
+                known = ", ".join(vals) or "none"
+                raise StrategyError(f"{self.name}: unknown parameter {k!r} (parameters: {known})")
+            try:
+                f = float(v)
+            except (TypeError, ValueError):
+                raise StrategyError(f"{self.name}: parameter {k}={v!r} is not a number") from None
+            if not np.isfinite(f):
+                raise StrategyError(f"{self.name}: parameter {k}={v!r} is not finite")
+            vals[k] = f
+        return np.array([vals[k] for k in self.params], np.float64)
+
+
+def bundled() -> list[str]:
+    """Names of the bundled strategies."""
+    return sorted(p.stem for p in BUNDLED_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+def resolve_path(spec: str | os.PathLike) -> Path:
+    """A strategy given as a file path, a bundled name (``market_maker``) or a module name."""
+    p = Path(spec)
+    if p.suffix == ".py" or p.exists():
+        if not p.is_file():
+            raise StrategyError(f"{p}: no such strategy file")
+        return p.resolve()
+    name = str(spec)
+    if (BUNDLED_DIR / f"{name}.py").is_file():
+        return BUNDLED_DIR / f"{name}.py"
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        found = None
+    if found is None or not found.origin or not found.origin.endswith(".py"):
+        raise StrategyError(f"{name}: not a strategy file, a bundled strategy ({', '.join(bundled())}) "
+                            f"or an importable module")
+    return Path(found.origin).resolve()
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def load_strategy(spec: str | os.PathLike) -> Strategy:
+    """Read, execute and check a strategy file; raises StrategyError with a one-line message."""
+    path = resolve_path(spec)
+    name = path.name
+    try:
+        source = path.read_text()
+    except OSError as e:
+        raise StrategyError(f"{path}: {e.strerror or e}") from None
+    try:
+        code = compile(source, str(path), "exec")
+    except SyntaxError as e:
+        raise StrategyError(f"{name}: line {e.lineno}: syntax error: {e.msg}") from None
+    mod_name = "hpte_strategy_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    module = type(sys)(mod_name)
+    module.__file__ = str(path)
+    try:
+        exec(code, module.__dict__)
+    except Exception as e:  # noqa: BLE001 - any failure of the user's module is reported in one line
+        raise StrategyError(f"{name}: executing the file failed: {type(e).__name__}: {_one_line(e)}") from None
+    for cb in REQUIRED:
+        if not callable(getattr(module, cb, None)):
+            raise StrategyError(f"{name}: missing callback {cb}(md, orders, params, state, act)")
+    for cb in CALLBACKS:
+        f = getattr(module, cb, None)
+        if f is None:
+            continue
+        py = getattr(f, "py_func", f)
+        if not callable(f) or not inspect.isfunction(py):
+            raise StrategyError(f"{name}: {cb} must be a function")
+        nargs = len(inspect.signature(py).parameters)
+        if nargs != 5:
+            raise StrategyError(f"{name}: {cb} takes {nargs} arguments; callbacks take 5 "
+                                f"(md, orders, params, state, act)")
+    params = getattr(module, "PARAMS", {})
+    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+        raise StrategyError(f"{name}: PARAMS must be a dict of name -> default number")
+    try:
+        params = {k: float(v) for k, v in params.items()}
+    except (TypeError, ValueError):
+        raise StrategyError(f"{name}: PARAMS defaults must be numbers") from None
+    state_size = getattr(module, "STATE_SIZE", 16)
+    if not isinstance(state_size, int) or state_size < 0:
+        raise StrategyError(f"{name}: STATE_SIZE must be a non-negative integer, got {state_size!r}")
+    timer_ns = getattr(module, "TIMER_NS", 0)
+    if not isinstance(timer_ns, int) or timer_ns < 0:
+        raise StrategyError(f"{name}: TIMER_NS must be a non-negative integer, got {timer_ns!r}")
+    from hpte.kernels.backtest.api import DEPTH
+
+    depth = getattr(module, "BOOK_DEPTH", 1)
+    if not isinstance(depth, int) or not 1 <= depth <= DEPTH:
+        raise StrategyError(f"{name}: BOOK_DEPTH must be an integer from 1 to {DEPTH}, got {depth!r}")
+    return Strategy(name=path.stem, path=path, source=source, params=params, state_size=state_size,
+                    timer_ns=timer_ns, depth=depth, module=module)
+
+
+def cache_dir() -> Path:
+    d = os.environ.get("HPTE_CACHE_DIR")
+    return Path(d) if d else Path.home() / ".cache" / "hpte" / "backtest"
+
+
+def _loop_source() -> str:
+    from hpte.kernels.backtest import loop
+    return Path(loop.__file__).read_text()
+
+
+def _api_source() -> str:
+    from hpte.kernels.backtest import api
+    return Path(api.__file__).read_text()
+
+
+def driver_key(strat: Strategy) -> str:
+    import numba
+
+    h = hashlib.sha256()
+    for part in (strat.source, str(strat.path), _loop_source(), _api_source(), numba.__version__,
+                 sys.version):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+_BINDING = '''
+
+# ---- generated by hpte.engine.backtest.strategy: the strategy's callbacks --------------------
+import importlib.util as _ilu
+import sys as _sys
+
+_spec = _ilu.spec_from_file_location({modname!r}, {path!r})
+_user = _ilu.module_from_spec(_spec)
+_sys.modules[{modname!r}] = _user
+_spec.loader.exec_module(_user)
+
+from hpte.engine.backtest.strategy import as_jit as _as_jit, jit_module_functions as _jmf
+
+_jmf(_user)
+on_book = _as_jit(_user.on_book)
+on_trade = _as_jit(getattr(_user, "on_trade", _noop))
+on_order = _as_jit(getattr(_user, "on_order", _noop))
+on_fill = _as_jit(getattr(_user, "on_fill", _noop))
+on_timer = _as_jit(getattr(_user, "on_timer", _noop))
+'''
+
+
+def as_jit(f):
+    """A strategy callback as something numba can call: dispatchers as they are, plain functions
+    through ``register_jitable`` (compiled into the loop, so the loop's cache holds them)."""
+    from numba.core.registry import CPUDispatcher
+    from numba.extending import register_jitable
+
+    if isinstance(f, CPUDispatcher):
+        return f
+    return register_jitable(f)
+
+
+def jit_module_functions(module) -> None:
+    """Make every plain function a strategy module defines callable from compiled code
+    (its own helpers, not only the callbacks)."""
+    from numba.extending import register_jitable
+
+    for obj in list(vars(module).values()):
+        if inspect.isfunction(obj) and obj.__module__ == module.__name__:
+            register_jitable(obj)
+
+
+_drivers: dict[str, object] = {}
+
+
+def driver(strat: Strategy):
+    """The generated driver module for a strategy (written once per key, imported once)."""
+    key = driver_key(strat)
+    if key in _drivers:
+        return _drivers[key]
+    d = cache_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"bt_{strat.name}_{key}.py"
+    if not path.is_file():
+        text = _loop_source() + _BINDING.format(modname=f"hpte_strategy_{key}", path=str(strat.path))
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)     # atomic: concurrent runs never see half a file
+    spec = importlib.util.spec_from_file_location(f"hpte_bt_driver_{key}", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    _drivers[key] = mod
+    return mod
+
+
+def diagnose(strat: Strategy, exc: BaseException) -> StrategyError:
+    """Name the callback numba cannot compile (each compiled alone with the callback types)."""
+    import numba
+    from numba import types as T
+
+    sig = (T.int64[::1], T.int64[:, ::1], T.float64[::1], T.float64[::1], T.int64[:, ::1])
+    for cb in CALLBACKS:
+        f = getattr(strat.module, cb, None)
+        if f is None:
+            continue
+        py = getattr(f, "py_func", f)
+        try:
+            numba.njit(py).compile(sig)
+        except Exception as e:  # noqa: BLE001 - numba raises many kinds; one line names it
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            what = next((ln for ln in lines if not ln.startswith(("During:", "File ", "^"))), type(e).__name__)
+            where = ""
+            try:
+                line = inspect.getsourcelines(py)[1]
+                where = f" (line {line})"
+            except (OSError, TypeError):
+                pass
+            return StrategyError(f"{strat.path.name}: callback {cb}{where} cannot be compiled by numba: {what}")
+    return StrategyError(f"{strat.path.name}: the backtest loop with this strategy cannot be compiled: "
+                         f"{_one_line(exc)}")

@@ -1,0 +1,914 @@
+"""The no-impact tick backtest: one event loop over an L3 market-event stream, a strategy's
+callbacks, modelled latency and exact queue positions.
+
+This file is also the *template* of every strategy's compiled driver:
+``hpte.engine.backtest.compile`` copies its source into a generated module and rebinds
+``on_book``, ``on_trade``, ``on_order``, ``on_fill`` and ``on_timer`` to the user's functions
+at the end, so that numba compiles the loop and the strategy as one unit and caches it under a
+name that changes whenever the strategy's or this file's source changes. Imported as it is,
+the module runs the null strategy (every callback does nothing).
+
+Clocks and channels (all times int64 ns; every channel is FIFO)
+--------------------------------------------------------------
+* exchange: market event i happens at ``ts[i]``;
+* feed: the strategy sees event i at ``max(prev, ts[i] + feed latency)`` on its own copy of the
+  book (so it never acts on information it could not have yet);
+* entry: an action taken at local time t reaches the exchange at ``max(prev, t + entry)``;
+* response: an exchange reply made at t reaches the strategy at ``max(prev, t + response)``.
+Each latency is a constant or uniform in [lo, hi] drawn from its own seeded splitmix64 stream.
+Among items due at the same time the order is: market event, order arrival, feed update,
+response, timer. The run ends at the last market event's time; anything still in flight then
+is dropped.
+
+Queue position (no-impact, L3)
+------------------------------
+A resting strategy order joins behind the level's whole displayed quantity (``ahead``). A
+cancel at its level reduces ``ahead`` when the cancelled order arrived before it (orders the
+stream never introduced, and learned seed quantity, count as earlier). An execution of q at its
+level consumes ``ahead`` first; what passes it fills the order. An execution, hidden trade or
+new opposite order at a price through the order's (a sell at or below a resting buy) fills it
+from that volume. Each market event's volume is shared among the strategy's orders in id
+order, so their fills from one event never exceed its quantity. A marketable strategy order
+takes the displayed opposite levels up to its limit (the book is left as the data says) and
+the rest expires; a post-only order that would take is rejected.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from numba.extending import register_jitable
+
+from hpte.kernels.backtest.api import (
+    A_CANCEL, A_NEW, DEPTH, EV_ACCEPTED, EV_CANCEL_SENT, EV_CANCELLED, EV_EXPIRED, EV_FILL,
+    EV_REJECTED, EV_SUBMITTED, MD_ASK_PX, MD_ASK_QTY, MD_BID_PX, MD_BID_QTY, MD_CASH,
+    MD_EV_ID, MD_EV_KIND, MD_EV_LEAVES, MD_EV_MAKER, MD_EV_PX, MD_EV_QTY, MD_EV_REASON,
+    MD_EV_SIDE, MD_EV_TS, MD_FEES, MD_LAST_PX, MD_LAST_QTY, MD_LAST_SIDE, MD_LAST_TS,
+    MD_LEVELS, MD_NOW, MD_OPEN, MD_POSITION, MK_ADD, MK_CANCEL, MK_EXEC, MK_SEED, MK_TRADE,
+    NO_PRICE, OF_AHEAD, OF_ID, OF_LEAVES, OF_PX, OF_QTY, OF_SIDE, OF_STATUS, OF_TAG, OF_TS,
+    OS_CANCELLING, OS_OPEN, OS_PENDING, RJ_NO_LIQUIDITY, RJ_NONE, RJ_POST_ONLY, RJ_PRICE,
+    RJ_QTY, RJ_RANGE, RJ_TOO_MANY, RJ_UNKNOWN, T_MARKET, TIF_IOC, AF_ACTION, AF_ID, AF_POST,
+    AF_PX, AF_QTY, AF_SIDE, AF_TAG, AF_TIF, AF_TYPE,
+)
+
+INF = np.int64(9223372036854775807)
+EMPTY_KEY = -1
+
+# --- status --------------------------------------------------------------------------------
+ST_DONE = 0     # final chunk processed to the end
+ST_CHUNK = 1    # chunk exhausted: call again with the next chunk (carry from SC_IF)
+ST_FLUSH = 2    # an output buffer is full: drain and call again
+ST_RING = 3     # request or response ring full (knob: ring_capacity)
+ST_RANGE = 4    # a market price outside the ladder (sc[SC_ERR] = the row)
+ST_HASH = 5     # the order-id table needs to grow: rehash and call again
+
+# --- sc: int64 scalar state ------------------------------------------------------------------
+SC_IX = 0       # exchange cursor in the chunk
+SC_IF = 1       # feed cursor in the chunk (<= SC_IX)
+SC_SEQ = 2      # market events applied at the exchange (global)
+SC_XBB = 3      # exchange best bid index (-1 none)
+SC_XBA = 4
+SC_LBB = 5      # local (strategy view) best bid index
+SC_LBA = 6
+SC_FEED_T = 7   # arrival time of the feed event at SC_IF (valid when SC_FEED_OK)
+SC_FEED_OK = 8
+SC_FEED_PREV = 9
+SC_RQ_HEAD = 10
+SC_RQ_N = 11
+SC_RQ_PREV = 12
+SC_RS_HEAD = 13
+SC_RS_N = 14
+SC_RS_PREV = 15
+SC_TIMER = 16   # next timer time
+SC_SAMPLE = 17  # next equity sample time
+SC_POS = 18     # exchange-side truth: position, cash, fees
+SC_CASH = 19
+SC_FEES = 20
+SC_NFILL = 21   # rows written this call
+SC_NEV = 22
+SC_NEQ = 23
+SC_RNG_F = 24
+SC_RNG_E = 25
+SC_RNG_R = 26
+SC_END = 27     # last market event time seen
+SC_HN = 28      # live keys in the id table
+SC_ERR = 29
+SC_NXO = 30     # open strategy orders at the exchange
+SC_STARTED = 31
+SC_MAXBUY = 32  # highest price of an open strategy buy at the exchange (-1: none)
+SC_MINSELL = 33  # lowest price of an open strategy sell (INF: none)
+NSC = 34
+
+# --- cfg: int64 configuration ----------------------------------------------------------------
+CF_BASE = 0     # price of ladder index 0
+CF_TICK = 1
+CF_FEED_LO = 2
+CF_FEED_HI = 3
+CF_ENTRY_LO = 4
+CF_ENTRY_HI = 5
+CF_RESP_LO = 6
+CF_RESP_HI = 7
+CF_MAKER_FEE = 8    # per lot, price units (negative: rebate)
+CF_TAKER_FEE = 9
+CF_TIMER_NS = 10    # 0: no timer
+CF_SAMPLE_NS = 11   # equity sample interval (> 0)
+CF_FINAL = 12       # 1: this chunk is the last
+CF_HBITS = 13       # log2 of the id table size
+CF_DEPTH = 14       # levels per side written into md (the strategy's BOOK_DEPTH, 1..DEPTH)
+NCF = 16
+
+# --- exchange-side strategy orders: int64[MAX_ORDERS, NXO] -----------------------------------
+XO_ID = 0
+XO_SIDE = 1
+XO_PX = 2
+XO_IDX = 3
+XO_LEAVES = 4
+XO_AHEAD = 5
+XO_ENTRY = 6    # market events applied before it rested (those are ahead of it)
+XO_TS = 7       # exchange time it was accepted
+XO_QTY = 8
+NXO = 9
+
+# --- request ring: int64[R, NRQ] ---------------------------------------------------------------
+RQ_T = 0
+RQ_ACTION = 1
+RQ_ID = 2
+RQ_SIDE = 3
+RQ_PX = 4
+RQ_QTY = 5
+RQ_TYPE = 6
+RQ_TIF = 7
+RQ_POST = 8
+NRQ = 9
+
+# --- response ring: int64[R, NRS] ------------------------------------------------------------
+RS_T = 0
+RS_KIND = 1
+RS_ID = 2
+RS_PX = 3
+RS_QTY = 4
+RS_LEAVES = 5
+RS_AHEAD = 6
+RS_REASON = 7
+RS_MAKER = 8
+RS_SIDE = 9
+RS_XTS = 10
+RS_FEE = 11
+NRS = 12
+
+# --- outputs ---------------------------------------------------------------------------------
+FL_TS = 0       # exchange time
+FL_ID = 1
+FL_SIDE = 2
+FL_PX = 3
+FL_QTY = 4
+FL_MAKER = 5
+FL_FEE = 6
+FL_POS = 7      # after the fill
+FL_CASH = 8
+FL_SEQ = 9      # market events applied before the fill (taker) / index of the causing event (maker)
+FL_QUEUE_NS = 10  # time from acceptance to this fill
+NFL = 11
+
+EL_TS = 0
+EL_ID = 1
+EL_KIND = 2
+EL_SIDE = 3
+EL_PX = 4
+EL_QTY = 5
+EL_LEAVES = 6
+EL_AHEAD = 7
+EL_REASON = 8
+EL_TYPE = 9
+EL_TIF = 10
+NEL = 11
+
+EQ_TS = 0
+EQ_POS = 1
+EQ_CASH = 2
+EQ_BID = 3
+EQ_ASK = 4
+EQ_FEES = 5
+NEQ = 6
+
+
+# --- the strategy (the null strategy here; the generated driver rebinds these) ---------------
+@register_jitable
+def _noop(md, orders, params, state, act):
+    return None
+
+
+on_book = _noop
+on_trade = _noop
+on_order = _noop
+on_fill = _noop
+on_timer = _noop
+
+
+# --- helpers ---------------------------------------------------------------------------------
+@register_jitable
+def rand_u64(sc, k):
+    """splitmix64: advance stream sc[k] and return its next 64-bit value."""
+    s = np.uint64(sc[k]) + np.uint64(0x9E3779B97F4A7C15)
+    sc[k] = np.int64(s)
+    z = s
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@register_jitable
+def latency(sc, cfg, k, lo_col):
+    lo = cfg[lo_col]
+    hi = cfg[lo_col + 1]
+    if hi <= lo:
+        return lo
+    return lo + np.int64(rand_u64(sc, k) % np.uint64(hi - lo + 1))
+
+
+@register_jitable
+def _home(key, bits):
+    return np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits))
+
+
+@register_jitable
+def h_find(keys, key, bits):
+    mask = keys.shape[0] - 1
+    i = _home(key, bits)
+    while True:
+        k = keys[i]
+        if k == key:
+            return i
+        if k == EMPTY_KEY:
+            return -1
+        i = (i + 1) & mask
+
+
+@register_jitable
+def h_insert(keys, vals, key, v0, v1, bits):
+    """Insert or overwrite; returns 1 if a new key was added."""
+    mask = keys.shape[0] - 1
+    i = _home(key, bits)
+    while True:
+        k = keys[i]
+        if k == EMPTY_KEY or k == key:
+            keys[i] = key
+            vals[i, 0] = v0
+            vals[i, 1] = v1
+            return 1 if k == EMPTY_KEY else 0
+        i = (i + 1) & mask
+
+
+@register_jitable
+def h_delete(keys, vals, pos, bits):
+    """Remove slot pos (linear probing, backward-shift deletion)."""
+    mask = keys.shape[0] - 1
+    i = pos
+    j = pos
+    while True:
+        j = (j + 1) & mask
+        if keys[j] == EMPTY_KEY:
+            break
+        h = _home(keys[j], bits)
+        if i <= j:
+            stay = i < h <= j
+        else:
+            stay = h > i or h <= j
+        if stay:
+            continue
+        keys[i] = keys[j]
+        vals[i, 0] = vals[j, 0]
+        vals[i, 1] = vals[j, 1]
+        i = j
+    keys[i] = EMPTY_KEY
+
+
+@njit(cache=True, nogil=True)
+def rehash_cpu(keys, vals, keys2, vals2, bits2):
+    """Move every key of (keys, vals) into the larger empty table (keys2, vals2)."""
+    for i in range(keys.shape[0]):
+        if keys[i] != EMPTY_KEY:
+            h_insert(keys2, vals2, keys[i], vals[i, 0], vals[i, 1], bits2)
+
+
+@register_jitable
+def lad_add(lad, sc, bb_col, s, idx, q):
+    """Add q at ladder side s (0 bid, 1 ask), index idx; keep the best index in sc[bb_col + s]."""
+    lad[s, idx] += q
+    b = sc[bb_col + s]
+    if lad[s, idx] > 0:
+        if b < 0 or (s == 0 and idx > b) or (s == 1 and idx < b):
+            sc[bb_col + s] = idx
+
+
+@register_jitable
+def lad_sub(lad, sc, bb_col, s, idx, q):
+    """Remove q (clamped at the level's quantity); rescan the best if the best level emptied."""
+    v = lad[s, idx] - q
+    lad[s, idx] = v if v > 0 else 0
+    if v <= 0 and sc[bb_col + s] == idx:
+        L = lad.shape[1]
+        j = idx
+        if s == 0:
+            j -= 1
+            while j >= 0 and lad[0, j] <= 0:
+                j -= 1
+            sc[bb_col] = j
+        else:
+            j += 1
+            while j < L and lad[1, j] <= 0:
+                j += 1
+            sc[bb_col + 1] = j if j < L else -1
+
+
+@register_jitable
+def push_rsp(rsp, sc, cfg, t, kind, oid, px, qty, leaves, ahead, reason, maker, side, fee):
+    R = rsp.shape[0]
+    if sc[SC_RS_N] >= R:
+        return False
+    arr = t + latency(sc, cfg, SC_RNG_R, CF_RESP_LO)
+    if arr < sc[SC_RS_PREV]:
+        arr = sc[SC_RS_PREV]
+    sc[SC_RS_PREV] = arr
+    r = (sc[SC_RS_HEAD] + sc[SC_RS_N]) % R
+    rsp[r, RS_T] = arr
+    rsp[r, RS_KIND] = kind
+    rsp[r, RS_ID] = oid
+    rsp[r, RS_PX] = px
+    rsp[r, RS_QTY] = qty
+    rsp[r, RS_LEAVES] = leaves
+    rsp[r, RS_AHEAD] = ahead
+    rsp[r, RS_REASON] = reason
+    rsp[r, RS_MAKER] = maker
+    rsp[r, RS_SIDE] = side
+    rsp[r, RS_XTS] = t
+    rsp[r, RS_FEE] = fee
+    sc[SC_RS_N] += 1
+    return True
+
+
+@register_jitable
+def log_ev(evs, sc, t, oid, kind, side, px, qty, leaves, ahead, reason, otype, tif):
+    r = sc[SC_NEV]
+    evs[r, EL_TS] = t
+    evs[r, EL_ID] = oid
+    evs[r, EL_KIND] = kind
+    evs[r, EL_SIDE] = side
+    evs[r, EL_PX] = px
+    evs[r, EL_QTY] = qty
+    evs[r, EL_LEAVES] = leaves
+    evs[r, EL_AHEAD] = ahead
+    evs[r, EL_REASON] = reason
+    evs[r, EL_TYPE] = otype
+    evs[r, EL_TIF] = tif
+    sc[SC_NEV] = r + 1
+
+
+@register_jitable
+def x_fill(xo, i, px, q, maker, t, seq, sc, cfg, fills, rsp):
+    """Fill strategy order row i at the exchange; returns False if the response ring is full."""
+    side = xo[i, XO_SIDE]
+    xo[i, XO_LEAVES] -= q
+    fee = q * (cfg[CF_MAKER_FEE] if maker else cfg[CF_TAKER_FEE])
+    sc[SC_POS] += side * q
+    sc[SC_CASH] -= side * px * q + fee
+    sc[SC_FEES] += fee
+    r = sc[SC_NFILL]
+    fills[r, FL_TS] = t
+    fills[r, FL_ID] = xo[i, XO_ID]
+    fills[r, FL_SIDE] = side
+    fills[r, FL_PX] = px
+    fills[r, FL_QTY] = q
+    fills[r, FL_MAKER] = maker
+    fills[r, FL_FEE] = fee
+    fills[r, FL_POS] = sc[SC_POS]
+    fills[r, FL_CASH] = sc[SC_CASH]
+    fills[r, FL_SEQ] = seq
+    fills[r, FL_QUEUE_NS] = t - xo[i, XO_TS]
+    sc[SC_NFILL] = r + 1
+    ok = push_rsp(rsp, sc, cfg, t, EV_FILL, xo[i, XO_ID], px, q, xo[i, XO_LEAVES], xo[i, XO_AHEAD],
+                  RJ_NONE, maker, side, fee)
+    return ok
+
+
+@register_jitable
+def compact(xo, sc):
+    """Drop rows that are done (id 0 or nothing left); live rows stay first, in id order."""
+    n = sc[SC_NXO]
+    w = 0
+    for i in range(n):
+        if xo[i, XO_ID] != 0 and xo[i, XO_LEAVES] > 0:
+            if w != i:
+                for c in range(NXO):
+                    xo[w, c] = xo[i, c]
+            w += 1
+    for i in range(w, n):
+        xo[i, XO_ID] = 0
+    sc[SC_NXO] = w
+    mb = np.int64(-1)
+    ms = INF
+    for i in range(w):
+        p = xo[i, XO_PX]
+        if xo[i, XO_SIDE] > 0:
+            if p > mb:
+                mb = p
+        elif p < ms:
+            ms = p
+    sc[SC_MAXBUY] = mb
+    sc[SC_MINSELL] = ms
+
+
+@register_jitable
+def x_market_event(kind, side, px, idx, q, oid, t, cfg, sc, xlad, keys, vals, xo, fills, rsp):
+    """Apply one market event at the exchange and fill strategy orders it reaches."""
+    bits = cfg[CF_HBITS]
+    s = 0 if side > 0 else 1
+    seq = sc[SC_SEQ]
+    arrival = -1        # -1: unknown (ahead of every strategy order)
+    if kind == MK_ADD:
+        lad_add(xlad, sc, SC_XBB, s, idx, q)
+        sc[SC_HN] += h_insert(keys, vals, oid, seq, q, bits)
+    elif kind == MK_SEED:
+        lad_add(xlad, sc, SC_XBB, s, idx, q)
+    elif kind == MK_CANCEL or kind == MK_EXEC:
+        lad_sub(xlad, sc, SC_XBB, s, idx, q)
+        if oid >= 0:
+            p = h_find(keys, oid, bits)
+            if p >= 0:
+                arrival = vals[p, 0]
+                vals[p, 1] -= q
+                if vals[p, 1] <= 0:
+                    h_delete(keys, vals, p, bits)
+                    sc[SC_HN] -= 1
+    if sc[SC_NXO] == 0:
+        return True
+    # only events at or through a strategy order's price can touch it
+    if kind == MK_ADD:
+        if side > 0:
+            if px < sc[SC_MINSELL]:
+                return True
+        elif px > sc[SC_MAXBUY]:
+            return True
+    elif side > 0:
+        if px > sc[SC_MAXBUY]:
+            return True
+    elif px < sc[SC_MINSELL]:
+        return True
+    ok = True
+    avail = q       # volume of this event the strategy's orders may still take
+    for i in range(sc[SC_NXO]):      # rows are in id order
+        if xo[i, XO_LEAVES] <= 0:
+            continue
+        oside = xo[i, XO_SIDE]
+        opx = xo[i, XO_PX]
+        if kind == MK_SEED:
+            if oside == side and opx == px:
+                xo[i, XO_AHEAD] += q
+            continue
+        if kind == MK_CANCEL:
+            if oside == side and opx == px and (arrival < 0 or arrival < xo[i, XO_ENTRY]):
+                a = xo[i, XO_AHEAD] - q
+                xo[i, XO_AHEAD] = a if a > 0 else 0
+            continue
+        if kind == MK_ADD:
+            # a new opposite order at or through a resting strategy order
+            if oside == -side and avail > 0 and ((oside > 0 and px <= opx) or (oside < 0 and px >= opx)):
+                f = min(avail, xo[i, XO_LEAVES])
+                avail -= f
+                ok = x_fill(xo, i, opx, f, 1, t, seq, sc, cfg, fills, rsp) and ok
+            continue
+        # MK_EXEC / MK_TRADE: a resting order on `side` at px traded with an aggressor
+        if oside != side:
+            continue
+        through = (oside > 0 and opx > px) or (oside < 0 and opx < px)
+        if through:
+            if avail > 0:
+                f = min(avail, xo[i, XO_LEAVES])
+                avail -= f
+                ok = x_fill(xo, i, opx, f, 1, t, seq, sc, cfg, fills, rsp) and ok
+        elif kind == MK_EXEC and opx == px:
+            ahead = xo[i, XO_AHEAD]
+            c = min(q, ahead)
+            xo[i, XO_AHEAD] = ahead - c
+            f = min(q - c, xo[i, XO_LEAVES], avail)
+            if f > 0:
+                avail -= f
+                ok = x_fill(xo, i, opx, f, 1, t, seq, sc, cfg, fills, rsp) and ok
+    compact(xo, sc)
+    return ok
+
+
+@register_jitable
+def x_request(req, h, t, cfg, sc, xlad, xo, fills, evs, rsp):
+    """A strategy request arrives at the exchange."""
+    action = req[h, RQ_ACTION]
+    oid = req[h, RQ_ID]
+    side = req[h, RQ_SIDE]
+    px = req[h, RQ_PX]
+    qty = req[h, RQ_QTY]
+    otype = req[h, RQ_TYPE]
+    tif = req[h, RQ_TIF]
+    ok = True
+    if action == A_CANCEL:
+        for i in range(sc[SC_NXO]):
+            if xo[i, XO_ID] == oid and oid != 0:
+                lv = xo[i, XO_LEAVES]
+                log_ev(evs, sc, t, oid, EV_CANCELLED, xo[i, XO_SIDE], xo[i, XO_PX], 0, lv, xo[i, XO_AHEAD], RJ_NONE, 0, 0)
+                ok = push_rsp(rsp, sc, cfg, t, EV_CANCELLED, oid, xo[i, XO_PX], 0, lv, 0, RJ_NONE, 0, xo[i, XO_SIDE], 0)
+                xo[i, XO_ID] = 0
+                compact(xo, sc)
+                return ok
+        log_ev(evs, sc, t, oid, EV_REJECTED, 0, 0, 0, 0, 0, RJ_UNKNOWN, 0, 0)
+        return push_rsp(rsp, sc, cfg, t, EV_REJECTED, oid, 0, 0, 0, 0, RJ_UNKNOWN, 0, 0, 0)
+    base = cfg[CF_BASE]
+    tick = cfg[CF_TICK]
+    L = xlad.shape[1]
+    reason = RJ_NONE
+    if qty <= 0:
+        reason = RJ_QTY
+    elif otype != T_MARKET:
+        if px <= 0 or (px - base) % tick != 0:
+            reason = RJ_PRICE
+        elif px < base or (px - base) // tick >= L:
+            reason = RJ_RANGE
+    row = sc[SC_NXO]    # appended: rows stay in id order (ids increase)
+    if reason == RJ_NONE and row >= xo.shape[0]:
+        reason = RJ_TOO_MANY
+    s = 0 if side > 0 else 1
+    o = 1 - s
+    best_opp = sc[SC_XBB + o]
+    if reason == RJ_NONE and otype == T_MARKET and best_opp < 0:
+        reason = RJ_NO_LIQUIDITY
+    crosses = False
+    if reason == RJ_NONE and best_opp >= 0:
+        opp_px = base + best_opp * tick
+        crosses = otype == T_MARKET or (side > 0 and px >= opp_px) or (side < 0 and px <= opp_px)
+        if crosses and req[h, RQ_POST] != 0:
+            reason = RJ_POST_ONLY
+    if reason != RJ_NONE:
+        log_ev(evs, sc, t, oid, EV_REJECTED, side, px, qty, 0, 0, reason, otype, tif)
+        return push_rsp(rsp, sc, cfg, t, EV_REJECTED, oid, px, 0, 0, 0, reason, 0, side, 0)
+    xo[row, XO_ID] = oid
+    xo[row, XO_SIDE] = side
+    xo[row, XO_PX] = px
+    xo[row, XO_IDX] = (px - base) // tick if otype != T_MARKET else -1
+    xo[row, XO_LEAVES] = qty
+    xo[row, XO_QTY] = qty
+    xo[row, XO_ENTRY] = sc[SC_SEQ]
+    xo[row, XO_TS] = t
+    ahead = 0
+    if not crosses and tif != TIF_IOC:
+        ahead = xlad[s, xo[row, XO_IDX]]
+    xo[row, XO_AHEAD] = ahead
+    sc[SC_NXO] += 1
+    log_ev(evs, sc, t, oid, EV_ACCEPTED, side, px, qty, qty, ahead, RJ_NONE, otype, tif)
+    ok = push_rsp(rsp, sc, cfg, t, EV_ACCEPTED, oid, px, 0, qty, ahead, RJ_NONE, 0, side, 0)
+    if crosses:
+        # take the displayed opposite levels up to the limit; the book is left as it is
+        j = best_opp
+        L = xlad.shape[1]
+        while j >= 0 and j < L and xo[row, XO_LEAVES] > 0:
+            lvl = xlad[o, j]
+            if lvl > 0:
+                lpx = base + j * tick
+                if otype != T_MARKET and ((side > 0 and lpx > px) or (side < 0 and lpx < px)):
+                    break
+                f = min(lvl, xo[row, XO_LEAVES])
+                ok = x_fill(xo, row, lpx, f, 0, t, sc[SC_SEQ], sc, cfg, fills, rsp) and ok
+            j = j + 1 if o == 1 else j - 1
+    if xo[row, XO_LEAVES] > 0 and (crosses or tif == TIF_IOC):
+        lv = xo[row, XO_LEAVES]
+        log_ev(evs, sc, t, oid, EV_EXPIRED, side, px, 0, lv, 0, RJ_NONE, otype, tif)
+        ok = push_rsp(rsp, sc, cfg, t, EV_EXPIRED, oid, px, 0, lv, 0, RJ_NONE, 0, side, 0) and ok
+        xo[row, XO_ID] = 0
+    compact(xo, sc)
+    return ok
+
+
+@register_jitable
+def view_levels(md, lad, sc, cfg):
+    """Best and top CF_DEPTH levels of the strategy's book copy into md."""
+    base = cfg[CF_BASE]
+    tick = cfg[CF_TICK]
+    L = lad.shape[1]
+    depth = cfg[CF_DEPTH]
+    if depth <= 1:      # the best levels are tracked: no scan
+        b = sc[SC_LBB]
+        a = sc[SC_LBA]
+        md[MD_BID_PX] = base + b * tick if b >= 0 else NO_PRICE
+        md[MD_BID_QTY] = lad[0, b] if b >= 0 else 0
+        md[MD_ASK_PX] = base + a * tick if a >= 0 else NO_PRICE
+        md[MD_ASK_QTY] = lad[1, a] if a >= 0 else 0
+        md[MD_LEVELS] = md[MD_BID_PX]
+        md[MD_LEVELS + 1] = md[MD_BID_QTY]
+        md[MD_LEVELS + 2] = md[MD_ASK_PX]
+        md[MD_LEVELS + 3] = md[MD_ASK_QTY]
+        return
+    j = sc[SC_LBB]
+    for k in range(depth):
+        while j >= 0 and lad[0, j] <= 0:
+            j -= 1
+        if j >= 0:
+            md[MD_LEVELS + 4 * k] = base + j * tick
+            md[MD_LEVELS + 4 * k + 1] = lad[0, j]
+            j -= 1
+        else:
+            md[MD_LEVELS + 4 * k] = NO_PRICE
+            md[MD_LEVELS + 4 * k + 1] = 0
+    j = sc[SC_LBA]
+    if j < 0:
+        j = L
+    for k in range(depth):
+        while j < L and lad[1, j] <= 0:
+            j += 1
+        if j < L:
+            md[MD_LEVELS + 4 * k + 2] = base + j * tick
+            md[MD_LEVELS + 4 * k + 3] = lad[1, j]
+            j += 1
+        else:
+            md[MD_LEVELS + 4 * k + 2] = NO_PRICE
+            md[MD_LEVELS + 4 * k + 3] = 0
+    md[MD_BID_PX] = md[MD_LEVELS]
+    md[MD_BID_QTY] = md[MD_LEVELS + 1]
+    md[MD_ASK_PX] = md[MD_LEVELS + 2]
+    md[MD_ASK_QTY] = md[MD_LEVELS + 3]
+
+
+@register_jitable
+def drain(t, md, orders, act, cfg, sc, req, evs, rsp):
+    """Send the strategy's actions (local time t); returns False if a ring overflowed."""
+    n = act[0, 0]
+    act[0, 0] = 0
+    R = req.shape[0]
+    ok = True
+    for a in range(1, n + 1):
+        kind = act[a, AF_ACTION]
+        oid = act[a, AF_ID]
+        row = -1
+        if kind == A_NEW:
+            for i in range(orders.shape[0]):
+                if orders[i, OF_ID] == 0:
+                    row = i
+                    break
+            if row < 0:
+                log_ev(evs, sc, t, oid, EV_REJECTED, act[a, AF_SIDE], act[a, AF_PX], act[a, AF_QTY], 0, 0,
+                       RJ_TOO_MANY, act[a, AF_TYPE], act[a, AF_TIF])
+                if sc[SC_RS_N] >= rsp.shape[0]:
+                    return False
+                # an immediate local reject, through the response channel at time t
+                rr = (sc[SC_RS_HEAD] + sc[SC_RS_N]) % rsp.shape[0]
+                arr = t if t > sc[SC_RS_PREV] else sc[SC_RS_PREV]
+                sc[SC_RS_PREV] = arr
+                rsp[rr, RS_T] = arr
+                rsp[rr, RS_KIND] = EV_REJECTED
+                rsp[rr, RS_ID] = oid
+                rsp[rr, RS_PX] = act[a, AF_PX]
+                rsp[rr, RS_QTY] = 0
+                rsp[rr, RS_LEAVES] = 0
+                rsp[rr, RS_AHEAD] = 0
+                rsp[rr, RS_REASON] = RJ_TOO_MANY
+                rsp[rr, RS_MAKER] = 0
+                rsp[rr, RS_SIDE] = act[a, AF_SIDE]
+                rsp[rr, RS_XTS] = t
+                rsp[rr, RS_FEE] = 0
+                sc[SC_RS_N] += 1
+                continue
+            orders[row, OF_ID] = oid
+            orders[row, OF_SIDE] = act[a, AF_SIDE]
+            orders[row, OF_PX] = act[a, AF_PX]
+            orders[row, OF_QTY] = act[a, AF_QTY]
+            orders[row, OF_LEAVES] = act[a, AF_QTY]
+            orders[row, OF_AHEAD] = 0
+            orders[row, OF_STATUS] = OS_PENDING
+            orders[row, OF_TS] = t
+            orders[row, OF_TAG] = act[a, AF_TAG]
+            md[MD_OPEN] += 1
+            log_ev(evs, sc, t, oid, EV_SUBMITTED, act[a, AF_SIDE], act[a, AF_PX], act[a, AF_QTY],
+                   act[a, AF_QTY], 0, RJ_NONE, act[a, AF_TYPE], act[a, AF_TIF])
+        elif kind == A_CANCEL:
+            for i in range(orders.shape[0]):
+                if orders[i, OF_ID] == oid and oid != 0:
+                    row = i
+                    break
+            if row < 0 or orders[row, OF_STATUS] == OS_CANCELLING:
+                continue
+            orders[row, OF_STATUS] = OS_CANCELLING
+            log_ev(evs, sc, t, oid, EV_CANCEL_SENT, orders[row, OF_SIDE], orders[row, OF_PX], 0,
+                   orders[row, OF_LEAVES], 0, RJ_NONE, 0, 0)
+        else:
+            continue
+        if sc[SC_RQ_N] >= R:
+            return False
+        arr = t + latency(sc, cfg, SC_RNG_E, CF_ENTRY_LO)
+        if arr < sc[SC_RQ_PREV]:
+            arr = sc[SC_RQ_PREV]
+        sc[SC_RQ_PREV] = arr
+        r = (sc[SC_RQ_HEAD] + sc[SC_RQ_N]) % R
+        req[r, RQ_T] = arr
+        req[r, RQ_ACTION] = kind
+        req[r, RQ_ID] = oid
+        req[r, RQ_SIDE] = act[a, AF_SIDE]
+        req[r, RQ_PX] = act[a, AF_PX]
+        req[r, RQ_QTY] = act[a, AF_QTY]
+        req[r, RQ_TYPE] = act[a, AF_TYPE]
+        req[r, RQ_TIF] = act[a, AF_TIF]
+        req[r, RQ_POST] = act[a, AF_POST]
+        sc[SC_RQ_N] += 1
+    return ok
+
+
+@register_jitable
+def local_response(rsp, h, md, orders):
+    """Apply a response to the strategy's view; returns the callback to run (0 order, 1 fill)."""
+    kind = rsp[h, RS_KIND]
+    oid = rsp[h, RS_ID]
+    md[MD_EV_TS] = rsp[h, RS_XTS]
+    md[MD_EV_KIND] = kind
+    md[MD_EV_ID] = oid
+    md[MD_EV_SIDE] = rsp[h, RS_SIDE]
+    md[MD_EV_PX] = rsp[h, RS_PX]
+    md[MD_EV_QTY] = rsp[h, RS_QTY]
+    md[MD_EV_REASON] = rsp[h, RS_REASON]
+    md[MD_EV_LEAVES] = rsp[h, RS_LEAVES]
+    md[MD_EV_MAKER] = rsp[h, RS_MAKER]
+    row = -1
+    for i in range(orders.shape[0]):
+        if orders[i, OF_ID] == oid and oid != 0:
+            row = i
+            break
+    if kind == EV_FILL:
+        q = rsp[h, RS_QTY]
+        side = rsp[h, RS_SIDE]
+        md[MD_POSITION] += side * q
+        md[MD_CASH] -= side * rsp[h, RS_PX] * q + rsp[h, RS_FEE]
+        md[MD_FEES] += rsp[h, RS_FEE]
+        if row >= 0:
+            orders[row, OF_LEAVES] = rsp[h, RS_LEAVES]
+            orders[row, OF_AHEAD] = rsp[h, RS_AHEAD]
+            if rsp[h, RS_LEAVES] <= 0:
+                orders[row, OF_ID] = 0
+                md[MD_OPEN] -= 1
+        return 1
+    if row >= 0:
+        if kind == EV_ACCEPTED:
+            if orders[row, OF_STATUS] == OS_PENDING:
+                orders[row, OF_STATUS] = OS_OPEN
+            orders[row, OF_AHEAD] = rsp[h, RS_AHEAD]
+        elif kind == EV_REJECTED or kind == EV_CANCELLED or kind == EV_EXPIRED:
+            orders[row, OF_ID] = 0
+            md[MD_OPEN] -= 1
+    return 0
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def run_cpu(ts, kind, oid, side, px, qty, lvl, cfg, sc, xlad, llad, keys, vals, xo, orders, md,
+            params, state, act, req, rsp, fills, evs, eq):
+    """Run the backtest over one chunk of market events; returns a status ST_*.
+
+    ts, kind, oid, side, px, qty : int64[n], the chunk's market events (MK_* kinds; side +1
+        bid / -1 ask, for executions the resting side; px in price units on the tick grid
+        except for MK_TRADE).
+    lvl : int64[n], the ladder index of px, (px - base) // tick (ignored for MK_TRADE).
+    cfg : int64[NCF]; sc : int64[NSC] (state carried across calls).
+    xlad, llad : int64[2, L], the exchange's and the strategy's displayed quantity per level.
+    keys, vals : the market order-id table (int64[H], int64[H, 2]: arrival seq, open qty).
+    xo, orders : exchange-side and strategy-side own orders; md, params, state, act: see api.
+    req, rsp : request and response rings; fills, evs, eq : outputs, rows counted in sc.
+    """
+    n = ts.shape[0]
+    final = cfg[CF_FINAL] != 0
+    sample_ns = cfg[CF_SAMPLE_NS]
+    timer_ns = cfg[CF_TIMER_NS]
+    RQ = req.shape[0]
+    RS = rsp.shape[0]
+    FCAP = fills.shape[0] - xlad.shape[1] - 2 * xo.shape[0] - 4   # a taker walk fills once per level
+    ECAP = evs.shape[0] - 2 * act.shape[0] - 2 * xo.shape[0] - 8
+    QCAP = eq.shape[0] - 2
+    H = keys.shape[0]
+    if sc[SC_STARTED] == 0:
+        if n == 0:
+            return ST_DONE if final else ST_CHUNK
+        sc[SC_STARTED] = 1
+        sc[SC_SAMPLE] = ts[0] + sample_ns
+        sc[SC_TIMER] = ts[0] + timer_ns if timer_ns > 0 else INF
+    while True:
+        if sc[SC_NFILL] > FCAP or sc[SC_NEV] > ECAP or sc[SC_NEQ] > QCAP:
+            return ST_FLUSH
+        ix = sc[SC_IX]
+        if ix >= n and not final:
+            return ST_CHUNK
+        tx = ts[ix] if ix < n else INF
+        tr = req[sc[SC_RQ_HEAD], RQ_T] if sc[SC_RQ_N] > 0 else INF
+        tf = INF
+        fi = sc[SC_IF]
+        if fi < ix:
+            if sc[SC_FEED_OK] == 0:
+                arr = ts[fi] + latency(sc, cfg, SC_RNG_F, CF_FEED_LO)
+                if arr < sc[SC_FEED_PREV]:
+                    arr = sc[SC_FEED_PREV]
+                sc[SC_FEED_T] = arr
+                sc[SC_FEED_OK] = 1
+            tf = sc[SC_FEED_T]
+        trs = rsp[sc[SC_RS_HEAD], RS_T] if sc[SC_RS_N] > 0 else INF
+        tt = sc[SC_TIMER]
+        t = min(tx, tr, tf, trs, tt)
+        if ix >= n:
+            # final chunk, data exhausted: only what is due by the last market event
+            if t > sc[SC_END]:
+                while sc[SC_SAMPLE] <= sc[SC_END] and sc[SC_NEQ] <= QCAP:
+                    _sample(eq, sc, cfg, sc[SC_SAMPLE])
+                    sc[SC_SAMPLE] += sample_ns
+                if sc[SC_SAMPLE] <= sc[SC_END]:
+                    return ST_FLUSH
+                _sample(eq, sc, cfg, sc[SC_END])
+                sc[SC_SAMPLE] = INF
+                return ST_DONE
+        if t == tx:
+            if 2 * (sc[SC_HN] + 1) > H:
+                return ST_HASH
+            k = kind[ix]
+            p = px[ix]
+            j = lvl[ix]
+            if k != MK_TRADE and (j < 0 or j >= xlad.shape[1]):
+                sc[SC_ERR] = ix
+                return ST_RANGE
+            while sc[SC_SAMPLE] <= tx:
+                if sc[SC_NEQ] > QCAP:
+                    return ST_FLUSH
+                _sample(eq, sc, cfg, sc[SC_SAMPLE])
+                sc[SC_SAMPLE] += sample_ns
+            if not x_market_event(k, side[ix], p, j, qty[ix], oid[ix], tx, cfg, sc, xlad, keys, vals, xo,
+                                  fills, rsp):
+                return ST_RING
+            sc[SC_SEQ] += 1
+            sc[SC_END] = tx
+            sc[SC_IX] = ix + 1
+        elif t == tr:
+            h = sc[SC_RQ_HEAD]
+            sc[SC_RQ_HEAD] = (h + 1) % RQ
+            sc[SC_RQ_N] -= 1
+            if not x_request(req, h, tr, cfg, sc, xlad, xo, fills, evs, rsp):
+                return ST_RING
+        elif t == tf:
+            k = kind[fi]
+            s = 0 if side[fi] > 0 else 1
+            if k == MK_ADD or k == MK_SEED:
+                lad_add(llad, sc, SC_LBB, s, lvl[fi], qty[fi])
+            elif k == MK_CANCEL or k == MK_EXEC:
+                lad_sub(llad, sc, SC_LBB, s, lvl[fi], qty[fi])
+            sc[SC_FEED_PREV] = tf
+            sc[SC_FEED_OK] = 0
+            sc[SC_IF] = fi + 1
+            md[MD_NOW] = tf
+            md[MD_EV_TS] = ts[fi]
+            md[MD_EV_KIND] = k
+            md[MD_EV_SIDE] = side[fi]
+            md[MD_EV_PX] = px[fi]
+            md[MD_EV_QTY] = qty[fi]
+            md[MD_EV_ID] = 0
+            md[MD_EV_REASON] = 0
+            md[MD_EV_LEAVES] = 0
+            md[MD_EV_MAKER] = 0
+            view_levels(md, llad, sc, cfg)
+            if k == MK_EXEC or k == MK_TRADE:
+                md[MD_LAST_PX] = px[fi]
+                md[MD_LAST_QTY] = qty[fi]
+                md[MD_LAST_SIDE] = -side[fi]
+                md[MD_LAST_TS] = ts[fi]
+                on_trade(md, orders, params, state, act)
+                if not drain(tf, md, orders, act, cfg, sc, req, evs, rsp):
+                    return ST_RING
+            if k != MK_TRADE:
+                on_book(md, orders, params, state, act)
+                if not drain(tf, md, orders, act, cfg, sc, req, evs, rsp):
+                    return ST_RING
+        elif t == trs:
+            h = sc[SC_RS_HEAD]
+            sc[SC_RS_HEAD] = (h + 1) % RS
+            sc[SC_RS_N] -= 1
+            md[MD_NOW] = trs
+            if local_response(rsp, h, md, orders) == 1:
+                on_fill(md, orders, params, state, act)
+            else:
+                on_order(md, orders, params, state, act)
+            if not drain(trs, md, orders, act, cfg, sc, req, evs, rsp):
+                return ST_RING
+        else:
+            md[MD_NOW] = tt
+            md[MD_EV_TS] = tt
+            md[MD_EV_KIND] = 0
+            sc[SC_TIMER] = tt + timer_ns
+            on_timer(md, orders, params, state, act)
+            if not drain(tt, md, orders, act, cfg, sc, req, evs, rsp):
+                return ST_RING
+
+
+@register_jitable
+def _sample(eq, sc, cfg, t):
+    r = sc[SC_NEQ]
+    eq[r, EQ_TS] = t
+    eq[r, EQ_POS] = sc[SC_POS]
+    eq[r, EQ_CASH] = sc[SC_CASH]
+    eq[r, EQ_BID] = cfg[CF_BASE] + sc[SC_XBB] * cfg[CF_TICK] if sc[SC_XBB] >= 0 else NO_PRICE
+    eq[r, EQ_ASK] = cfg[CF_BASE] + sc[SC_XBA] * cfg[CF_TICK] if sc[SC_XBA] >= 0 else NO_PRICE
+    eq[r, EQ_FEES] = sc[SC_FEES]
+    sc[SC_NEQ] = r + 1

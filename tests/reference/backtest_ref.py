@@ -1,0 +1,357 @@
+"""Plain-Python reference of the no-impact tick backtest (hpte.kernels.backtest.loop).
+
+Slow and obvious: dicts for the books and the market order ids, a list of the strategy's
+orders at the exchange, explicit FIFO lists for the request and response channels, and the
+strategy's callbacks called as plain Python on the same arrays. The rules are the loop's
+docstring; everything here is written again from them, not copied from the kernel.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hpte.kernels.backtest import api as A
+
+M64 = (1 << 64) - 1
+
+
+class SplitMix:
+    def __init__(self, state: int):
+        self.s = state & M64
+
+    def next(self) -> int:
+        self.s = (self.s + 0x9E3779B97F4A7C15) & M64
+        z = self.s
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+        return z ^ (z >> 31)
+
+    def latency(self, lo: int, hi: int) -> int:
+        return lo if hi <= lo else lo + self.next() % (hi - lo + 1)
+
+
+def _noop(md, orders, params, state, act):
+    return None
+
+
+def run_reference(module, events: dict, *, params, state_size, tick, base, L, feed=(0, 0), entry=(0, 0),
+                  response=(0, 0), seed=0, maker_fee=0, taker_fee=0, timer_ns=0, sample_ns=60_000_000_000,
+                  depth=1):
+    """Run a strategy module over event columns; returns (fills, log, equity, md, state, orders)
+    with rows as tuples in the kernel's column order (loop.FL_*, EL_*, EQ_*)."""
+    cb = {name: getattr(module, name, _noop) for name in ("on_book", "on_trade", "on_order", "on_fill", "on_timer")}
+    ts = [int(x) for x in events["ts_ns"]]
+    kind = [int(x) for x in events["kind"]]
+    oids = [int(x) for x in events["order_id"]]
+    sides = [int(x) for x in events["side"]]
+    pxs = [int(x) for x in events["price"]]
+    qtys = [int(x) for x in events["qty"]]
+    n = len(ts)
+    rng_f, rng_e, rng_r = (SplitMix(seed * 3 + j + 1) for j in range(3))
+    params = np.asarray(params, np.float64)
+    state = np.zeros(state_size, np.float64)
+    md = A.new_md()
+    md[A.MD_TICK] = tick
+    orders = A.new_orders()
+    act = A.new_actions()
+    xbook = {1: {}, -1: {}}     # exchange: side -> {price: qty}
+    lbook = {1: {}, -1: {}}     # strategy's view
+    ids = {}                    # market order id -> [arrival seq, open qty]
+    mine = []                   # strategy orders at the exchange, in id order (dicts)
+    requests = []               # FIFO: dicts with 't'
+    responses = []
+    last = {"req": -(1 << 63), "rsp": -(1 << 63)}
+    acct = {"pos": 0, "cash": 0, "fees": 0}
+    fills, log, equity = [], [], []
+    seq = 0
+
+    def best(book, side):
+        ps = [p for p, q in book[side].items() if q > 0]
+        if not ps:
+            return None
+        return max(ps) if side == 1 else min(ps)
+
+    def levels(book, side):
+        ps = sorted((p for p, q in book[side].items() if q > 0), reverse=(side == 1))
+        return [(p, book[side][p]) for p in ps]
+
+    def respond(t, kind_, oid, px, qty, leaves, ahead, reason, maker, side, fee):
+        arr = max(last["rsp"], t + rng_r.latency(*response))
+        last["rsp"] = arr
+        responses.append(dict(t=arr, kind=kind_, oid=oid, px=px, qty=qty, leaves=leaves, ahead=ahead,
+                              reason=reason, maker=maker, side=side, xts=t, fee=fee))
+
+    def fill(o, px, q, maker, t, s):
+        fee = q * (maker_fee if maker else taker_fee)
+        o["leaves"] -= q
+        acct["pos"] += o["side"] * q
+        acct["cash"] -= o["side"] * px * q + fee
+        acct["fees"] += fee
+        fills.append((t, o["id"], o["side"], px, q, maker, fee, acct["pos"], acct["cash"], s, t - o["ts"]))
+        respond(t, A.EV_FILL, o["id"], px, q, o["leaves"], o["ahead"], 0, maker, o["side"], fee)
+
+    def tidy():
+        mine[:] = [o for o in mine if o["leaves"] > 0 and not o.get("gone")]
+
+    def market(i):
+        nonlocal seq
+        k, s, p, q, oid, t = kind[i], sides[i], pxs[i], qtys[i], oids[i], ts[i]
+        arrival = None
+        if k in (A.MK_ADD, A.MK_SEED):
+            xbook[s][p] = xbook[s].get(p, 0) + q
+            if k == A.MK_ADD:
+                ids[oid] = [seq, q]
+        elif k in (A.MK_CANCEL, A.MK_EXEC):
+            xbook[s][p] = max(0, xbook[s].get(p, 0) - q)
+            if oid >= 0 and oid in ids:
+                arrival = ids[oid][0]
+                ids[oid][1] -= q
+                if ids[oid][1] <= 0:
+                    del ids[oid]
+        avail = q
+        for o in mine:
+            if o["leaves"] <= 0:
+                continue
+            if k == A.MK_SEED:
+                if o["side"] == s and o["px"] == p:
+                    o["ahead"] += q
+            elif k == A.MK_CANCEL:
+                if o["side"] == s and o["px"] == p and (arrival is None or arrival < o["entry"]):
+                    o["ahead"] = max(0, o["ahead"] - q)
+            elif k == A.MK_ADD:
+                crosses = (o["side"] == 1 and p <= o["px"]) or (o["side"] == -1 and p >= o["px"])
+                if o["side"] == -s and crosses and avail > 0:
+                    f = min(avail, o["leaves"])
+                    avail -= f
+                    fill(o, o["px"], f, 1, t, seq)
+            elif o["side"] == s:
+                through = (s == 1 and o["px"] > p) or (s == -1 and o["px"] < p)
+                if through:
+                    if avail > 0:
+                        f = min(avail, o["leaves"])
+                        avail -= f
+                        fill(o, o["px"], f, 1, t, seq)
+                elif k == A.MK_EXEC and o["px"] == p:
+                    c = min(q, o["ahead"])
+                    o["ahead"] -= c
+                    f = min(q - c, o["leaves"], avail)
+                    if f > 0:
+                        avail -= f
+                        fill(o, o["px"], f, 1, t, seq)
+        tidy()
+        seq += 1
+
+    def request(r):
+        t = r["t"]
+        if r["action"] == A.A_CANCEL:
+            for o in mine:
+                if o["id"] == r["oid"]:
+                    log.append((t, o["id"], A.EV_CANCELLED, o["side"], o["px"], 0, o["leaves"], o["ahead"], 0, 0, 0))
+                    respond(t, A.EV_CANCELLED, o["id"], o["px"], 0, o["leaves"], 0, 0, 0, o["side"], 0)
+                    o["gone"] = True
+                    tidy()
+                    return
+            log.append((t, r["oid"], A.EV_REJECTED, 0, 0, 0, 0, 0, A.RJ_UNKNOWN, 0, 0))
+            respond(t, A.EV_REJECTED, r["oid"], 0, 0, 0, 0, A.RJ_UNKNOWN, 0, 0, 0)
+            return
+        side, px, qty, otype, tif = r["side"], r["px"], r["qty"], r["type"], r["tif"]
+        reason = 0
+        if qty <= 0:
+            reason = A.RJ_QTY
+        elif otype != A.T_MARKET and (px <= 0 or (px - base) % tick != 0):
+            reason = A.RJ_PRICE
+        elif otype != A.T_MARKET and not (0 <= (px - base) // tick < L):
+            reason = A.RJ_RANGE
+        elif len(mine) >= A.MAX_ORDERS:
+            reason = A.RJ_TOO_MANY
+        opp = best(xbook, -side)
+        if reason == 0 and otype == A.T_MARKET and opp is None:
+            reason = A.RJ_NO_LIQUIDITY
+        crosses = False
+        if reason == 0 and opp is not None:
+            crosses = otype == A.T_MARKET or (side == 1 and px >= opp) or (side == -1 and px <= opp)
+            if crosses and r["post"]:
+                reason = A.RJ_POST_ONLY
+        if reason:
+            log.append((t, r["oid"], A.EV_REJECTED, side, px, qty, 0, 0, reason, otype, tif))
+            respond(t, A.EV_REJECTED, r["oid"], px, 0, 0, 0, reason, 0, side, 0)
+            return
+        ahead = xbook[side].get(px, 0) if (not crosses and tif != A.TIF_IOC) else 0
+        o = dict(id=r["oid"], side=side, px=px, leaves=qty, ahead=ahead, entry=seq, ts=t)
+        mine.append(o)
+        log.append((t, o["id"], A.EV_ACCEPTED, side, px, qty, qty, ahead, 0, otype, tif))
+        respond(t, A.EV_ACCEPTED, o["id"], px, 0, qty, ahead, 0, 0, side, 0)
+        if crosses:
+            for lpx, lq in levels(xbook, -side):
+                if o["leaves"] <= 0:
+                    break
+                if otype != A.T_MARKET and ((side == 1 and lpx > px) or (side == -1 and lpx < px)):
+                    break
+                fill(o, lpx, min(lq, o["leaves"]), 0, t, seq)
+        if o["leaves"] > 0 and (crosses or tif == A.TIF_IOC):
+            log.append((t, o["id"], A.EV_EXPIRED, side, px, 0, o["leaves"], 0, 0, otype, tif))
+            respond(t, A.EV_EXPIRED, o["id"], px, 0, o["leaves"], 0, 0, 0, side, 0)
+            o["gone"] = True
+        tidy()
+
+    def send(t):
+        nact = int(act[0, 0])
+        act[0, 0] = 0
+        for a in range(1, nact + 1):
+            row = act[a]
+            action, oid = int(row[A.AF_ACTION]), int(row[A.AF_ID])
+            if action == A.A_NEW:
+                free = [i for i in range(A.MAX_ORDERS) if orders[i, A.OF_ID] == 0]
+                if not free:
+                    log.append((t, oid, A.EV_REJECTED, int(row[A.AF_SIDE]), int(row[A.AF_PX]), int(row[A.AF_QTY]),
+                                0, 0, A.RJ_TOO_MANY, int(row[A.AF_TYPE]), int(row[A.AF_TIF])))
+                    arr = max(last["rsp"], t)
+                    last["rsp"] = arr
+                    responses.append(dict(t=arr, kind=A.EV_REJECTED, oid=oid, px=int(row[A.AF_PX]), qty=0, leaves=0,
+                                          ahead=0, reason=A.RJ_TOO_MANY, maker=0, side=int(row[A.AF_SIDE]), xts=t, fee=0))
+                    continue
+                i = free[0]
+                orders[i] = 0
+                orders[i, A.OF_ID] = oid
+                orders[i, A.OF_SIDE] = row[A.AF_SIDE]
+                orders[i, A.OF_PX] = row[A.AF_PX]
+                orders[i, A.OF_QTY] = row[A.AF_QTY]
+                orders[i, A.OF_LEAVES] = row[A.AF_QTY]
+                orders[i, A.OF_STATUS] = A.OS_PENDING
+                orders[i, A.OF_TS] = t
+                orders[i, A.OF_TAG] = row[A.AF_TAG]
+                md[A.MD_OPEN] += 1
+                log.append((t, oid, A.EV_SUBMITTED, int(row[A.AF_SIDE]), int(row[A.AF_PX]), int(row[A.AF_QTY]),
+                            int(row[A.AF_QTY]), 0, 0, int(row[A.AF_TYPE]), int(row[A.AF_TIF])))
+            elif action == A.A_CANCEL:
+                hit = [i for i in range(A.MAX_ORDERS) if orders[i, A.OF_ID] == oid and oid != 0]
+                if not hit or orders[hit[0], A.OF_STATUS] == A.OS_CANCELLING:
+                    continue
+                i = hit[0]
+                orders[i, A.OF_STATUS] = A.OS_CANCELLING
+                log.append((t, oid, A.EV_CANCEL_SENT, int(orders[i, A.OF_SIDE]), int(orders[i, A.OF_PX]), 0,
+                            int(orders[i, A.OF_LEAVES]), 0, 0, 0, 0))
+            else:
+                continue
+            arr = max(last["req"], t + rng_e.latency(*entry))
+            last["req"] = arr
+            requests.append(dict(t=arr, action=action, oid=oid, side=int(row[A.AF_SIDE]), px=int(row[A.AF_PX]),
+                                 qty=int(row[A.AF_QTY]), type=int(row[A.AF_TYPE]), tif=int(row[A.AF_TIF]),
+                                 post=int(row[A.AF_POST])))
+
+    def on_response(r):
+        md[A.MD_NOW] = r["t"]
+        md[A.MD_EV_TS] = r["xts"]
+        md[A.MD_EV_KIND] = r["kind"]
+        md[A.MD_EV_ID] = r["oid"]
+        md[A.MD_EV_SIDE] = r["side"]
+        md[A.MD_EV_PX] = r["px"]
+        md[A.MD_EV_QTY] = r["qty"]
+        md[A.MD_EV_REASON] = r["reason"]
+        md[A.MD_EV_LEAVES] = r["leaves"]
+        md[A.MD_EV_MAKER] = r["maker"]
+        hit = [i for i in range(A.MAX_ORDERS) if orders[i, A.OF_ID] == r["oid"] and r["oid"] != 0]
+        i = hit[0] if hit else None
+        if r["kind"] == A.EV_FILL:
+            md[A.MD_POSITION] += r["side"] * r["qty"]
+            md[A.MD_CASH] -= r["side"] * r["px"] * r["qty"] + r["fee"]
+            md[A.MD_FEES] += r["fee"]
+            if i is not None:
+                orders[i, A.OF_LEAVES] = r["leaves"]
+                orders[i, A.OF_AHEAD] = r["ahead"]
+                if r["leaves"] <= 0:
+                    orders[i, A.OF_ID] = 0
+                    md[A.MD_OPEN] -= 1
+            cb["on_fill"](md, orders, params, state, act)
+        else:
+            if i is not None:
+                if r["kind"] == A.EV_ACCEPTED:
+                    if orders[i, A.OF_STATUS] == A.OS_PENDING:
+                        orders[i, A.OF_STATUS] = A.OS_OPEN
+                    orders[i, A.OF_AHEAD] = r["ahead"]
+                elif r["kind"] in (A.EV_REJECTED, A.EV_CANCELLED, A.EV_EXPIRED):
+                    orders[i, A.OF_ID] = 0
+                    md[A.MD_OPEN] -= 1
+            cb["on_order"](md, orders, params, state, act)
+        send(r["t"])
+
+    def on_feed(i, t):
+        k, s, p, q = kind[i], sides[i], pxs[i], qtys[i]
+        if k in (A.MK_ADD, A.MK_SEED):
+            lbook[s][p] = lbook[s].get(p, 0) + q
+        elif k in (A.MK_CANCEL, A.MK_EXEC):
+            lbook[s][p] = max(0, lbook[s].get(p, 0) - q)
+        md[A.MD_NOW] = t
+        md[A.MD_EV_TS] = ts[i]
+        md[A.MD_EV_KIND] = k
+        md[A.MD_EV_SIDE] = s
+        md[A.MD_EV_PX] = p
+        md[A.MD_EV_QTY] = q
+        for c in (A.MD_EV_ID, A.MD_EV_REASON, A.MD_EV_LEAVES, A.MD_EV_MAKER):
+            md[c] = 0
+        bl, al = levels(lbook, 1), levels(lbook, -1)
+        for d in range(depth):
+            md[A.MD_LEVELS + 4 * d], md[A.MD_LEVELS + 4 * d + 1] = bl[d] if d < len(bl) else (A.NO_PRICE, 0)
+            md[A.MD_LEVELS + 4 * d + 2], md[A.MD_LEVELS + 4 * d + 3] = al[d] if d < len(al) else (A.NO_PRICE, 0)
+        md[A.MD_BID_PX], md[A.MD_BID_QTY] = md[A.MD_LEVELS], md[A.MD_LEVELS + 1]
+        md[A.MD_ASK_PX], md[A.MD_ASK_QTY] = md[A.MD_LEVELS + 2], md[A.MD_LEVELS + 3]
+        if k in (A.MK_EXEC, A.MK_TRADE):
+            md[A.MD_LAST_PX], md[A.MD_LAST_QTY], md[A.MD_LAST_SIDE], md[A.MD_LAST_TS] = p, q, -s, ts[i]
+            cb["on_trade"](md, orders, params, state, act)
+            send(t)
+        if k != A.MK_TRADE:
+            cb["on_book"](md, orders, params, state, act)
+            send(t)
+
+    def sample(t):
+        b, a = best(xbook, 1), best(xbook, -1)
+        equity.append((t, acct["pos"], acct["cash"], A.NO_PRICE if b is None else b,
+                       A.NO_PRICE if a is None else a, acct["fees"]))
+
+    if n == 0:
+        return fills, log, equity, md, state, orders
+    # feed arrivals: FIFO, each ts + its latency
+    arrive, prev = [], -(1 << 63)
+    for i in range(n):
+        prev = max(prev, ts[i] + rng_f.latency(*feed))
+        arrive.append(prev)
+    end = ts[-1]
+    ix = fi = 0
+    next_sample = ts[0] + sample_ns
+    next_timer = ts[0] + timer_ns if timer_ns > 0 else None
+    INF = float("inf")
+    while True:
+        cands = [  # (time, priority)
+            (ts[ix] if ix < n else INF, 0),
+            (requests[0]["t"] if requests else INF, 1),
+            (arrive[fi] if fi < ix else INF, 2),
+            (responses[0]["t"] if responses else INF, 3),
+            (next_timer if next_timer is not None else INF, 4),
+        ]
+        t, which = min(cands)
+        if t == INF or t > end:
+            break
+        if which == 0:
+            while next_sample <= t:
+                sample(next_sample)
+                next_sample += sample_ns
+            market(ix)
+            ix += 1
+        elif which == 1:
+            request(requests.pop(0))
+        elif which == 2:
+            on_feed(fi, t)
+            fi += 1
+        elif which == 3:
+            on_response(responses.pop(0))
+        else:
+            md[A.MD_NOW] = t
+            md[A.MD_EV_TS] = t
+            md[A.MD_EV_KIND] = 0
+            next_timer = t + timer_ns
+            cb["on_timer"](md, orders, params, state, act)
+            send(t)
+    while next_sample <= end:
+        sample(next_sample)
+        next_sample += sample_ns
+    sample(end)
+    return fills, log, equity, md, state, orders
