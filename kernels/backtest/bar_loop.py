@@ -1,0 +1,153 @@
+"""The bar backtest and the parameter sweep over bars: one kernel logic, three drivers.
+
+``run_one`` runs one parameter set over all bars (the strategy's ``on_bar`` at every close, the
+order executed at that close, metrics accumulated in one pass). The drivers around it:
+
+* ``backtest_cpu``: one parameter set, serial, also writing the equity curve;
+* ``sweep_cpu``: ``prange`` over parameter sets; the data is shared read-only, every parameter
+  set owns its state, context, action and output row (no atomics, no shared writes), so the
+  result does not depend on the number of threads or on scheduling;
+* ``make_sweep_cuda()``: a CUDA kernel, one thread per parameter set, the strategy compiled as a
+  CUDA device function from the same source; state, context and action in thread-local memory.
+
+The Dask driver (hpte.engine.sweep.run) cuts the grid into chunks and runs ``sweep_cpu`` on each
+in a worker.
+
+This file is also the *template* of every bar strategy's compiled driver: the sweep engine
+copies its source into a generated module and rebinds ``on_bar`` and ``STATE_LEN`` to the
+strategy's, so that numba compiles loop and strategy as one unit and caches it under a name that
+changes with either source (as hpte.kernels.backtest.loop does for tick strategies). Imported as
+it is, the module runs the null strategy (no orders).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+from numba.extending import register_jitable
+
+from hpte.kernels.backtest.bars import (AK_NONE, ACT_KIND, B_CLOSE, B_HIGH, B_LOW, B_OPEN, B_TIME,
+                                        B_VOLUME, BC_CASH, BC_CLOSE, BC_EQUITY, BC_HIGH, BC_INDEX,
+                                        BC_LOW, BC_NBARS, BC_OPEN, BC_POSITION, BC_TIME, BC_VOLUME,
+                                        NACT, NCTX, NOUT, OUT_END_VALUE, OUT_EXPOSURE,
+                                        OUT_MAX_DRAWDOWN, OUT_MEAN_RETURN, OUT_SHARPE,
+                                        OUT_TOTAL_RETURN, OUT_TRADES, OUT_VOLATILITY, execute)
+
+
+@register_jitable
+def _null_on_bar(ctx, data, params, state, act):
+    return None
+
+
+on_bar = _null_on_bar
+STATE_LEN = 1       # the strategy's STATE_SIZE (at least 1: CUDA local arrays cannot be empty)
+
+
+@register_jitable
+def run_one(data, params, state, ctx, act, fee, init_cash, ann, out, curve):
+    """One parameter set over all bars.
+
+    data : float64[NROW, n] (shared, read-only); params : float64[P]; state : float64[>=S],
+    ctx : float64[NCTX], act : float64[NACT] (owned by this parameter set, overwritten);
+    fee : fraction of traded value; init_cash : starting cash; ann : bars per year (Sharpe);
+    out : float64[NOUT] (written: OUT_*); curve : float64[n] equity after each bar's order, or
+    a zero-length array for none.
+    """
+    n = data.shape[1]
+    for j in range(state.shape[0]):
+        state[j] = 0.0
+    ctx[BC_NBARS] = n
+    pos = 0.0
+    cash = init_cash
+    prev = init_cash
+    peak = init_cash
+    mdd = 0.0
+    trades = 0
+    held = 0
+    mean = 0.0
+    m2 = 0.0
+    keep = curve.shape[0] == n
+    for i in range(n):
+        c = data[B_CLOSE, i]
+        ctx[BC_TIME] = data[B_TIME, i]
+        ctx[BC_OPEN] = data[B_OPEN, i]
+        ctx[BC_HIGH] = data[B_HIGH, i]
+        ctx[BC_LOW] = data[B_LOW, i]
+        ctx[BC_CLOSE] = c
+        ctx[BC_VOLUME] = data[B_VOLUME, i]
+        ctx[BC_INDEX] = i
+        ctx[BC_POSITION] = pos
+        ctx[BC_CASH] = cash
+        ctx[BC_EQUITY] = cash + pos * c
+        act[ACT_KIND] = AK_NONE
+        on_bar(ctx, data, params, state, act)
+        if act[ACT_KIND] != AK_NONE:
+            pos, cash, t = execute(act, pos, cash, c, fee)
+            trades += t
+        eq = cash + pos * c
+        if pos != 0.0:
+            held += 1
+        r = eq / prev - 1.0 if prev != 0.0 else 0.0
+        d = r - mean                       # Welford: mean and sum of squared deviations
+        mean += d / (i + 1)
+        m2 += d * (r - mean)
+        if eq > peak:
+            peak = eq
+        elif peak > 0.0:
+            dd = (peak - eq) / peak
+            if dd > mdd:
+                mdd = dd
+        prev = eq
+        if keep:
+            curve[i] = eq
+    out[OUT_TOTAL_RETURN] = prev / init_cash - 1.0
+    out[OUT_END_VALUE] = prev
+    out[OUT_TRADES] = trades
+    out[OUT_EXPOSURE] = held / n if n > 0 else 0.0
+    out[OUT_MAX_DRAWDOWN] = mdd
+    out[OUT_MEAN_RETURN] = mean
+    sd = math.sqrt(m2 / (n - 1)) if n > 1 else 0.0
+    out[OUT_VOLATILITY] = sd * math.sqrt(ann)
+    out[OUT_SHARPE] = mean / sd * math.sqrt(ann) if sd > 0.0 else math.nan
+
+
+@njit(cache=True, nogil=True)
+def backtest_cpu(data, params, fee, init_cash, ann, out, curve):
+    """One parameter set (float64[P]); writes out (float64[NOUT]) and curve (float64[n])."""
+    state = np.zeros(max(STATE_LEN, 1), np.float64)
+    ctx = np.zeros(NCTX, np.float64)
+    act = np.zeros(NACT, np.float64)
+    run_one(data, params, state, ctx, act, fee, init_cash, ann, out, curve)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def sweep_cpu(data, grid, fee, init_cash, ann, out):
+    """Every parameter set of ``grid`` (float64[K, P]) over the shared ``data``; writes
+    ``out`` (float64[K, NOUT]), row k from parameter set k only."""
+    none = np.zeros(0, np.float64)
+    for k in prange(grid.shape[0]):
+        state = np.zeros(max(STATE_LEN, 1), np.float64)
+        ctx = np.zeros(NCTX, np.float64)
+        act = np.zeros(NACT, np.float64)
+        run_one(data, grid[k], state, ctx, act, fee, init_cash, ann, out[k], none)
+
+
+def make_sweep_cuda():
+    """The CUDA driver (compiled on first launch; importing numba.cuda only when called):
+    ``kernel[blocks, threads](data, grid, fee, init_cash, ann, out, none)`` with ``none`` a
+    zero-length float64 device array; thread k runs parameter set k."""
+    from numba import cuda, float64
+
+    sl = max(STATE_LEN, 1)
+
+    def sweep_cuda(data, grid, fee, init_cash, ann, out, none):
+        k = cuda.grid(1)
+        if k < grid.shape[0]:
+            state = cuda.local.array(sl, float64)
+            ctx = cuda.local.array(NCTX, float64)
+            act = cuda.local.array(NACT, float64)
+            run_one(data, grid[k], state, ctx, act, fee, init_cash, ann, out[k], none)
+
+    return cuda.jit(sweep_cuda)
+
