@@ -1,7 +1,7 @@
 """The ``hpte`` command: thin Typer commands over hpte.engine.
 
 Where each command lives: ``match``, ``book``, ``demo`` in cli/match.py; ``gen`` in cli/gen.py;
-``bench`` in cli/bench.py; ``md ...`` in cli/md/; ``risk ...`` in cli/risk/; ``backtest`` in cli/backtest/.
+``bench`` in cli/bench.py; ``md ...`` in cli/md/; ``risk ...`` in cli/risk/; ``backtest`` in cli/backtest/; ``sweep`` in cli/sweep.py.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from hpte.cli.gen import gen
 from hpte.cli.match import book, demo, match
 from hpte.cli.md import md_app
 from hpte.cli.risk.commands import risk_app
+from hpte.cli.sweep import sweep_cmd
 
 app = typer.Typer(
     name="hpte",
@@ -27,6 +28,7 @@ app.command("demo")(demo)
 app.command("gen")(gen)
 app.command("bench")(bench)
 app.command("backtest")(backtest_cmd)
+app.command("sweep")(sweep_cmd)
 app.add_typer(md_app, name="md")
 app.add_typer(risk_app, name="risk")
 

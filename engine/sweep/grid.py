@@ -37,6 +37,8 @@ def parse_range(name: str, text: str) -> np.ndarray:
             step = float(parts[2]) if len(parts) == 3 else 1.0
             return make_range(name, start, stop, step, t)
         vals = np.array([float(v) for v in t.split(",")], np.float64)
+    except GridError:
+        raise
     except ValueError:
         raise GridError(f"--param {name}={t}: not a number, START:STOP:STEP or A,B,C") from None
     if not np.isfinite(vals).all():

@@ -322,8 +322,22 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
         raise SweepError(f"a grid of {size:,} parameter sets needs {table_bytes / 2**20:,.0f} MiB of results, "
                          f"more than the memory budget ({budget / 2**20:,.0f} MiB) allows in memory; give an "
                          f"output folder (--out) to stream them to Parquet, or raise --memory")
+    if out is not None:
+        import shutil
+        probe = Path(out).resolve()
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free
+        if table_bytes > free:
+            raise SweepError(f"a grid of {size:,} parameter sets needs about {table_bytes / 2**30:,.1f} GiB of results, "
+                             f"more than the {free / 2**30:,.1f} GiB free under {out}")
     parts = 4 * workers if cluster is not None else 1
     csize = _plan_chunk(size, P, budget, mat.nbytes, chunk, parts)
+    nchunks = -(-size // csize)
+    bounds = [(s, min(s + csize, size)) for s in range(0, size, csize)] if nchunks <= 1 << 20 else None
+    if bounds is None:
+        raise SweepError(f"a grid of {size:,} parameter sets in chunks of {csize:,} is {nchunks:,} chunks; "
+                         f"raise --memory or --chunk")
     info = None
     if device == "gpu":
         from hpte.engine.device import resolve_device
@@ -350,7 +364,6 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
         writer = pq.ParquetWriter(path, schema)
     done = 0
     compile_s = 0.0
-    bounds = [(s, min(s + csize, size)) for s in range(0, size, csize)]
 
     def emit(sets, res):
         nonlocal done

@@ -176,6 +176,7 @@ from hpte.engine.sweep.strategy import jit_strategy_module as _jsm
 
 on_bar = _jsm(_user)
 STATE_LEN = {state_len}
+bind()
 '''
 
 

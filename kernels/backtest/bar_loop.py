@@ -24,8 +24,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
-from numba.extending import register_jitable
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic, register_jitable
 
 from hpte.kernels.backtest.bars import (AK_NONE, ACT_KIND, B_CLOSE, B_HIGH, B_LOW, B_OPEN, B_TIME,
                                         B_VOLUME, BC_CASH, BC_CLOSE, BC_EQUITY, BC_HIGH, BC_INDEX,
@@ -33,6 +34,29 @@ from hpte.kernels.backtest.bars import (AK_NONE, ACT_KIND, B_CLOSE, B_HIGH, B_LO
                                         NACT, NCTX, NOUT, OUT_END_VALUE, OUT_EXPOSURE,
                                         OUT_MAX_DRAWDOWN, OUT_MEAN_RETURN, OUT_SHARPE,
                                         OUT_TOTAL_RETURN, OUT_TRADES, OUT_VOLATILITY, execute)
+
+
+@intrinsic
+def stack_array(typingctx, size):
+    """float64[size] in the calling function's stack frame (``size`` a compile-time constant; CPU).
+
+    The CPU twin of ``cuda.local.array``: once ``on_bar`` is inlined, LLVM keeps the strategy's
+    state, context and action in registers and drops the stores nobody reads, so the general
+    interface costs what a hand-fused loop costs. Never returned or kept past the call."""
+    if not isinstance(size, types.IntegerLiteral):
+        return None
+    k = size.literal_value
+    arrty = types.Array(types.float64, 1, "C")
+
+    def codegen(context, builder, sig, args):
+        ptr = cgutils.alloca_once(builder, context.get_value_type(types.float64), size=k)
+        ary = context.make_array(arrty)(context, builder)
+        intp = context.get_value_type(types.intp)
+        context.populate_array(ary, data=ptr, shape=[intp(k)], strides=[intp(8)], itemsize=intp(8),
+                               meminfo=None)
+        return ary._getvalue()
+
+    return arrty(size), codegen
 
 
 @register_jitable
@@ -44,72 +68,87 @@ on_bar = _null_on_bar
 STATE_LEN = 1       # the strategy's STATE_SIZE (at least 1: CUDA local arrays cannot be empty)
 
 
-@register_jitable
-def run_one(data, params, state, ctx, act, fee, init_cash, ann, out, curve):
-    """One parameter set over all bars.
+def make_run_one(on_bar):
+    """``run_one`` with ``on_bar`` bound (a closure: the CPU drivers inline it and the strategy
+    into their loop, the CUDA driver compiles it as a device function)."""
 
-    data : float64[NROW, n] (shared, read-only); params : float64[P]; state : float64[>=S],
-    ctx : float64[NCTX], act : float64[NACT] (owned by this parameter set, overwritten);
-    fee : fraction of traded value; init_cash : starting cash; ann : bars per year (Sharpe);
-    out : float64[NOUT] (written: OUT_*); curve : float64[n] equity after each bar's order, or
-    a zero-length array for none.
-    """
-    n = data.shape[1]
-    for j in range(state.shape[0]):
-        state[j] = 0.0
-    ctx[BC_NBARS] = n
-    pos = 0.0
-    cash = init_cash
-    prev = init_cash
-    peak = init_cash
-    mdd = 0.0
-    trades = 0
-    held = 0
-    mean = 0.0
-    m2 = 0.0
-    keep = curve.shape[0] == n
-    for i in range(n):
-        c = data[B_CLOSE, i]
-        ctx[BC_TIME] = data[B_TIME, i]
-        ctx[BC_OPEN] = data[B_OPEN, i]
-        ctx[BC_HIGH] = data[B_HIGH, i]
-        ctx[BC_LOW] = data[B_LOW, i]
-        ctx[BC_CLOSE] = c
-        ctx[BC_VOLUME] = data[B_VOLUME, i]
-        ctx[BC_INDEX] = i
-        ctx[BC_POSITION] = pos
-        ctx[BC_CASH] = cash
-        ctx[BC_EQUITY] = cash + pos * c
-        act[ACT_KIND] = AK_NONE
-        on_bar(ctx, data, params, state, act)
-        if act[ACT_KIND] != AK_NONE:
-            pos, cash, t = execute(act, pos, cash, c, fee)
-            trades += t
-        eq = cash + pos * c
-        if pos != 0.0:
-            held += 1
-        r = eq / prev - 1.0 if prev != 0.0 else 0.0
-        d = r - mean                       # Welford: mean and sum of squared deviations
-        mean += d / (i + 1)
-        m2 += d * (r - mean)
-        if eq > peak:
-            peak = eq
-        elif peak > 0.0:
-            dd = (peak - eq) / peak
-            if dd > mdd:
-                mdd = dd
-        prev = eq
-        if keep:
-            curve[i] = eq
-    out[OUT_TOTAL_RETURN] = prev / init_cash - 1.0
-    out[OUT_END_VALUE] = prev
-    out[OUT_TRADES] = trades
-    out[OUT_EXPOSURE] = held / n if n > 0 else 0.0
-    out[OUT_MAX_DRAWDOWN] = mdd
-    out[OUT_MEAN_RETURN] = mean
-    sd = math.sqrt(m2 / (n - 1)) if n > 1 else 0.0
-    out[OUT_VOLATILITY] = sd * math.sqrt(ann)
-    out[OUT_SHARPE] = mean / sd * math.sqrt(ann) if sd > 0.0 else math.nan
+    def run_one(data, params, state, ctx, act, fee, init_cash, ann, out, curve):
+        """One parameter set over all bars.
+
+        data : float64[NROW, n] (shared, read-only); params : float64[P]; state : float64[>=S],
+        ctx : float64[NCTX], act : float64[NACT] (owned by this parameter set, overwritten);
+        fee : fraction of traded value; init_cash : starting cash; ann : bars per year (Sharpe);
+        out : float64[NOUT] (written: OUT_*); curve : float64[n] equity after each bar's order, or
+        a zero-length array for none.
+        """
+        n = data.shape[1]
+        for j in range(state.shape[0]):
+            state[j] = 0.0
+        ctx[BC_NBARS] = n
+        pos = 0.0
+        cash = init_cash
+        prev = init_cash
+        peak = init_cash
+        mdd = 0.0
+        trades = 0
+        held = 0
+        s1 = 0.0                               # sum of per-bar returns
+        s2 = 0.0                               # sum of their squares
+        keep = curve.shape[0] == n
+        for i in range(n):
+            c = data[B_CLOSE, i]
+            ctx[BC_TIME] = data[B_TIME, i]
+            ctx[BC_OPEN] = data[B_OPEN, i]
+            ctx[BC_HIGH] = data[B_HIGH, i]
+            ctx[BC_LOW] = data[B_LOW, i]
+            ctx[BC_CLOSE] = c
+            ctx[BC_VOLUME] = data[B_VOLUME, i]
+            ctx[BC_INDEX] = i
+            ctx[BC_POSITION] = pos
+            ctx[BC_CASH] = cash
+            ctx[BC_EQUITY] = cash + pos * c
+            act[ACT_KIND] = AK_NONE
+            on_bar(ctx, data, params, state, act)
+            if act[ACT_KIND] != AK_NONE:
+                pos, cash, t = execute(act, pos, cash, c, fee)
+                trades += t
+            eq = cash + pos * c
+            if pos != 0.0:
+                held += 1
+            if eq != prev:
+                r = eq / prev - 1.0 if prev != 0.0 else 0.0
+                s1 += r
+                s2 += r * r
+            if eq > peak:
+                peak = eq
+            elif peak - eq > mdd * peak:       # a new deepest drawdown (no division per bar)
+                mdd = (peak - eq) / peak
+            prev = eq
+            if keep:
+                curve[i] = eq
+        out[OUT_TOTAL_RETURN] = prev / init_cash - 1.0
+        out[OUT_END_VALUE] = prev
+        out[OUT_TRADES] = trades
+        out[OUT_EXPOSURE] = held / n if n > 0 else 0.0
+        out[OUT_MAX_DRAWDOWN] = mdd
+        mean = s1 / n if n > 0 else 0.0
+        out[OUT_MEAN_RETURN] = mean
+        var = (s2 - s1 * mean) / (n - 1) if n > 1 else 0.0
+        sd = math.sqrt(var) if var > 0.0 else 0.0
+        out[OUT_VOLATILITY] = sd * math.sqrt(ann)
+        out[OUT_SHARPE] = mean / sd * math.sqrt(ann) if sd > 0.0 else math.nan
+
+    return run_one
+
+
+def bind():
+    """(Re)build the loop around the module's current ``on_bar`` (the generated driver calls it
+    again after rebinding ``on_bar``): ``run_one`` (plain, for the CUDA device function) and
+    ``run_one_cpu`` (inlined by numba into the CPU drivers, with the strategy inlined into it,
+    so that stack arrays stay in registers)."""
+    global run_one, run_one_cpu
+    run_one = make_run_one(on_bar)
+    run_one_cpu = njit(inline="always")(make_run_one(njit(inline="always")(on_bar)))
 
 
 @njit(cache=True, nogil=True)
@@ -118,7 +157,7 @@ def backtest_cpu(data, params, fee, init_cash, ann, out, curve):
     state = np.zeros(max(STATE_LEN, 1), np.float64)
     ctx = np.zeros(NCTX, np.float64)
     act = np.zeros(NACT, np.float64)
-    run_one(data, params, state, ctx, act, fee, init_cash, ann, out, curve)
+    run_one_cpu(data, params, state, ctx, act, fee, init_cash, ann, out, curve)
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -127,10 +166,10 @@ def sweep_cpu(data, grid, fee, init_cash, ann, out):
     ``out`` (float64[K, NOUT]), row k from parameter set k only."""
     none = np.zeros(0, np.float64)
     for k in prange(grid.shape[0]):
-        state = np.zeros(max(STATE_LEN, 1), np.float64)
-        ctx = np.zeros(NCTX, np.float64)
-        act = np.zeros(NACT, np.float64)
-        run_one(data, grid[k], state, ctx, act, fee, init_cash, ann, out[k], none)
+        state = stack_array(STATE_LEN)
+        ctx = stack_array(NCTX)
+        act = stack_array(NACT)
+        run_one_cpu(data, grid[k], state, ctx, act, fee, init_cash, ann, out[k], none)
 
 
 def make_sweep_cuda():
@@ -140,6 +179,7 @@ def make_sweep_cuda():
     from numba import cuda, float64
 
     sl = max(STATE_LEN, 1)
+    run_one_dev = cuda.jit(device=True)(make_run_one(on_bar))
 
     def sweep_cuda(data, grid, fee, init_cash, ann, out, none):
         k = cuda.grid(1)
@@ -147,7 +187,10 @@ def make_sweep_cuda():
             state = cuda.local.array(sl, float64)
             ctx = cuda.local.array(NCTX, float64)
             act = cuda.local.array(NACT, float64)
-            run_one(data, grid[k], state, ctx, act, fee, init_cash, ann, out[k], none)
+            run_one_dev(data, grid[k], state, ctx, act, fee, init_cash, ann, out[k], none)
 
     return cuda.jit(sweep_cuda)
+
+
+bind()
 
