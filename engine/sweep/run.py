@@ -316,6 +316,9 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
     base = load_bars(data, symbol)
     mat = strat.prepare(base)
     ann = bars_per_year(base) if bars_year is None else float(bars_year)
+    if mat.nbytes >= budget:
+        raise SweepError(f"the bar data needs {mat.nbytes / 2**20:,.1f} MiB, more than the memory budget "
+                         f"({budget / 2**20:,.1f} MiB); raise --memory")
     P = len(g.names)
     table_bytes = size * 8 * (P + NOUT)
     if out is None and table_bytes * 2 > budget - mat.nbytes:
