@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange, types
+from numba import float64, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, register_jitable
 
@@ -172,24 +172,30 @@ def sweep_cpu(data, grid, fee, init_cash, ann, out):
         run_one_cpu(data, grid[k], state, ctx, act, fee, init_cash, ann, out[k], none)
 
 
+cuda = None            # numba.cuda, bound by make_sweep_cuda (a global, so the simulator can swap it)
+run_one_dev = None     # run_one as a CUDA device function
+
+
+def sweep_cuda(data, grid, fee, init_cash, ann, out, none):
+    """Thread k runs parameter set k (the CUDA twin of sweep_cpu's prange body)."""
+    k = cuda.grid(1)
+    if k < grid.shape[0]:
+        state = cuda.local.array(STATE_LEN, float64)
+        ctx = cuda.local.array(NCTX, float64)
+        act = cuda.local.array(NACT, float64)
+        run_one_dev(data, grid[k], state, ctx, act, fee, init_cash, ann, out[k], none)
+
+
 def make_sweep_cuda():
-    """The CUDA driver (compiled on first launch; importing numba.cuda only when called):
+    """The CUDA driver, compiled on first launch (numba.cuda is imported only here):
     ``kernel[blocks, threads](data, grid, fee, init_cash, ann, out, none)`` with ``none`` a
     zero-length float64 device array; thread k runs parameter set k."""
-    from numba import cuda, float64
+    global cuda, run_one_dev
+    from numba import cuda as _cuda
 
-    sl = max(STATE_LEN, 1)
-    run_one_dev = cuda.jit(device=True)(make_run_one(on_bar))
-
-    def sweep_cuda(data, grid, fee, init_cash, ann, out, none):
-        k = cuda.grid(1)
-        if k < grid.shape[0]:
-            state = cuda.local.array(sl, float64)
-            ctx = cuda.local.array(NCTX, float64)
-            act = cuda.local.array(NACT, float64)
-            run_one_dev(data, grid[k], state, ctx, act, fee, init_cash, ann, out[k], none)
-
-    return cuda.jit(sweep_cuda)
+    cuda = _cuda
+    run_one_dev = _cuda.jit(device=True)(make_run_one(on_bar))
+    return _cuda.jit(sweep_cuda)
 
 
 bind()
