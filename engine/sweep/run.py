@@ -240,8 +240,9 @@ def _connect(cluster, workers: int, threads_per_worker: int):
     except ImportError:
         raise SweepError("--cluster needs Dask: pip install 'hpte[dask]'") from None
     if cluster == "local":
+        # each worker's numba uses threads_per_worker threads: workers x threads = the cores asked for
         lc = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-                          dashboard_address=None)
+                          dashboard_address=None, env={"NUMBA_NUM_THREADS": str(threads_per_worker)})
         return Client(lc), lc
     try:
         client = Client(cluster, timeout="5s")

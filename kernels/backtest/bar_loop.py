@@ -32,7 +32,7 @@ from hpte.kernels.backtest.bars import (AK_NONE, ACT_KIND, B_CLOSE, B_HIGH, B_LO
                                         B_VOLUME, BC_CASH, BC_CLOSE, BC_EQUITY, BC_HIGH, BC_INDEX,
                                         BC_LOW, BC_NBARS, BC_OPEN, BC_POSITION, BC_TIME, BC_VOLUME,
                                         NACT, NCTX, NOUT, OUT_END_VALUE, OUT_EXPOSURE,
-                                        OUT_MAX_DRAWDOWN, OUT_MEAN_RETURN, OUT_SHARPE,
+                                        OUT_MAX_DRAWDOWN, OUT_PNL, OUT_SHARPE,
                                         OUT_TOTAL_RETURN, OUT_TRADES, OUT_VOLATILITY, execute)
 
 
@@ -89,10 +89,11 @@ def make_run_one(on_bar):
         cash = init_cash
         prev = init_cash
         peak = init_cash
-        mdd = 0.0
+        dd_num = 0.0
+        dd_den = 1.0
         trades = 0
         held = 0
-        s1 = 0.0                               # sum of per-bar returns
+        s1 = 0.0                               # sum of per-bar equity changes
         s2 = 0.0                               # sum of their squares
         keep = curve.shape[0] == n
         for i in range(n):
@@ -113,16 +114,17 @@ def make_run_one(on_bar):
                 pos, cash, t = execute(act, pos, cash, c, fee)
                 trades += t
             eq = cash + pos * c
-            if pos != 0.0:
-                held += 1
-            if eq != prev:
-                r = eq / prev - 1.0 if prev != 0.0 else 0.0
-                s1 += r
-                s2 += r * r
-            if eq > peak:
-                peak = eq
-            elif peak - eq > mdd * peak:       # a new deepest drawdown (no division per bar)
-                mdd = (peak - eq) / peak
+            held += pos != 0.0
+            d = eq - prev                      # per-bar equity change (as hpte backtest's Sharpe)
+            s1 += d
+            s2 += d * d
+            # deepest drawdown as the fraction dd_num / dd_den, compared cross-multiplied: no
+            # division and no unpredictable branch per bar (peak >= init_cash > 0)
+            peak = max(peak, eq)
+            dn = peak - eq
+            if dn * dd_den > dd_num * peak:
+                dd_num = dn
+                dd_den = peak
             prev = eq
             if keep:
                 curve[i] = eq
@@ -130,9 +132,9 @@ def make_run_one(on_bar):
         out[OUT_END_VALUE] = prev
         out[OUT_TRADES] = trades
         out[OUT_EXPOSURE] = held / n if n > 0 else 0.0
-        out[OUT_MAX_DRAWDOWN] = mdd
+        out[OUT_MAX_DRAWDOWN] = dd_num / dd_den
         mean = s1 / n if n > 0 else 0.0
-        out[OUT_MEAN_RETURN] = mean
+        out[OUT_PNL] = prev - init_cash
         var = (s2 - s1 * mean) / (n - 1) if n > 1 else 0.0
         sd = math.sqrt(var) if var > 0.0 else 0.0
         out[OUT_VOLATILITY] = sd * math.sqrt(ann)

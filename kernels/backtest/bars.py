@@ -73,16 +73,17 @@ AK_SIZE = 2.0       # target position = VALUE units
 
 # --- results: float64[NOUT] per parameter set --------------------------------------------------
 OUT_TOTAL_RETURN = 0    # end value / initial cash - 1
-OUT_SHARPE = 1          # mean / std (ddof 1) of per-bar returns x sqrt(bars per year); NaN if std 0
+OUT_SHARPE = 1          # mean / std (ddof 1) of per-bar equity changes x sqrt(bars per year), as
+                        # hpte backtest's Sharpe; NaN when the equity never changes
 OUT_MAX_DRAWDOWN = 2    # largest fall from a running peak of equity, as a fraction of the peak
 OUT_TRADES = 3          # orders that changed the position
 OUT_EXPOSURE = 4        # fraction of bars that end with a non-zero position
 OUT_END_VALUE = 5       # equity after the last bar
-OUT_MEAN_RETURN = 6     # mean per-bar return
-OUT_VOLATILITY = 7      # std (ddof 1) of per-bar returns x sqrt(bars per year)
+OUT_PNL = 6             # end value - initial cash
+OUT_VOLATILITY = 7      # std (ddof 1) of per-bar equity changes x sqrt(bars per year), cash units
 NOUT = 8
 METRICS = ("total_return", "sharpe", "max_drawdown", "trades", "exposure", "end_value",
-           "mean_return", "volatility")
+           "pnl", "volatility")
 
 
 @register_jitable

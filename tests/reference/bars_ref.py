@@ -57,14 +57,14 @@ def backtest_bars_ref(on_bar, data, params, state_size, fee=0.0, init_cash=100.0
         equity.append(cash + pos * c)
     eq = np.array(equity)
     prev = np.concatenate([[init_cash], eq[:-1]])
-    rets = np.where(prev != 0, eq / np.where(prev != 0, prev, 1) - 1, 0.0)
-    sd = float(np.std(rets, ddof=1)) if n > 1 else 0.0
+    d = eq - prev                         # per-bar equity changes
+    sd = float(np.std(d, ddof=1)) if n > 1 else 0.0
     peak = np.maximum.accumulate(np.concatenate([[init_cash], eq]))[1:]
     dd = np.where(peak > 0, (peak - eq) / np.where(peak > 0, peak, 1), 0.0)
     metrics = {
-        "total_return": eq[-1] / init_cash - 1, "sharpe": float(rets.mean() / sd * math.sqrt(ann)) if sd > 0 else math.nan,
+        "total_return": eq[-1] / init_cash - 1, "sharpe": float(d.mean() / sd * math.sqrt(ann)) if sd > 0 else math.nan,
         "max_drawdown": float(max(0.0, dd.max())), "trades": trades, "exposure": held / n,
-        "end_value": float(eq[-1]), "mean_return": float(rets.mean()), "volatility": sd * math.sqrt(ann),
+        "end_value": float(eq[-1]), "pnl": float(eq[-1] - init_cash), "volatility": sd * math.sqrt(ann),
     }
     return metrics, equity
 
