@@ -89,8 +89,8 @@ def make_run_one(on_bar):
         cash = init_cash
         prev = init_cash
         peak = init_cash
-        dd_num = 0.0
-        dd_den = 1.0
+        trough = init_cash
+        mdd = 0.0
         trades = 0
         held = 0
         s1 = 0.0                               # sum of per-bar equity changes
@@ -118,13 +118,16 @@ def make_run_one(on_bar):
             d = eq - prev                      # per-bar equity change (as hpte backtest's Sharpe)
             s1 += d
             s2 += d * d
-            # deepest drawdown as the fraction dd_num / dd_den, compared cross-multiplied: no
-            # division and no unpredictable branch per bar (peak >= init_cash > 0)
-            peak = max(peak, eq)
-            dn = peak - eq
-            if dn * dd_den > dd_num * peak:
-                dd_num = dn
-                dd_den = peak
+            # drawdown by epochs between new peaks: inside one the deepest point is the lowest
+            # equity (a min, no division); an epoch's depth is divided out when a new peak ends it
+            if eq > peak:
+                dd = (peak - trough) / peak
+                if dd > mdd:
+                    mdd = dd
+                peak = eq
+                trough = eq
+            else:
+                trough = min(trough, eq)
             prev = eq
             if keep:
                 curve[i] = eq
@@ -132,7 +135,7 @@ def make_run_one(on_bar):
         out[OUT_END_VALUE] = prev
         out[OUT_TRADES] = trades
         out[OUT_EXPOSURE] = held / n if n > 0 else 0.0
-        out[OUT_MAX_DRAWDOWN] = dd_num / dd_den
+        out[OUT_MAX_DRAWDOWN] = max(mdd, (peak - trough) / peak)
         mean = s1 / n if n > 0 else 0.0
         out[OUT_PNL] = prev - init_cash
         var = (s2 - s1 * mean) / (n - 1) if n > 1 else 0.0
