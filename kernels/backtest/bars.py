@@ -31,7 +31,8 @@ Accounting (as vectorbt's ``Portfolio.from_signals`` / ``from_orders`` with ``pr
 float cash and fractional positions; an order moves the position to its target at the close
 ``c``; buying q costs ``q c (1 + fee)`` and never more than the cash (a larger buy is cut to
 ``cash / (c (1 + fee))``, cash then 0: a whole-equity entry); selling q brings
-``q c (1 - fee)``; a target below zero is a short sale (the proceeds go to cash). Fees are a
+``q c (1 - fee)``; a change within 1e-12 of the position is no order (rounding dust of
+re-sent targets); a target below zero is a short sale (the proceeds go to cash). Fees are a
 fraction of the traded value, 0 by default.
 """
 from __future__ import annotations
@@ -127,6 +128,8 @@ def execute(act, pos, cash, close, fee):
     else:
         target = act[ACT_VALUE]
     delta = target - pos
+    if abs(delta) <= 1e-12 * max(abs(pos), abs(target)):
+        return pos, cash, 0               # rounding dust (a target the position already holds)
     if delta > 0.0:
         cost = delta * close * (1.0 + fee)
         if cost >= cash:

@@ -21,6 +21,8 @@ def _execute_ref(kind, value, pos, cash, close, fee):
     if kind == 0:
         return pos, cash, 0
     target = value * (cash + pos * close) / close if kind == 1 else value
+    if abs(target - pos) <= 1e-12 * max(abs(pos), abs(target)):
+        return pos, cash, 0               # already there (rounding dust of a re-sent target)
     if target > pos:
         q = target - pos
         cost = q * close * (1 + fee)
