@@ -124,7 +124,7 @@ class SweepResult:
 
     def summary(self, n: int | None = None) -> str:
         cols = self.names + [m for m in METRICS]
-        rows = len(self.top[cols[0]]) if cols else 0
+        rows = len(self.top.get(cols[0], ())) if cols else 0
         n = rows if n is None else min(n, rows)
         head = ["rank"] + cols
         body = []
@@ -383,29 +383,26 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
     best = _TopN(top, metric, lower)
     keep = [] if out is None else None
     writer = None
-    path = None
-    if out is not None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-        d = Path(out)
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / "results.parquet"
-        schema = pa.schema([(n, pa.float64()) for n in names] +
-                           [(m, pa.int64() if m == "trades" else pa.float64()) for m in METRICS])
-        writer = pq.ParquetWriter(path, schema)
+    path = Path(out) / "results.parquet" if out is not None else None
     done = 0
     compile_s = 0.0
 
     def emit(sets, res):
-        nonlocal done
+        nonlocal done, writer
         cols = {n: sets[:, j] for j, n in enumerate(names)}
         for j, m in enumerate(METRICS):
             cols[m] = res[:, j].astype(np.int64) if m == "trades" else res[:, j]
         best.add(cols)
         if keep is not None:
             keep.append(cols)
-        if writer is not None:
+        if path is not None:
             import pyarrow as pa
+            if writer is None:            # opened with the first results: a failed compile leaves no file
+                import pyarrow.parquet as pq
+                path.parent.mkdir(parents=True, exist_ok=True)
+                schema = pa.schema([(n, pa.float64()) for n in names] +
+                                   [(m, pa.int64() if m == "trades" else pa.float64()) for m in METRICS])
+                writer = pq.ParquetWriter(path, schema)
             writer.write_table(pa.table(cols, schema=writer.schema))
         done += len(sets)
         if progress is not None:

@@ -269,7 +269,8 @@ def test_bad_strategy_files(tmp_path):
         sweep(bad, random_walk(10, 0), params={"a": "1:2"})
     bad.write_text("PARAMS = {'a': 1.0}\ndef on_bar(ctx, data, params, state, act):\n    y = ctx.no_such_attribute\n")
     with pytest.raises(StrategyError, match="on_bar.*cannot be compiled"):
-        sweep(bad, random_walk(10, 0), params={"a": "1:2"})
+        sweep(bad, random_walk(10, 0), params={"a": "1:2"}, out=tmp_path / "o")
+    assert not (tmp_path / "o" / "results.parquet").exists()
 
 
 def test_gpu_without_a_gpu_is_refused_before_work(monkeypatch):
@@ -357,6 +358,9 @@ def test_cli_walk_and_ranking_plot(tmp_path):
     (["--walk", "100", "--param", "fast=1:3", "--device", "tpu"], "error: --device 'tpu': use cpu or gpu"),
     (["--walk", "100", "--param", "fast=1:1000", "--param", "slow=1:1000", "--memory", "1MiB", "--chunk", "100000"],
      "error: --chunk 100,000 parameter sets do not fit"),
+    (["--walk", "100", "--param", "fast=1:3", "--metric", "alpha"], "error: --metric 'alpha': use one of"),
+    (["--walk", "100", "--param", "fast=1:3", "--fee", "-0.1"], "error: --fee -0.1"),
+    (["--walk", "100", "--param", "fast=1:3", "--device", "gpu", "--cluster", "local"], "error: --cluster runs the CPU"),
 ])
 def test_cli_errors_are_one_line(tmp_path, args, message):
     r = _cli("sweep", "ma_cross", *args, "--out", str(tmp_path / "o"))
@@ -371,6 +375,8 @@ def test_public_api():
     assert hpte.sweep is sweep
     res = hpte.sweep("ma_cross", random_walk(200, 1), params={"fast": [2, 3], "slow": [5]}, top=1)
     assert len(res.top["fast"]) == 1
+    none = hpte.sweep("ma_cross", random_walk(200, 1), params={"fast": [2, 3]}, top=0)
+    assert none.top == {} and "2 parameter sets x 200 bars" in none.summary()
 
 
 def test_readme_strategy(tmp_path):
