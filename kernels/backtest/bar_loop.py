@@ -93,6 +93,7 @@ def make_run_one(on_bar):
         mdd = 0.0
         trades = 0
         held = 0
+        opened = 0
         s1 = 0.0                               # sum of per-bar equity changes
         s2 = 0.0                               # sum of their squares
         keep = curve.shape[0] == n
@@ -111,10 +112,15 @@ def make_run_one(on_bar):
             act[ACT_KIND] = AK_NONE
             on_bar(ctx, data, params, state, act)
             if act[ACT_KIND] != AK_NONE:
+                was_flat = pos == 0.0
                 pos, cash, t = execute(act, pos, cash, c, fee)
                 trades += t
+                # exposure counted at position changes only (bars ending with a position)
+                if was_flat and pos != 0.0:
+                    opened = i
+                elif not was_flat and pos == 0.0:
+                    held += i - opened
             eq = cash + pos * c
-            held += pos != 0.0
             d = eq - prev                      # per-bar equity change (as hpte backtest's Sharpe)
             s1 += d
             s2 += d * d
@@ -134,6 +140,8 @@ def make_run_one(on_bar):
         out[OUT_TOTAL_RETURN] = prev / init_cash - 1.0
         out[OUT_END_VALUE] = prev
         out[OUT_TRADES] = trades
+        if pos != 0.0:
+            held += n - opened
         out[OUT_EXPOSURE] = held / n if n > 0 else 0.0
         out[OUT_MAX_DRAWDOWN] = max(mdd, (peak - trough) / peak)
         mean = s1 / n if n > 0 else 0.0
