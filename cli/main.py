@@ -2,7 +2,7 @@
 
 Where each command lives: ``match``, ``book``, ``demo`` in cli/match.py; ``gen`` in cli/gen.py;
 ``bench`` in cli/bench.py; ``md ...`` in cli/md/; ``risk ...`` in cli/risk/; ``backtest`` in
-cli/backtest/; ``serve`` and ``journal ...`` in cli/server/.
+cli/backtest/; ``sweep`` in cli/sweep.py; ``serve`` and ``journal ...`` in cli/server/.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from hpte.cli.match import book, demo, match
 from hpte.cli.md import md_app
 from hpte.cli.risk.commands import risk_app
 from hpte.cli.server.commands import journal_app, serve
+from hpte.cli.sweep import sweep_cmd
 
 app = typer.Typer(
     name="hpte",
@@ -29,6 +30,7 @@ app.command("demo")(demo)
 app.command("gen")(gen)
 app.command("bench")(bench)
 app.command("backtest")(backtest_cmd)
+app.command("sweep")(sweep_cmd)
 app.add_typer(md_app, name="md")
 app.add_typer(risk_app, name="risk")
 app.command("serve")(serve)

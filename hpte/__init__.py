@@ -23,6 +23,7 @@ _PUBLIC = {
     "RiskLimits": ("hpte.engine.risk.limits", "RiskLimits"),
     "match_file": ("hpte.engine.pipeline", "match_file"),
     "backtest": ("hpte.engine.backtest.run", "backtest"),
+    "sweep": ("hpte.engine.sweep.run", "sweep"),
 }
 
 __all__ = sorted(_PUBLIC)

@@ -1,0 +1,214 @@
+"""Sweep benchmark: the ``ma_cross`` strategy over a grid of moving-average pairs on a geometric
+random walk, side by side in one run (issue 13's workload by default: 1,000,000 bars, fast
+5..100 step 5 x slow 110..600 step 10 = 1,000 pairs).
+
+    python bench/bench_sweep.py                      # CPU: hpte, fused numba kernel, vectorbt, Dask
+    python bench/bench_sweep.py --device gpu         # + hpte's CUDA driver (needs a GPU)
+    PYTHONPATH=. python3 bench/bench_sweep.py --device gpu   # from a checkout, nothing installed
+
+Rows (each the best of ``--repeat`` timed runs after a warm-up that compiles):
+
+* hpte cpu: ``hpte.sweep`` (the general strategy interface, metrics included), in process;
+* fused: a hand-written numba ``prange`` kernel of the same strategy (total return only), the
+  baseline the issue names; the ratio hpte / fused is in the same run;
+* vectorbt (where installed): ``MA.run`` + ``crossed_above`` + ``Portfolio.from_signals`` on a
+  subset of the pairs (vectorbt holds a float64 array per pair and bar); rates are per
+  bar-parameter step, so the subset is comparable;
+* dask: ``hpte.sweep(cluster="local")`` with 2 worker processes against in-process, the same grid;
+* hpte gpu (``--device gpu``): the CUDA driver, data resident on the device, results copied back.
+
+Every row's total returns are checked against hpte cpu's (vectorbt and fused to 1e-9; the GPU
+to 1e-9). Speeds are bar-parameter steps per second (bars x parameter sets / seconds).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # run from a checkout
+
+from numba import njit, prange  # noqa: E402
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def fused_ma_cross(cs, close, fasts, slows, out):
+    """The strategy fused by hand: vectorbt's rolling means from the running sum ``cs``,
+    crossed_above / crossed_below state in registers, whole-equity entries at the close."""
+    n = close.shape[0]
+    for k in prange(fasts.shape[0]):
+        wf = int(fasts[k])
+        ws = int(slows[k])
+        cash = 100.0
+        pos = 0.0
+        wb = False
+        ra = False
+        wa = False
+        rb = False
+        for i in range(n):
+            if i + 1 < wf or i + 1 < ws:
+                wb = ra = wa = rb = False
+                continue
+            f = cs[i] / wf if i < wf else (cs[i] - cs[i - wf]) / wf
+            s = cs[i] / ws if i < ws else (cs[i] - cs[i - ws]) / ws
+            if f > s:
+                if wb and not ra and pos == 0.0:
+                    pos = cash / close[i]
+                    cash = 0.0
+                if wb:
+                    ra = True
+                wa = True
+                rb = False
+            elif f == s:
+                ra = False
+                rb = False
+            else:
+                if wa and not rb and pos > 0.0:
+                    cash = pos * close[i]
+                    pos = 0.0
+                if wa:
+                    rb = True
+                wb = True
+                ra = False
+        out[k] = (cash + pos * close[n - 1]) / 100.0 - 1.0
+
+
+def best_of(fn, repeat):
+    times = []
+    res = None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        res = fn()
+        times.append(time.perf_counter() - t)
+    return min(times), res
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                cpu = ln.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    ap.add_argument("--bars", type=int, default=1_000_000)
+    ap.add_argument("--fast", default="5:100:5")
+    ap.add_argument("--slow", default="110:600:10")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--vbt-pairs", type=int, default=10, help="pairs vectorbt runs (a subset; 0: skip)")
+    ap.add_argument("--no-dask", action="store_true")
+    ap.add_argument("--json", type=Path, help="also write the figures as JSON")
+    a = ap.parse_args(argv)
+
+    import numba
+
+    from hpte.engine.sweep import sweep
+    from hpte.engine.sweep.data import random_walk
+    from hpte.engine.sweep.grid import parse_range
+
+    close = random_walk(a.bars, a.seed)
+    cs = np.cumsum(close)
+    fa, sl = parse_range("fast", a.fast), parse_range("slow", a.slow)
+    F, S = (x.ravel().copy() for x in np.meshgrid(fa, sl, indexing="ij"))
+    K, n = len(F), a.bars
+    params = {"fast": a.fast, "slow": a.slow}
+    print(f"ma_cross sweep: {n:,} bars x {K:,} pairs ({len(fa)} fast x {len(sl)} slow) = {n * K / 1e9:.2f} G steps; "
+          f"{machine()}; numba {numba.__version__}, {numba.get_num_threads()} threads")
+    rows = {}
+
+    def report(name, secs, sets, ref_ratio=None, note=""):
+        rate = sets * n / secs
+        rows[name] = {"seconds": secs, "sets": sets, "steps_per_s": rate, "note": note}
+        extra = f"  {ref_ratio}" if ref_ratio else ""
+        print(f"  {name:<28} {secs:9.3f} s  {rate / 1e6:10.1f} M steps/s{extra}  {note}")
+
+    # ---- hpte in process (CPU)
+    sweep("ma_cross", close[:1000], params={"fast": "5:6", "slow": "110"})        # compile / load
+    t_cpu, res = best_of(lambda: sweep("ma_cross", close, params=params), a.repeat)
+    hp = res.table["total_return"]
+    report("hpte cpu (in process)", t_cpu, K)
+
+    # ---- fused hand-written kernel
+    out = np.zeros(K)
+    fused_ma_cross(cs[:300], close[:300], F[:2], S[:2], out[:2])
+    t_fused, _ = best_of(lambda: fused_ma_cross(cs, close, F, S, out), a.repeat)
+    dmax = float(np.max(np.abs(out - hp)))
+    report("fused numba prange kernel", t_fused, K, note=f"max |total return - hpte| {dmax:.1e}")
+    print(f"  -> hpte cpu / fused kernel speed: {t_fused / t_cpu:.2f}x")
+
+    # ---- vectorbt on a subset
+    if a.vbt_pairs > 0:
+        try:
+            import pandas as pd
+            import vectorbt as vbt
+        except Exception as e:  # noqa: BLE001
+            print(f"  vectorbt: not installed here ({type(e).__name__}); skipped")
+        else:
+            idx = np.linspace(0, K - 1, min(a.vbt_pairs, K)).astype(int)
+            s = pd.Series(close)
+
+            def run_vbt():
+                fm = vbt.MA.run(s, [int(F[i]) for i in idx], short_name="fast")
+                sm = vbt.MA.run(s, [int(S[i]) for i in idx], short_name="slow")
+                ent = fm.ma_crossed_above(sm)
+                ex = fm.ma_crossed_below(sm)
+                pf = vbt.Portfolio.from_signals(s, ent, ex, init_cash=100.0)
+                return np.asarray(pf.total_return())
+
+            run_vbt()
+            t_vbt, vr = best_of(run_vbt, max(1, min(a.repeat, 2)))
+            dv = float(np.max(np.abs(vr - hp[idx])))
+            report(f"vectorbt {vbt.__version__} ({len(idx)} pairs)", t_vbt, len(idx),
+                   note=f"max |total return - hpte| {dv:.1e}")
+            print(f"  -> hpte cpu / vectorbt speed (per step): "
+                  f"{rows['hpte cpu (in process)']['steps_per_s'] / rows[next(reversed(rows))]['steps_per_s']:.1f}x")
+
+    # ---- Dask local cluster against in process
+    if not a.no_dask and a.device == "cpu":
+        try:
+            import distributed  # noqa: F401
+        except Exception as e:  # noqa: BLE001
+            print(f"  dask: not installed here ({type(e).__name__}); skipped")
+        else:
+            t0 = time.perf_counter()
+            r = sweep("ma_cross", close, params=params, cluster="local", workers=2)
+            total = time.perf_counter() - t0
+            ok = np.array_equal(r.table["total_return"], hp)
+            report("dask local cluster (2 procs)", r.stats["seconds"], K,
+                   note=f"rows identical: {ok}; {total:.2f} s with cluster start/stop")
+            print(f"  -> dask / in-process time: {r.stats['seconds'] / t_cpu:.2f}x (sweep), "
+                  f"{total / t_cpu:.2f}x (with cluster start and stop)")
+
+    # ---- GPU
+    if a.device == "gpu":
+        from hpte.engine.device import resolve_device
+        info = resolve_device("gpu")
+        sweep("ma_cross", close[:1000], params={"fast": "5:6", "slow": "110"}, device="gpu")   # compile
+        t_gpu, g = best_of(lambda: sweep("ma_cross", close, params=params, device="gpu"), a.repeat)
+        dg = float(np.max(np.abs(g.table["total_return"] - hp)))
+        same_trades = bool(np.array_equal(g.table["trades"], res.table["trades"]))
+        report(f"hpte gpu ({info.name or 'GPU'})", t_gpu, K,
+               note=f"max |total return - cpu| {dg:.1e}; trades identical: {same_trades}")
+        print(f"  -> gpu / cpu speed: {t_cpu / t_gpu:.1f}x; gpu / fused kernel: {t_fused / t_gpu:.1f}x")
+    if a.json:
+        a.json.write_text(json.dumps({"bars": n, "pairs": K, "machine": machine(), "rows": rows}, indent=2) + "\n")
+    print(json.dumps({"bars": n, "pairs": K, "rows": {k: round(v["steps_per_s"] / 1e6, 1) for k, v in rows.items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

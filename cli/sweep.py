@@ -1,0 +1,79 @@
+"""``hpte sweep STRATEGY --data BARS.parquet --param fast=5:100:5 --param slow=110:600:10 --out DIR``."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def _fail(msg: str) -> typer.Exit:
+    typer.echo(f"error: {msg}", err=True)
+    return typer.Exit(1)
+
+
+def _params(items: list[str]) -> dict:
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise ValueError(f"--param {it!r}: use NAME=START:STOP:STEP, NAME=A,B,C or NAME=VALUE")
+        k, v = it.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def sweep_cmd(
+    strategy: Annotated[str, typer.Argument(help="Bar strategy file (.py), a bundled one (ma_cross) or a module.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.parquet and heatmap.png (ranking.png).")],
+    data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Bars: an `hpte md bars` Parquet file or any "
+                                                 "Parquet/Arrow table with a close column.")] = None,
+    walk: Annotated[Optional[int], typer.Option("--walk", help="Instead of --data: a geometric random walk of N bars "
+                                                "(seeded by --seed).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of --walk.")] = 0,
+    param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=START:STOP:STEP (inclusive), "
+                                                       "NAME=A,B,C or NAME=VALUE; repeatable.")] = None,
+    grid: Annotated[Optional[Path], typer.Option("--grid", help="TOML grid file with a [params] table.")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu or gpu.")] = "cpu",
+    cluster: Annotated[Optional[str], typer.Option("--cluster", help="local (a Dask LocalCluster started and stopped "
+                                                   "here) or a scheduler address tcp://HOST:PORT.")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes of --cluster local.")] = 2,
+    top: Annotated[int, typer.Option("--top", help="Print the best N parameter sets.")] = 10,
+    metric: Annotated[str, typer.Option("--metric", help="Ranking metric (total_return, sharpe, max_drawdown, ...).")] = "total_return",
+    fee: Annotated[float, typer.Option("--fee", help="Fee per order, a fraction of traded value (0.001 = 10 bp).")] = 0.0,
+    init_cash: Annotated[float, typer.Option("--init-cash", help="Starting cash.")] = 100.0,
+    symbol: Annotated[Optional[int], typer.Option("--symbol", help="Symbol of a multi-symbol bars file.")] = None,
+    chunk: Annotated[Optional[int], typer.Option("--chunk", help="Parameter sets per chunk (default: from --memory).")] = None,
+    memory: Annotated[str, typer.Option("--memory", help="Memory budget for data and results in flight.")] = "4GiB",
+    plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Draw heatmap.png (two parameters) or ranking.png.")] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+) -> None:
+    """Sweep a bar strategy over a parameter grid on CPU threads, a GPU or a Dask cluster;
+    write results.parquet (one row per parameter set: parameters and metrics), print the best
+    sets and draw a heatmap."""
+    from hpte.engine.backtest.strategy import StrategyError
+    from hpte.engine.device import DeviceError
+    from hpte.engine.io import InputError
+    from hpte.engine.sweep import sweep
+    from hpte.engine.sweep.data import random_walk
+
+    t0 = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        if not quiet:
+            typer.echo(f"  {done:,}/{total:,} parameter sets ({done / total:.0%}), {time.perf_counter() - t0:.1f} s",
+                       err=True)
+
+    try:
+        if (data is None) == (walk is None):
+            raise ValueError("give the bars with --data FILE or --walk N (a random walk), one of the two")
+        src = random_walk(walk, seed) if walk is not None else data
+        res = sweep(strategy, src, params=_params(param or []), grid=grid, device=device, cluster=cluster,
+                    out=out, top=top, metric=metric, fee=fee, init_cash=init_cash, symbol=symbol, chunk=chunk,
+                    memory=memory, workers=workers, plot=plot, progress=progress)
+    except (StrategyError, InputError, DeviceError, ValueError) as e:
+        raise _fail(str(e)) from None
+    except OSError as e:
+        raise _fail(f"{e.filename or data}: {e.strerror or e}") from None
+    typer.echo(res.summary(top))
+    typer.echo(f"wrote {res.path} ({res.stats['sets']:,} rows)" + (f", {res.plot}" if res.plot else ""))

@@ -1,0 +1,1 @@
+"""Bundled bar strategies (each a plain bar strategy file; see hpte.kernels.backtest.bars)."""
