@@ -51,42 +51,49 @@ class Strategy:
 
     def param_vector(self, overrides: dict | None = None) -> np.ndarray:
         """The float64 parameter vector: defaults overridden by ``overrides`` (name -> number)."""
-        vals = dict(self.params)
-        for k, v in (overrides or {}).items():
-            if k not in vals:
-                known = ", ".join(vals) or "none"
-                raise StrategyError(f"{self.name}: unknown parameter {k!r} (parameters: {known})")
-            try:
-                f = float(v)
-            except (TypeError, ValueError):
-                raise StrategyError(f"{self.name}: parameter {k}={v!r} is not a number") from None
-            if not np.isfinite(f):
-                raise StrategyError(f"{self.name}: parameter {k}={v!r} is not finite")
-            vals[k] = f
-        return np.array([vals[k] for k in self.params], np.float64)
+        return param_vector(self.name, self.params, overrides)
 
 
-def bundled() -> list[str]:
-    """Names of the bundled strategies."""
-    return sorted(p.stem for p in BUNDLED_DIR.glob("*.py") if not p.stem.startswith("_"))
+def param_vector(name: str, params: dict, overrides: dict | None = None) -> np.ndarray:
+    """A strategy's float64 parameter vector (tick and bar strategies alike): the defaults
+    ``params`` (name -> float, in the vector's order) overridden by ``overrides``."""
+    vals = dict(params)
+    for k, v in (overrides or {}).items():
+        if k not in vals:
+            known = ", ".join(vals) or "none"
+            raise StrategyError(f"{name}: unknown parameter {k!r} (parameters: {known})")
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise StrategyError(f"{name}: parameter {k}={v!r} is not a number") from None
+        if not np.isfinite(f):
+            raise StrategyError(f"{name}: parameter {k}={v!r} is not finite")
+        vals[k] = f
+    return np.array([vals[k] for k in params], np.float64)
 
 
-def resolve_path(spec: str | os.PathLike) -> Path:
-    """A strategy given as a file path, a bundled name (``market_maker``) or a module name."""
+def bundled(folder: Path = BUNDLED_DIR) -> list[str]:
+    """Names of the bundled strategies (in ``folder``: the tick strategies by default)."""
+    return sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
+
+
+def resolve_path(spec: str | os.PathLike, folder: Path = BUNDLED_DIR, kind: str = "strategy") -> Path:
+    """A strategy given as a file path, a name bundled in ``folder`` (``market_maker``) or a
+    module name."""
     p = Path(spec)
     if p.suffix == ".py" or p.exists():
         if not p.is_file():
             raise StrategyError(f"{p}: no such strategy file")
         return p.resolve()
     name = str(spec)
-    if (BUNDLED_DIR / f"{name}.py").is_file():
-        return BUNDLED_DIR / f"{name}.py"
+    if (folder / f"{name}.py").is_file():
+        return folder / f"{name}.py"
     try:
         found = importlib.util.find_spec(name)
     except (ImportError, ValueError):
         found = None
     if found is None or not found.origin or not found.origin.endswith(".py"):
-        raise StrategyError(f"{name}: not a strategy file, a bundled strategy ({', '.join(bundled())}) "
+        raise StrategyError(f"{name}: not a strategy file, a bundled {kind} ({', '.join(bundled(folder))}) "
                             f"or an importable module")
     return Path(found.origin).resolve()
 
@@ -96,9 +103,9 @@ def _one_line(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
-def load_strategy(spec: str | os.PathLike) -> Strategy:
-    """Read, execute and check a strategy file; raises StrategyError with a one-line message."""
-    path = resolve_path(spec)
+def exec_file(path: Path, prefix: str) -> tuple[str, object]:
+    """Read, compile and execute a strategy file as a fresh module named ``prefix`` + a hash of
+    its path; returns (source, module). Every failure is a StrategyError with one line."""
     name = path.name
     try:
         source = path.read_text()
@@ -108,34 +115,50 @@ def load_strategy(spec: str | os.PathLike) -> Strategy:
         code = compile(source, str(path), "exec")
     except SyntaxError as e:
         raise StrategyError(f"{name}: line {e.lineno}: syntax error: {e.msg}") from None
-    mod_name = "hpte_strategy_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
-    module = type(sys)(mod_name)
+    module = type(sys)(prefix + hashlib.sha256(str(path).encode()).hexdigest()[:12])
     module.__file__ = str(path)
     try:
         exec(code, module.__dict__)
     except Exception as e:  # noqa: BLE001 - any failure of the user's module is reported in one line
         raise StrategyError(f"{name}: executing the file failed: {type(e).__name__}: {_one_line(e)}") from None
-    for cb in REQUIRED:
-        if not callable(getattr(module, cb, None)):
-            raise StrategyError(f"{name}: missing callback {cb}(md, orders, params, state, act)")
-    for cb in CALLBACKS:
-        f = getattr(module, cb, None)
-        if f is None:
-            continue
-        py = getattr(f, "py_func", f)
-        if not callable(f) or not inspect.isfunction(py):
-            raise StrategyError(f"{name}: {cb} must be a function")
-        nargs = len(inspect.signature(py).parameters)
-        if nargs != 5:
-            raise StrategyError(f"{name}: {cb} takes {nargs} arguments; callbacks take 5 "
-                                f"(md, orders, params, state, act)")
+    return source, module
+
+
+def check_callback(module, name: str, cb: str, args: str) -> None:
+    """If the module defines ``cb``, it must be a plain function of the 5 arguments ``args``."""
+    f = getattr(module, cb, None)
+    if f is None:
+        return
+    py = getattr(f, "py_func", f)
+    if not callable(f) or not inspect.isfunction(py):
+        raise StrategyError(f"{name}: {cb} must be a function")
+    nargs = len(inspect.signature(py).parameters)
+    if nargs != 5:
+        raise StrategyError(f"{name}: {cb} takes {nargs} arguments; it takes 5 {args}")
+
+
+def read_params(module, name: str) -> dict:
+    """The module's ``PARAMS`` (name -> default number) as name -> float."""
     params = getattr(module, "PARAMS", {})
     if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
         raise StrategyError(f"{name}: PARAMS must be a dict of name -> default number")
     try:
-        params = {k: float(v) for k, v in params.items()}
+        return {k: float(v) for k, v in params.items()}
     except (TypeError, ValueError):
         raise StrategyError(f"{name}: PARAMS defaults must be numbers") from None
+
+
+def load_strategy(spec: str | os.PathLike) -> Strategy:
+    """Read, execute and check a strategy file; raises StrategyError with a one-line message."""
+    path = resolve_path(spec)
+    name = path.name
+    source, module = exec_file(path, "hpte_strategy_")
+    for cb in REQUIRED:
+        if not callable(getattr(module, cb, None)):
+            raise StrategyError(f"{name}: missing callback {cb}(md, orders, params, state, act)")
+    for cb in CALLBACKS:
+        check_callback(module, name, cb, "(md, orders, params, state, act)")
+    params = read_params(module, name)
     state_size = getattr(module, "STATE_SIZE", 16)
     if not isinstance(state_size, int) or state_size < 0:
         raise StrategyError(f"{name}: STATE_SIZE must be a non-negative integer, got {state_size!r}")

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hpte.engine.backtest.strategy import StrategyError, cache_dir
+from hpte.engine.backtest.strategy import (StrategyError, _one_line, bundled as _bundled, cache_dir, check_callback,
+                                           exec_file, param_vector, read_params, resolve_path as _resolve_path)
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "strategies"
 
@@ -39,18 +40,8 @@ class BarStrategy:
     module: object = field(repr=False, default=None)
 
     def param_vector(self, overrides: dict | None = None) -> np.ndarray:
-        vals = dict(self.params)
-        for k, v in (overrides or {}).items():
-            if k not in vals:
-                raise StrategyError(f"{self.name}: unknown parameter {k!r} (parameters: {', '.join(vals) or 'none'})")
-            try:
-                f = float(v)
-            except (TypeError, ValueError):
-                raise StrategyError(f"{self.name}: parameter {k}={v!r} is not a number") from None
-            if not np.isfinite(f):
-                raise StrategyError(f"{self.name}: parameter {k}={v!r} is not finite")
-            vals[k] = f
-        return np.array([vals[k] for k in self.params], np.float64)
+        """The float64 parameter vector: defaults overridden by ``overrides`` (name -> number)."""
+        return param_vector(self.name, self.params, overrides)
 
     def prepare(self, base: np.ndarray) -> np.ndarray:
         """The data matrix the kernels read: ``base`` (float64[6, n]) and the rows ``prepare``
@@ -71,32 +62,13 @@ class BarStrategy:
 
 
 def bundled() -> list[str]:
-    return sorted(p.stem for p in BUNDLED_DIR.glob("*.py") if not p.stem.startswith("_"))
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    """Names of the bundled bar strategies."""
+    return _bundled(BUNDLED_DIR)
 
 
 def resolve_path(spec) -> Path:
     """A bar strategy given as a file path, a bundled name (``ma_cross``) or a module name."""
-    p = Path(spec)
-    if p.suffix == ".py" or p.exists():
-        if not p.is_file():
-            raise StrategyError(f"{p}: no such strategy file")
-        return p.resolve()
-    name = str(spec)
-    if (BUNDLED_DIR / f"{name}.py").is_file():
-        return BUNDLED_DIR / f"{name}.py"
-    try:
-        found = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        found = None
-    if found is None or not found.origin or not found.origin.endswith(".py"):
-        raise StrategyError(f"{name}: not a strategy file, a bundled bar strategy ({', '.join(bundled())}) "
-                            f"or an importable module")
-    return Path(found.origin).resolve()
+    return _resolve_path(spec, BUNDLED_DIR, "bar strategy")
 
 
 def load_bar_strategy(spec) -> BarStrategy:
@@ -105,39 +77,15 @@ def load_bar_strategy(spec) -> BarStrategy:
         return spec
     path = resolve_path(spec)
     name = path.name
-    try:
-        source = path.read_text()
-    except OSError as e:
-        raise StrategyError(f"{path}: {e.strerror or e}") from None
-    try:
-        code = compile(source, str(path), "exec")
-    except SyntaxError as e:
-        raise StrategyError(f"{name}: line {e.lineno}: syntax error: {e.msg}") from None
-    module = type(sys)("hpte_bar_strategy_" + hashlib.sha256(str(path).encode()).hexdigest()[:12])
-    module.__file__ = str(path)
-    try:
-        exec(code, module.__dict__)
-    except Exception as e:  # noqa: BLE001
-        raise StrategyError(f"{name}: executing the file failed: {type(e).__name__}: {_one_line(e)}") from None
+    source, module = exec_file(path, "hpte_bar_strategy_")
     f = getattr(module, "on_bar", None)
     if f is None:
         raise StrategyError(f"{name}: missing callback on_bar(ctx, data, params, state, act)")
-    py = getattr(f, "py_func", f)
-    if not inspect.isfunction(py):
-        raise StrategyError(f"{name}: on_bar must be a function")
-    nargs = len(inspect.signature(py).parameters)
-    if nargs != 5:
-        raise StrategyError(f"{name}: on_bar takes {nargs} arguments; it takes 5 (ctx, data, params, state, act)")
+    check_callback(module, name, "on_bar", "(ctx, data, params, state, act)")
     prep = getattr(module, "prepare", None)
     if prep is not None and not callable(prep):
         raise StrategyError(f"{name}: prepare must be a function prepare(data)")
-    params = getattr(module, "PARAMS", {})
-    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
-        raise StrategyError(f"{name}: PARAMS must be a dict of name -> default number")
-    try:
-        params = {k: float(v) for k, v in params.items()}
-    except (TypeError, ValueError):
-        raise StrategyError(f"{name}: PARAMS defaults must be numbers") from None
+    params = read_params(module, name)
     state_size = getattr(module, "STATE_SIZE", 16)
     if not isinstance(state_size, int) or not 0 <= state_size <= 4096:
         raise StrategyError(f"{name}: STATE_SIZE must be an integer in 0..4096, got {state_size!r}")
