@@ -140,8 +140,7 @@ class ItchBookBuilder:
     max_levels : the Engine's ladder limit (a multiple of 4096); None = the Engine's default.
     init_pool : order slots each new engine book starts with. The engine grows a book's pool by
         doubling, and every growth re-lays out every book, so with thousands of books (stocks x
-        2 sides) small initial pools make the rebuild quadratic; 1024 slots (~45 KB) cost less
-        than a book's smallest ladder (4096 levels, ~80 KB).
+        2 sides) small initial pools make the rebuild quadratic; 1024 slots cost ~45 KB per book.
     levels, every_ns : periodic snapshots of the top ``levels`` levels per side at every multiple
         of ``every_ns`` ns since midnight between the first and the last message (None = none);
         ``feed`` returns them.
