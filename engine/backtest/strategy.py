@@ -189,15 +189,20 @@ def _api_source() -> str:
     return Path(api.__file__).read_text()
 
 
-def driver_key(strat: Strategy) -> str:
+def source_key(*parts: str) -> str:
+    """The name of a generated driver: a hash of every source it is built from, with numba's
+    and Python's versions (a change to any of them gives a new driver, compiled anew)."""
     import numba
 
     h = hashlib.sha256()
-    for part in (strat.source, str(strat.path), _loop_source(), _api_source(), numba.__version__,
-                 sys.version):
+    for part in (*parts, numba.__version__, sys.version):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:20]
+
+
+def driver_key(strat: Strategy) -> str:
+    return source_key(strat.source, str(strat.path), _loop_source(), _api_source())
 
 
 _BINDING = '''
@@ -233,13 +238,13 @@ def as_jit(f):
     return register_jitable(f)
 
 
-def jit_module_functions(module) -> None:
+def jit_module_functions(module, skip: tuple[str, ...] = ()) -> None:
     """Make every plain function a strategy module defines callable from compiled code
-    (its own helpers, not only the callbacks)."""
+    (its own helpers, not only the callbacks), except those named in ``skip``."""
     from numba.extending import register_jitable
 
     for obj in list(vars(module).values()):
-        if inspect.isfunction(obj) and obj.__module__ == module.__name__:
+        if inspect.isfunction(obj) and obj.__module__ == module.__name__ and obj.__name__ not in skip:
             register_jitable(obj)
 
 

@@ -14,7 +14,6 @@ bar loop's source with ``on_bar`` and ``STATE_LEN`` rebound, and numba caches it
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import inspect
 import os
@@ -25,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from hpte.engine.backtest.strategy import (StrategyError, _one_line, bundled as _bundled, cache_dir, check_callback,
-                                           exec_file, param_vector, read_params, resolve_path as _resolve_path)
+                                           exec_file, jit_module_functions, param_vector, read_params,
+                                           resolve_path as _resolve_path, source_key)
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "strategies"
 
@@ -99,14 +99,8 @@ def _src(modname: str) -> str:
 
 
 def driver_key(strat: BarStrategy) -> str:
-    import numba
-
-    h = hashlib.sha256()
-    for part in (strat.source, str(strat.path), str(strat.state_size), _src("hpte.kernels.backtest.bar_loop"),
-                 _src("hpte.kernels.backtest.bars"), numba.__version__, sys.version):
-        h.update(part.encode())
-        h.update(b"\0")
-    return h.hexdigest()[:20]
+    return source_key(strat.source, str(strat.path), str(strat.state_size), _src("hpte.kernels.backtest.bar_loop"),
+                      _src("hpte.kernels.backtest.bars"))
 
 
 _BINDING = '''
@@ -131,11 +125,7 @@ bind()
 def jit_strategy_module(module):
     """Make every plain function of a strategy module callable from compiled code (CPU and
     CUDA); returns its on_bar."""
-    from numba.extending import register_jitable
-
-    for obj in list(vars(module).values()):
-        if inspect.isfunction(obj) and obj.__module__ == module.__name__ and obj.__name__ != "prepare":
-            register_jitable(obj)
+    jit_module_functions(module, skip=("prepare",))
     return module.on_bar
 
 
