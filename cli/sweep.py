@@ -7,20 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from hpte.cli.backtest.command import fail, parse_params
 
-def _fail(msg: str) -> typer.Exit:
-    typer.echo(f"error: {msg}", err=True)
-    return typer.Exit(1)
-
-
-def _params(items: list[str]) -> dict:
-    out = {}
-    for it in items:
-        if "=" not in it:
-            raise ValueError(f"--param {it!r}: use NAME=START:STOP:STEP, NAME=A,B,C or NAME=VALUE")
-        k, v = it.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
+GRID_USAGE = "NAME=START:STOP:STEP, NAME=A,B,C or NAME=VALUE"
 
 
 def sweep_cmd(
@@ -68,12 +57,12 @@ def sweep_cmd(
         if (data is None) == (walk is None):
             raise ValueError("give the bars with --data FILE or --walk N (a random walk), one of the two")
         src = random_walk(walk, seed) if walk is not None else data
-        res = sweep(strategy, src, params=_params(param or []), grid=grid, device=device, cluster=cluster,
+        res = sweep(strategy, src, params=parse_params(param or [], GRID_USAGE), grid=grid, device=device, cluster=cluster,
                     out=out, top=top, metric=metric, fee=fee, init_cash=init_cash, symbol=symbol, chunk=chunk,
                     memory=memory, workers=workers, plot=plot, progress=progress)
     except (StrategyError, InputError, DeviceError, ValueError) as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     except OSError as e:
-        raise _fail(f"{e.filename or data}: {e.strerror or e}") from None
+        raise fail(f"{e.filename or data}: {e.strerror or e}") from None
     typer.echo(res.summary(top))
     typer.echo(f"wrote {res.path} ({res.stats['sets']:,} rows)" + (f", {res.plot}" if res.plot else ""))

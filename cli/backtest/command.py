@@ -1,7 +1,6 @@
 """``hpte backtest STRATEGY --data FILE --out DIR``."""
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -9,16 +8,18 @@ from typing import Annotated, Optional
 import typer
 
 
-def _fail(msg: str) -> typer.Exit:
+def fail(msg: str) -> typer.Exit:
+    """The one-line error exit of the strategy commands (backtest, sweep)."""
     typer.echo(f"error: {msg}", err=True)
     return typer.Exit(1)
 
 
-def _params(items: list[str]) -> dict:
+def parse_params(items: list[str], usage: str = "NAME=VALUE") -> dict:
+    """``--param NAME=VALUE`` options as name -> value text (the values are checked later)."""
     out = {}
     for it in items:
         if "=" not in it:
-            raise ValueError(f"--param {it!r}: use NAME=VALUE")
+            raise ValueError(f"--param {it!r}: use {usage}")
         k, v = it.split("=", 1)
         out[k.strip()] = v.strip()
     return out
@@ -57,16 +58,16 @@ def backtest_cmd(
             typer.echo(f"  {n:,} events, {dt:.1f} s", err=True)
 
     try:
-        res = backtest(strategy, data, params=_params(param or []), mode=mode, latency=latency, fees=fees,
+        res = backtest(strategy, data, params=parse_params(param or []), mode=mode, latency=latency, fees=fees,
                        seed=seed, capital=capital, sample=sample, timer=timer, tick=tick,
                        chunk_events=chunk_events, progress=progress)
         res.write(out, report=report)
     except StrategyError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     except (InputError, ValueError) as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     except OSError as e:
-        raise _fail(f"{e.filename or data}: {e.strerror or e}") from None
+        raise fail(f"{e.filename or data}: {e.strerror or e}") from None
     typer.echo(res.summary())
     typer.echo(f"wrote {out}/orders.parquet ({len(res.orders['ts_ns']):,} rows), fills.parquet "
                f"({len(res.fills['ts_ns']):,}), equity.parquet ({len(res.equity['ts_ns']):,}), summary.json"

@@ -251,25 +251,32 @@ def jit_module_functions(module, skip: tuple[str, ...] = ()) -> None:
 _drivers: dict[str, object] = {}
 
 
-def driver(strat: Strategy):
-    """The generated driver module for a strategy (written once per key, imported once)."""
-    key = driver_key(strat)
+def load_driver(key: str, filename: str, modname: str, text) -> object:
+    """Import the generated driver module ``filename`` of the cache folder, writing it first
+    (``text()``: its source) when it is not there yet; once per key and process."""
     if key in _drivers:
         return _drivers[key]
     d = cache_dir()
     d.mkdir(parents=True, exist_ok=True)
-    path = d / f"bt_{strat.name}_{key}.py"
+    path = d / filename
     if not path.is_file():
-        text = _loop_source() + _BINDING.format(modname=f"hpte_strategy_{key}", path=str(strat.path))
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
+        tmp.write_text(text())
         os.replace(tmp, path)     # atomic: concurrent runs never see half a file
-    spec = importlib.util.spec_from_file_location(f"hpte_bt_driver_{key}", path)
+    spec = importlib.util.spec_from_file_location(modname, path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
     _drivers[key] = mod
     return mod
+
+
+def driver(strat: Strategy):
+    """The generated driver module for a strategy (written once per key, imported once)."""
+    key = driver_key(strat)
+    return load_driver(key, f"bt_{strat.name}_{key}.py", f"hpte_bt_driver_{key}",
+                       lambda: _loop_source() + _BINDING.format(modname=f"hpte_strategy_{key}",
+                                                                path=str(strat.path)))
 
 
 def diagnose(strat: Strategy, exc: BaseException) -> StrategyError:

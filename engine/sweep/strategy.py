@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from hpte.engine.backtest.strategy import (StrategyError, _one_line, bundled as _bundled, cache_dir, check_callback,
-                                           exec_file, jit_module_functions, param_vector, read_params,
+from hpte.engine.backtest.strategy import (StrategyError, _one_line, bundled as _bundled, check_callback,
+                                           exec_file, jit_module_functions, load_driver, param_vector, read_params,
                                            resolve_path as _resolve_path, source_key)
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "strategies"
@@ -129,29 +127,13 @@ def jit_strategy_module(module):
     return module.on_bar
 
 
-_drivers: dict[str, object] = {}
-
-
 def driver(strat: BarStrategy):
     """The generated driver module of a bar strategy (written once per key, imported once)."""
     key = driver_key(strat)
-    if key in _drivers:
-        return _drivers[key]
-    d = cache_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / f"bars_{strat.name}_{key}.py"
-    if not path.is_file():
-        text = _src("hpte.kernels.backtest.bar_loop") + _BINDING.format(
-            modname=f"hpte_bar_strategy_{key}", path=str(strat.path), state_len=max(1, strat.state_size))
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    spec = importlib.util.spec_from_file_location(f"hpte_bars_driver_{key}", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    _drivers[key] = mod
-    return mod
+    return load_driver(key, f"bars_{strat.name}_{key}.py", f"hpte_bars_driver_{key}",
+                       lambda: _src("hpte.kernels.backtest.bar_loop") + _BINDING.format(
+                           modname=f"hpte_bar_strategy_{key}", path=str(strat.path),
+                           state_len=max(1, strat.state_size)))
 
 
 def diagnose(strat: BarStrategy, exc: BaseException) -> StrategyError:
