@@ -26,10 +26,11 @@ def parse_params(items: list[str], usage: str = "NAME=VALUE") -> dict:
 
 
 def backtest_cmd(
-    strategy: Annotated[str, typer.Argument(help="Strategy file (.py), a bundled strategy (market_maker, momentum) "
-                                            "or an importable module.")],
+    strategy: Annotated[str, typer.Argument(help="Strategy file (.py), a bundled strategy (market_maker, momentum; "
+                                            "ma_cross on bars) or an importable module.")],
     data: Annotated[Path, typer.Option("--data", "-d", help="Market data: a LOBSTER message CSV (its orderbook file "
-                                       "beside it is used when present) or a Parquet/IPC events file.")],
+                                       "beside it is used when present) or a Parquet/IPC events file; for a bar strategy "
+                                       "an `hpte md bars` file (or any table with a close column).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for orders/fills/equity.parquet, summary.json, report.png.")],
     mode: Annotated[str, typer.Option("--mode", help="no-impact (the replayed book as the data says) or impact.")] = "no-impact",
     latency: Annotated[Optional[str], typer.Option("--latency", help="One duration for all channels (100us) or "
@@ -42,6 +43,11 @@ def backtest_cmd(
     timer: Annotated[Optional[str], typer.Option("--timer", help="on_timer period (default: the strategy's TIMER_NS).")] = None,
     tick: Annotated[Optional[int], typer.Option("--tick", help="Price tick of an events file (LOBSTER: 100).")] = None,
     chunk_events: Annotated[int, typer.Option("--chunk-events", help="Events per chunk (memory; results do not depend on it).")] = 1 << 20,
+    fee: Annotated[Optional[float], typer.Option("--fee", help="Bar strategies: fee per order, a fraction of traded value.")] = None,
+    init_cash: Annotated[Optional[float], typer.Option("--init-cash", help="Bar strategies: starting cash (100).")] = None,
+    symbol: Annotated[Optional[int], typer.Option("--symbol", help="Bar strategies: the symbol of a multi-symbol bars file.")] = None,
+    max_instant_actions: Annotated[int, typer.Option("--max-instant-actions", help="Stop with an error after this many "
+                                                     "strategy actions at one instant (a zero-latency loop); 0: no limit.")] = 100_000,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Draw report.png.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
@@ -60,7 +66,8 @@ def backtest_cmd(
     try:
         res = backtest(strategy, data, params=parse_params(param or []), mode=mode, latency=latency, fees=fees,
                        seed=seed, capital=capital, sample=sample, timer=timer, tick=tick,
-                       chunk_events=chunk_events, progress=progress)
+                       chunk_events=chunk_events, progress=progress, max_instant_actions=max_instant_actions,
+                       fee=fee, init_cash=init_cash, symbol=symbol)
         res.write(out, report=report)
     except StrategyError as e:
         raise fail(str(e)) from None
@@ -69,6 +76,10 @@ def backtest_cmd(
     except OSError as e:
         raise fail(f"{e.filename or data}: {e.strerror or e}") from None
     typer.echo(res.summary())
+    if not hasattr(res, "orders"):      # a bar strategy
+        typer.echo(f"wrote {out}/fills.parquet ({len(res.fills['ts_ns']):,} rows), equity.parquet "
+                   f"({len(res.equity):,}), summary.json" + (", report.png" if report else ""))
+        return
     typer.echo(f"wrote {out}/orders.parquet ({len(res.orders['ts_ns']):,} rows), fills.parquet "
                f"({len(res.fills['ts_ns']):,}), equity.parquet ({len(res.equity['ts_ns']):,}), summary.json"
                + (", report.png" if report else ""))

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from hpte.engine.backtest.data import COLUMNS, MarketEvents, open_data
-from hpte.engine.backtest.strategy import Strategy, StrategyError, diagnose, driver, load_strategy
+from hpte.engine.backtest.strategy import (Strategy, StrategyError, diagnose, driver, is_bar_strategy,
+                                          load_strategy)
 from hpte.engine.io import InputError, parse_duration
 from hpte.kernels.backtest import api as A
 from hpte.kernels.backtest import loop as K
@@ -197,7 +198,8 @@ def _as_source(data, tick):
 def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impact", latency=None,
              fees=None, seed: int = 0, capital: float = 1e9, sample: str | int = "1m",
              timer: str | int | None = None, tick: int | None = None, chunk_events: int = 1 << 20,
-             margin_ticks: int = 1000, progress=None) -> BacktestResult:
+             margin_ticks: int = 1000, progress=None, max_instant_actions: int = 100_000,
+             fee: float | None = None, init_cash: float | None = None, symbol=None):
     """Backtest ``strategy`` (a file path, a bundled name or a Strategy) over ``data`` (a LOBSTER
     message CSV, a Parquet/IPC events file, a MarketEvents or a dict of event columns).
 
@@ -211,8 +213,28 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
     timer : on_timer period (default: the strategy's TIMER_NS).
     chunk_events : events per chunk fed to the kernel (results do not depend on it).
     progress : called as progress(events_done) after every chunk.
+    max_instant_actions : stop with a StrategyError when the strategy takes more than this many
+        actions at one instant of its local time (a zero-latency loop); 0: no limit.
+
+    A bar strategy (``on_bar``: ``ma_cross`` or a file like it) runs on bars instead (``data`` an
+    ``hpte md bars`` file or any table with a close column) through the sweep's bar kernel, the
+    one every sweep row is computed by: it takes ``params``, ``fee`` (a fraction of traded value),
+    ``init_cash`` (100) and ``symbol``, and returns a hpte.engine.sweep.BarBacktest.
     """
     t_start = time.perf_counter()
+    if is_bar_strategy(strategy):
+        tick_only = {"latency": latency, "fees": fees, "timer": timer, "tick": tick}
+        given = [k for k, v in tick_only.items() if v is not None] + (["mode"] if mode != "no-impact" else [])
+        if given:
+            raise ValueError(f"{', '.join(given)}: tick-backtest options; a bar strategy trades at each bar's "
+                             f"close (options: params, fee, init_cash, symbol)")
+        from hpte.engine.sweep.run import backtest_bars
+        return backtest_bars(strategy, data, params=params, fee=0.0 if fee is None else float(fee),
+                             init_cash=100.0 if init_cash is None else float(init_cash), symbol=symbol)
+    bar_only = [k for k, v in {"fee": fee, "init_cash": init_cash, "symbol": symbol}.items() if v is not None]
+    if bar_only:
+        raise ValueError(f"{', '.join(bar_only)}: bar-backtest options; for a tick strategy use fees "
+                         f"(maker=,taker= per lot) and capital")
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: use one of {', '.join(MODES)}")
     if mode == "impact":

@@ -98,6 +98,33 @@ def resolve_path(spec: str | os.PathLike, folder: Path = BUNDLED_DIR, kind: str 
     return Path(found.origin).resolve()
 
 
+def is_bar_strategy(spec) -> bool:
+    """True when ``spec`` names a bar strategy (``on_bar``, run by the sweep's bar kernel): a
+    BarStrategy, a name bundled with the bar strategies (``ma_cross``) and not with the tick ones,
+    or a file whose top level defines ``on_bar`` and no ``on_book``. Read, not executed."""
+    import ast
+
+    if isinstance(spec, Strategy):
+        return False
+    if type(spec).__name__ == "BarStrategy":
+        return True
+    bar_dir = BUNDLED_DIR.parent.parent / "sweep" / "strategies"
+    try:
+        path = resolve_path(spec)
+    except StrategyError:
+        try:
+            resolve_path(spec, bar_dir, "bar strategy")
+        except StrategyError:
+            return False
+        return True
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError, ValueError):
+        return False        # the tick loader reports it
+    names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    return "on_bar" in names and "on_book" not in names
+
+
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__

@@ -57,3 +57,33 @@ def draw(res, grid, out: Path) -> Path:
 
 def _step(v) -> float:
     return float(v[1] - v[0]) if len(v) > 1 else 1.0
+
+
+def draw_bar_report(res, path) -> Path:
+    """report.png of one bar backtest: closes with the trades, position, equity."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    F = res.fills
+    x = np.arange(len(res.close))
+    fig, ax = plt.subplots(3, 1, figsize=(11, 8), sharex=True)
+    ax[0].plot(x, res.close, lw=0.8, color="0.4", label="close")
+    buy = F["side"] > 0
+    ax[0].scatter(F["bar"][buy], F["price"][buy], s=8, color="tab:green", label="buys")
+    ax[0].scatter(F["bar"][~buy], F["price"][~buy], s=8, color="tab:red", label="sells")
+    ax[0].set_ylabel("close")
+    ax[0].legend(loc="best", fontsize=8)
+    ax[1].step(x, res.position, where="post", lw=0.8)
+    ax[1].set_ylabel("position (units)")
+    ax[2].plot(x, res.equity, lw=0.8, color="tab:blue")
+    ax[2].set_ylabel("equity")
+    ax[2].set_xlabel("bar")
+    m = res.metrics
+    fig.suptitle(f"{res.strategy}: total return {m['total_return']:.4%}, sharpe {m['sharpe']:.2f}, "
+                 f"{int(m['trades']):,} trades, max drawdown {m['max_drawdown']:.2%}", fontsize=10)
+    fig.tight_layout()
+    p = Path(path)
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    return p

@@ -68,10 +68,67 @@ def parse_bytes(text) -> int:
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class BarBacktest:
+    """One bar backtest: metrics (``METRICS``) and, per bar, the equity, position and cash after
+    that bar's order; ``fills`` and ``write`` give the trades, the curve and a report (what
+    ``hpte backtest`` prints and writes for a bar strategy)."""
     strategy: str
     params: dict
     metrics: dict
-    equity: np.ndarray
+    equity: np.ndarray                      # float64[n], equity after each bar's order
+    position: np.ndarray = None             # float64[n], units (fractional)
+    cash: np.ndarray = None                 # float64[n]
+    time: np.ndarray = None                 # float64[n], the bars' time column (ns)
+    close: np.ndarray = None                # float64[n]
+    config: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def fills(self) -> dict:
+        """The trades: one row per bar whose order changed the position, at that bar's close."""
+        pos = np.asarray(self.position, np.float64)
+        prev = np.concatenate([[0.0], pos[:-1]])
+        i = np.flatnonzero(pos != prev)
+        d = pos[i] - prev[i]
+        return {"ts_ns": self.time[i].astype(np.int64), "bar": i.astype(np.int64),
+                "side": np.sign(d).astype(np.int8), "price": self.close[i], "qty": np.abs(d),
+                "position": pos[i], "cash": self.cash[i]}
+
+    @property
+    def curve(self) -> dict:
+        return {"ts_ns": self.time.astype(np.int64), "close": self.close, "position": self.position,
+                "cash": self.cash, "equity": self.equity}
+
+    def summary(self) -> str:
+        m = self.metrics
+        rows = [("strategy", self.strategy),
+                ("params", ", ".join(f"{k}={v:g}" for k, v in self.params.items())),
+                ("bars", f"{len(self.equity):,}"),
+                ("total return", f"{m['total_return']:.6%}"), ("pnl", f"{m['pnl']:,.6g}"),
+                ("end value", f"{m['end_value']:,.6g}"), ("sharpe", f"{m['sharpe']:.3f}"),
+                ("volatility", f"{m['volatility']:.6g}"), ("max drawdown", f"{m['max_drawdown']:.4%}"),
+                ("trades", f"{int(m['trades']):,}"), ("exposure", f"{m['exposure']:.4f}"),
+                ("speed", f"{self.stats.get('seconds', 0):.3f} s (compile/load {self.stats.get('compile_s', 0):.2f} s)")]
+        w = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+    def write(self, out, report: bool = True) -> Path:
+        """fills.parquet (the trades), equity.parquet (per bar), summary.json (and report.png)."""
+        import json
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        d = Path(out)
+        d.mkdir(parents=True, exist_ok=True)
+        for name, t in (("fills", self.fills), ("equity", self.curve)):
+            pq.write_table(pa.table({k: pa.array(v) for k, v in t.items()}), d / f"{name}.parquet")
+        (d / "summary.json").write_text(json.dumps(
+            {"strategy": self.strategy, "params": self.params, "config": self.config,
+             "metrics": self.metrics, "stats": self.stats}, indent=2, default=float) + "\n")
+        if report:
+            from hpte.engine.sweep.plot import draw_bar_report
+            draw_bar_report(self, d / "report.png")
+        return d
 
 
 def _kernel(strat: BarStrategy, attr: str):
@@ -95,16 +152,32 @@ def _call(strat, fn, *args):
 def backtest_bars(strategy, data, *, params: dict | None = None, fee: float = 0.0,
                   init_cash: float = 100.0, bars_year: float | None = None, symbol=None) -> BarBacktest:
     """One bar backtest (serial kernel, with the equity curve): what every sweep row must equal."""
+    if not (math.isfinite(fee) and 0.0 <= fee < 1.0):
+        raise SweepError(f"fee {fee}: a fraction of traded value in [0, 1)")
+    if not (math.isfinite(init_cash) and init_cash > 0):
+        raise SweepError(f"init_cash {init_cash}: must be positive")
     strat = load_bar_strategy(strategy)
     p = strat.param_vector(params)
     base = load_bars(data, symbol)
     mat = strat.prepare(base)
     ann = bars_per_year(base) if bars_year is None else float(bars_year)
     out = np.zeros(NOUT, np.float64)
-    curve = np.zeros(mat.shape[1], np.float64)
-    _call(strat, _kernel(strat, "backtest_cpu"), mat, p, float(fee), float(init_cash), ann, out, curve)
+    curve = np.zeros((3, mat.shape[1]), np.float64)
+    t0 = time.perf_counter()
+    kern = _kernel(strat, "backtest_cpu")
+    # compile (or load) on two bars, timed apart
+    _call(strat, kern, np.ascontiguousarray(mat[:, :2]), p, float(fee), float(init_cash), ann,
+          np.zeros(NOUT, np.float64), np.zeros((3, 0), np.float64))
+    t1 = time.perf_counter()
+    _call(strat, kern, mat, p, float(fee), float(init_cash), ann, out, curve)
+    t2 = time.perf_counter()
+    name = str(data) if isinstance(data, (str, Path)) else f"<{type(data).__name__}>"
     return BarBacktest(strategy=strat.name, params=dict(zip(strat.params, map(float, p))),
-                       metrics=dict(zip(METRICS, map(float, out))), equity=curve)
+                       metrics=dict(zip(METRICS, map(float, out))), equity=curve[0], position=curve[1],
+                       cash=curve[2], time=base[0].copy(), close=base[4].copy(),
+                       config={"data": name, "fee": float(fee), "init_cash": float(init_cash),
+                               "bars_per_year": ann, "symbol": symbol},
+                       stats={"bars": int(mat.shape[1]), "seconds": t2 - t1, "compile_s": t1 - t0})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +310,7 @@ class _GpuRunner:
             import cupy as xp
         self.xp = xp
         self.mat = xp.asarray(mat)
-        self.none = xp.zeros(0, dtype=xp.float64)
+        self.none = xp.zeros((3, 0), dtype=xp.float64)
 
     def run(self, sets: np.ndarray, fee: float, init_cash: float, ann: float) -> np.ndarray:
         xp = self.xp

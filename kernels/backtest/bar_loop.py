@@ -78,8 +78,8 @@ def make_run_one(on_bar):
         data : float64[NROW, n] (shared, read-only); params : float64[P]; state : float64[>=S],
         ctx : float64[NCTX], act : float64[NACT] (owned by this parameter set, overwritten);
         fee : fraction of traded value; init_cash : starting cash; ann : bars per year (Sharpe);
-        out : float64[NOUT] (written: OUT_*); curve : float64[n] equity after each bar's order, or
-        a zero-length array for none.
+        out : float64[NOUT] (written: OUT_*); curve : float64[3, n], the equity, position
+        (units) and cash after each bar's order (rows 0, 1, 2), or float64[3, 0] for none.
         """
         n = data.shape[1]
         for j in range(state.shape[0]):
@@ -96,7 +96,7 @@ def make_run_one(on_bar):
         opened = 0
         s1 = 0.0                               # sum of per-bar equity changes
         s2 = 0.0                               # sum of their squares
-        keep = curve.shape[0] == n
+        keep = curve.shape[1] == n
         for i in range(n):
             c = data[B_CLOSE, i]
             ctx[BC_TIME] = data[B_TIME, i]
@@ -136,7 +136,9 @@ def make_run_one(on_bar):
                 trough = min(trough, eq)
             prev = eq
             if keep:
-                curve[i] = eq
+                curve[0, i] = eq
+                curve[1, i] = pos
+                curve[2, i] = cash
         out[OUT_TOTAL_RETURN] = prev / init_cash - 1.0
         out[OUT_END_VALUE] = prev
         out[OUT_TRADES] = trades
@@ -166,7 +168,8 @@ def bind():
 
 @njit(cache=True, nogil=True)
 def backtest_cpu(data, params, fee, init_cash, ann, out, curve):
-    """One parameter set (float64[P]); writes out (float64[NOUT]) and curve (float64[n])."""
+    """One parameter set (float64[P]); writes out (float64[NOUT]) and curve (float64[3, n]:
+    equity, position, cash after each bar)."""
     state = np.zeros(max(STATE_LEN, 1), np.float64)
     ctx = np.zeros(NCTX, np.float64)
     act = np.zeros(NACT, np.float64)
@@ -177,7 +180,7 @@ def backtest_cpu(data, params, fee, init_cash, ann, out, curve):
 def sweep_cpu(data, grid, fee, init_cash, ann, out):
     """Every parameter set of ``grid`` (float64[K, P]) over the shared ``data``; writes
     ``out`` (float64[K, NOUT]), row k from parameter set k only."""
-    none = np.zeros(0, np.float64)
+    none = np.zeros((3, 0), np.float64)
     for k in prange(grid.shape[0]):
         state = stack_array(STATE_LEN)
         ctx = stack_array(NCTX)
@@ -202,7 +205,7 @@ def sweep_cuda(data, grid, fee, init_cash, ann, out, none):
 def make_sweep_cuda():
     """The CUDA driver, compiled on first launch (numba.cuda is imported only here):
     ``kernel[blocks, threads](data, grid, fee, init_cash, ann, out, none)`` with ``none`` a
-    zero-length float64 device array; thread k runs parameter set k."""
+    float64[3, 0] device array; thread k runs parameter set k."""
     global cuda, run_one_dev
     from numba import cuda as _cuda
 

@@ -184,3 +184,53 @@ def test_public_name():
     from hpte.engine.backtest.run import backtest as bt_fn
 
     assert hpte.backtest is bt_fn
+
+
+def test_cli_bar_strategy_on_amzn_bars(tmp_path):
+    """``hpte backtest ma_cross`` on bars made from the real LOBSTER day by ``hpte md lobster
+    parse`` and ``hpte md bars``: the sweep's bar kernel, equal to the ma_cross reference and to
+    the sweep row of the same parameters; trades reconcile with the position and cash."""
+    from reference.bars_ref import ma_cross_ref
+    from hpte.engine.sweep import sweep
+
+    data = require_data(AMZN)
+    res = runner.invoke(app, ["md", "lobster", "parse", str(data), "--out", str(tmp_path / "amzn")])
+    assert res.exit_code == 0, res.output
+    bars = tmp_path / "bars.parquet"
+    res = runner.invoke(app, ["md", "bars", str(tmp_path / "amzn" / "trades.parquet"), "--every", "10s",
+                              "--out", str(bars), "--quiet"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "o"
+    res = runner.invoke(app, ["backtest", "ma_cross", "--data", str(bars), "--param", "fast=5", "--param", "slow=20",
+                              "--fee", "0.0005", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "total return" in res.output and "trades" in res.output
+    s = json.loads((out / "summary.json").read_text())
+    close = pq.read_table(bars).column("close").to_numpy().astype(np.float64)
+    assert s["stats"]["bars"] == len(close) > 1000
+    eq = pq.read_table(out / "equity.parquet").to_pydict()
+    fills = pq.read_table(out / "fills.parquet").to_pydict()
+    assert (out / "report.png").stat().st_size > 0
+    # trades reconcile: cash and position move only at the fills, by their price and quantity
+    pos = np.array(eq["position"])
+    side, qty, px = (np.array(fills[c], np.float64) for c in ("side", "qty", "price"))
+    assert len(qty) == s["metrics"]["trades"] > 20
+    np.testing.assert_allclose(np.cumsum(side * qty), np.array(fills["position"]), rtol=1e-12, atol=1e-15)
+    assert pos[-1] == fills["position"][-1]
+    np.testing.assert_allclose(np.array(eq["equity"]), np.array(eq["cash"]) + pos * close, rtol=1e-12)
+    # the sweep row of the same set is the same number, bit for bit
+    row = sweep("ma_cross", bars, params={"fast": [5], "slow": [20]}, fee=0.0005, plot=False).table
+    assert row["total_return"][0] == s["metrics"]["total_return"]
+    # without fees: vectorbt's recipe
+    res = runner.invoke(app, ["backtest", "ma_cross", "--data", str(bars), "--param", "fast=5", "--param", "slow=20",
+                              "--out", str(tmp_path / "o2"), "--no-report"])
+    s2 = json.loads((tmp_path / "o2" / "summary.json").read_text())
+    ret, orders, _ = ma_cross_ref(close, 5, 20)
+    assert s2["metrics"]["trades"] == orders
+    assert s2["metrics"]["total_return"] == pytest.approx(ret, rel=1e-12, abs=1e-12)
+    # tick options with a bar strategy, bar options with a tick strategy: one line
+    res = runner.invoke(app, ["backtest", "ma_cross", "--data", str(bars), "--latency", "1us", "--out", str(tmp_path / "x")])
+    _one_line_error(res, "latency", "bar strategy")
+    res = runner.invoke(app, ["backtest", "market_maker", "--data", str(_events_file(tmp_path)), "--fee", "0.1",
+                              "--out", str(tmp_path / "x")])
+    _one_line_error(res, "fee", "tick strategy")
