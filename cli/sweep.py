@@ -13,13 +13,15 @@ GRID_USAGE = "NAME=START:STOP:STEP, NAME=A,B,C or NAME=VALUE"
 
 
 def sweep_cmd(
-    strategy: Annotated[str, typer.Argument(help="Bar strategy file (.py), a bundled one (ma_cross) or a module.")],
+    strategy: Annotated[str, typer.Argument(help="Strategy file (.py), a bundled one (ma_cross on bars; market_maker, "
+                                            "momentum on tick data) or a module.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.parquet and heatmap.png (ranking.png).")],
     data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Bars: an `hpte md bars` Parquet file or any "
-                                                 "Parquet/Arrow table with a close column.")] = None,
+                                                 "Parquet/Arrow table with a close column; for a tick strategy the "
+                                                 "market data of `hpte backtest` (LOBSTER CSV, events file, ITCH, orders).")] = None,
     walk: Annotated[Optional[int], typer.Option("--walk", help="Instead of --data: a geometric random walk of N bars "
                                                 "(seeded by --seed).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of --walk.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of --walk; of the random latencies of a tick sweep.")] = 0,
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=START:STOP:STEP (inclusive), "
                                                        "NAME=A,B,C or NAME=VALUE; repeatable.")] = None,
     grid: Annotated[Optional[Path], typer.Option("--grid", help="TOML grid file with a [params] table.")] = None,
@@ -28,18 +30,29 @@ def sweep_cmd(
                                                    "here) or a scheduler address tcp://HOST:PORT.")] = None,
     workers: Annotated[int, typer.Option("--workers", help="Worker processes of --cluster local.")] = 2,
     top: Annotated[int, typer.Option("--top", help="Print the best N parameter sets.")] = 10,
-    metric: Annotated[str, typer.Option("--metric", help="Ranking metric (total_return, sharpe, max_drawdown, ...).")] = "total_return",
+    metric: Annotated[Optional[str], typer.Option("--metric", help="Ranking metric (bars: total_return (default), sharpe, "
+                                                  "max_drawdown, ...; ticks: pnl (default), sharpe, fill_ratio, ...).")] = None,
     fee: Annotated[float, typer.Option("--fee", help="Fee per order, a fraction of traded value (0.001 = 10 bp).")] = 0.0,
     init_cash: Annotated[float, typer.Option("--init-cash", help="Starting cash.")] = 100.0,
     symbol: Annotated[Optional[int], typer.Option("--symbol", help="Symbol of a multi-symbol bars file.")] = None,
     chunk: Annotated[Optional[int], typer.Option("--chunk", help="Parameter sets per chunk (default: from --memory).")] = None,
     memory: Annotated[str, typer.Option("--memory", help="Memory budget for data and results in flight.")] = "4GiB",
+    latency: Annotated[Optional[str], typer.Option("--latency", help="Tick strategies: as hpte backtest's --latency.")] = None,
+    fees: Annotated[Optional[str], typer.Option("--fees", help="Tick strategies: maker=-20,taker=30 per lot.")] = None,
+    capital: Annotated[float, typer.Option("--capital", help="Tick strategies: base of return and turnover.")] = 1e9,
+    sample: Annotated[str, typer.Option("--sample", help="Tick strategies: equity sample interval (Sharpe, drawdown).")] = "1m",
+    timer: Annotated[Optional[str], typer.Option("--timer", help="Tick strategies: on_timer period.")] = None,
+    tick: Annotated[Optional[int], typer.Option("--tick", help="Tick strategies: price tick of an events or order file.")] = None,
+    stock: Annotated[Optional[str], typer.Option("--stock", help="Tick strategies on ITCH data: the stock's symbol.")] = None,
+    max_instant_actions: Annotated[int, typer.Option("--max-instant-actions", help="Tick strategies: stop after this many "
+                                                     "actions at one instant (0: no limit).")] = 100_000,
     plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Draw heatmap.png (two parameters) or ranking.png.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
-    """Sweep a bar strategy over a parameter grid on CPU threads, a GPU or a Dask cluster;
-    write results.parquet (one row per parameter set: parameters and metrics), print the best
-    sets and draw a heatmap."""
+    """Sweep a strategy over a parameter grid (bar strategies on CPU threads, a GPU or a Dask
+    cluster; tick strategies over one decoded L3 stream on CPU threads or Dask); write
+    results.parquet (one row per parameter set: parameters and metrics), print the best sets
+    and draw a heatmap."""
     from hpte.engine.backtest.strategy import StrategyError
     from hpte.engine.device import DeviceError
     from hpte.engine.io import InputError
@@ -59,7 +72,9 @@ def sweep_cmd(
         src = random_walk(walk, seed) if walk is not None else data
         res = sweep(strategy, src, params=parse_params(param or [], GRID_USAGE), grid=grid, device=device, cluster=cluster,
                     out=out, top=top, metric=metric, fee=fee, init_cash=init_cash, symbol=symbol, chunk=chunk,
-                    memory=memory, workers=workers, plot=plot, progress=progress)
+                    memory=memory, workers=workers, plot=plot, progress=progress, latency=latency, fees=fees,
+                    seed=seed, capital=capital, sample=sample, timer=timer, tick=tick, stock=stock,
+                    max_instant_actions=max_instant_actions)
     except (StrategyError, InputError, DeviceError, ValueError) as e:
         raise fail(str(e)) from None
     except OSError as e:

@@ -29,7 +29,8 @@ def backtest_cmd(
     strategy: Annotated[str, typer.Argument(help="Strategy file (.py), a bundled strategy (market_maker, momentum; "
                                             "ma_cross on bars) or an importable module.")],
     data: Annotated[Path, typer.Option("--data", "-d", help="Market data: a LOBSTER message CSV (its orderbook file "
-                                       "beside it is used when present) or a Parquet/IPC events file; for a bar strategy "
+                                       "beside it is used when present), an ITCH 5.0 file (*.itch, with --stock), an hpte order file (matched by the "
+                                       "engine first) or a Parquet/IPC events file; for a bar strategy "
                                        "an `hpte md bars` file (or any table with a close column).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for orders/fills/equity.parquet, summary.json, report.png.")],
     mode: Annotated[str, typer.Option("--mode", help="no-impact (the replayed book as the data says) or impact.")] = "no-impact",
@@ -46,6 +47,8 @@ def backtest_cmd(
     fee: Annotated[Optional[float], typer.Option("--fee", help="Bar strategies: fee per order, a fraction of traded value.")] = None,
     init_cash: Annotated[Optional[float], typer.Option("--init-cash", help="Bar strategies: starting cash (100).")] = None,
     symbol: Annotated[Optional[int], typer.Option("--symbol", help="Bar strategies: the symbol of a multi-symbol bars file.")] = None,
+    stock: Annotated[Optional[str], typer.Option("--stock", help="ITCH data: the stock (AAPL); order files: the symbol "
+                                                 "(7 or SYM7; default: the file's only one).")] = None,
     max_instant_actions: Annotated[int, typer.Option("--max-instant-actions", help="Stop with an error after this many "
                                                      "strategy actions at one instant (a zero-latency loop); 0: no limit.")] = 100_000,
     report: Annotated[bool, typer.Option("--report/--no-report", help="Draw report.png.")] = True,
@@ -67,7 +70,7 @@ def backtest_cmd(
         res = backtest(strategy, data, params=parse_params(param or []), mode=mode, latency=latency, fees=fees,
                        seed=seed, capital=capital, sample=sample, timer=timer, tick=tick,
                        chunk_events=chunk_events, progress=progress, max_instant_actions=max_instant_actions,
-                       fee=fee, init_cash=init_cash, symbol=symbol)
+                       fee=fee, init_cash=init_cash, symbol=symbol, stock=stock)
         res.write(out, report=report)
     except StrategyError as e:
         raise fail(str(e)) from None

@@ -237,8 +237,146 @@ def write_events(path, events: MarketEvents, row_group: int = 1 << 20) -> Path:
     return p
 
 
-def open_data(data, tick: int | None = None):
-    """A source from a path (LOBSTER message CSV, Parquet/IPC events file) or a MarketEvents."""
+ITCH_SUFFIXES = (".itch", ".itch50", ".nasdaq_itch50")
+
+
+def is_itch_path(p: Path) -> bool:
+    """An ITCH 5.0 file by its name: ``*.itch``, ``*.itch50``, ``*.NASDAQ_ITCH50`` (``.gz`` too)."""
+    name = p.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    return name.endswith(ITCH_SUFFIXES)
+
+
+def _stock_locate(data, stock: str, name: str) -> int:
+    """The locate code of ``stock`` in decoded ITCH data: from its R (stock directory) message,
+    else from its first A/F message."""
+    want = str(stock).strip().encode("ascii", "replace")
+    if not want or len(want) > 8:
+        raise InputError(f"{name}: stock {stock!r} must be 1 to 8 ASCII characters")
+    want = want.ljust(8)
+    for letter in "RAF":
+        t = data.tables[letter]
+        hit = np.flatnonzero(t["stock"] == want)
+        if hit.size:
+            return int(t["stock_locate"][hit[0]])
+    known = sorted({bytes(x).decode("ascii", "replace").strip() for x in data.tables["R"]["stock"]})
+    hint = f" (its stock directory has {len(known):,}: {', '.join(known[:8])}{', ...' if len(known) > 8 else ''})" \
+        if known else " (it has no stock directory and no add order of that stock)"
+    raise InputError(f"{name}: no stock {want.decode().strip()!r}{hint}")
+
+
+def itch_events(data, stock: str | None, tick: int = 100, name: str | None = None,
+                price_scale: float = 1e-4) -> MarketEvents:
+    """One stock of an ITCH 5.0 file (a path, or decoded ItchData) as a market-event stream
+    (hpte.kernels.backtest.itch_events has the rules). Prices stay in ITCH Price(4) units
+    ($0.0001); ``tick`` is the price grid of the book (100: one cent, NASDAQ's tick above $1)."""
+    from hpte.engine.md.itch import ItchData, read_itch
+    from hpte.kernels.backtest import itch_events as IK
+    from hpte.kernels.backtest import loop as LK
+
+    if isinstance(data, ItchData):
+        d = data
+        name = name or "<itch>"
+    else:
+        d = read_itch(data)
+        name = name or str(data)
+    if not stock:
+        raise InputError(f"{name}: an ITCH file holds many stocks: choose one with --stock NAME")
+    loc = _stock_locate(d, stock, name)
+    T = d.tables
+    parts = []
+
+    def put(letter, code, ref, ref2=None, side=None, px=None, n=None):
+        t = T[letter]
+        m = t["stock_locate"] == loc
+        k = int(m.sum())
+        if not k:
+            return
+        z = np.zeros(k, np.int64)
+        bs = t["buy_sell_indicator"][m] if side else None
+        parts.append(dict(
+            seq=t["seq"][m].astype(np.int64), code=np.full(k, code, np.int64), ts=t["timestamp"][m].astype(np.int64),
+            ref=t[ref][m].astype(np.int64), ref2=t[ref2][m].astype(np.int64) if ref2 else z,
+            side=np.where(bs == b"B", 1, np.where(bs == b"S", -1, 0)).astype(np.int64) if side else z,
+            px=t[px][m].astype(np.int64) if px else z, n=t[n][m].astype(np.int64) if n else z))
+
+    put("A", IK.OP_ADD, "order_reference_number", side=True, px="price", n="shares")
+    put("F", IK.OP_ADD, "order_reference_number", side=True, px="price", n="shares")
+    put("E", IK.OP_EXEC, "order_reference_number", n="executed_shares")
+    put("C", IK.OP_EXEC, "order_reference_number", n="executed_shares")
+    put("X", IK.OP_CANCEL, "order_reference_number", n="cancelled_shares")
+    put("D", IK.OP_DELETE, "order_reference_number")
+    put("U", IK.OP_REPLACE, "original_order_reference_number", ref2="new_order_reference_number", px="price", n="shares")
+    put("P", IK.OP_TRADE, "order_reference_number", side=True, px="price", n="shares")
+    if parts:
+        ops = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+        o = np.argsort(ops["seq"], kind="stable")
+        ops = {c: np.ascontiguousarray(v[o]) for c, v in ops.items()}
+    else:
+        ops = {c: np.zeros(0, np.int64) for c in ("seq", "code", "ts", "ref", "ref2", "side", "px", "n")}
+    m = len(ops["code"])
+    adds = int(((ops["code"] == IK.OP_ADD) | (ops["code"] == IK.OP_REPLACE)).sum())
+    bits = max(4, int(2 * adds + 2).bit_length())
+    keys = np.full(1 << bits, LK.EMPTY_KEY, np.int64)
+    vals = np.zeros((1 << bits, 2), np.int64)
+    out = np.zeros((2 * m, 6), np.int64)
+    counts = np.zeros(IK.NCOUNT, np.int64)
+    w = IK.itch_ops_cpu(ops["code"], ops["ts"], ops["ref"], ops["ref2"], ops["side"], ops["px"], ops["n"],
+                        keys, vals, bits, out, counts)
+    o = out[:w]
+    ev = MarketEvents(ts_ns=o[:, 0], kind=o[:, 1], order_id=o[:, 2], side=o[:, 3], price=o[:, 4], qty=o[:, 5],
+                      tick=tick, name=f"{name} [{str(stock).strip()}]", price_scale=price_scale)
+    ev.anomalies = {"unknown_reference": int(counts[IK.C_UNKNOWN]), "clipped": int(counts[IK.C_CLIPPED]),
+                    "bad_adds": int(counts[IK.C_BAD_ADD])}
+    return ev
+
+
+def order_file_events(path, stock: str | None = None, tick: int = 1) -> MarketEvents:
+    """An hpte order file matched by the engine first, in memory (``hpte match``'s pipeline),
+    its events published as ITCH 5.0 (``hpte match --itch``: hpte.engine.md.itch_out), decoded
+    and turned into one symbol's market-event stream (``itch_events``). Prices in engine ticks.
+    ``stock``: the symbol (``7`` or its ITCH name ``SYM7``); default: the file's only symbol."""
+    from hpte.engine.io import read_orders
+    from hpte.engine.md.itch import encode_itch, parse_itch
+    from hpte.engine.md.itch_out import events_to_itch, stock_name
+    from hpte.engine.pipeline import match_columns
+
+    cols = read_orders(path)
+    syms = np.unique(cols["symbol"]) if len(cols["ts_ns"]) else np.zeros(0, np.uint32)
+    if stock is None:
+        if len(syms) != 1:
+            raise InputError(f"{path}: {len(syms)} symbols in the order file "
+                             f"({', '.join(map(str, syms[:8].tolist()))}); choose one with --stock")
+        name = stock_name(int(syms[0]))
+    else:
+        s = str(stock).strip()
+        name = stock_name(int(s)) if s.isdigit() else s
+    run = match_columns(cols)
+    out = events_to_itch(run.events, n_fills=run.fills.n_rows if hasattr(run.fills, "n_rows") else None)
+    data = parse_itch(encode_itch(out.tables), label=str(path))
+    return itch_events(data, name, tick=tick, name=str(path), price_scale=1.0)
+
+
+def _is_order_file(p: Path) -> bool:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if p.suffix.lower() in (".arrow", ".ipc", ".feather"):
+            with pa.memory_map(str(p)) as src:
+                names = pa.ipc.open_file(src).schema.names
+        else:
+            names = pq.ParquetFile(p).schema_arrow.names
+    except Exception:  # noqa: BLE001 - not readable here: EventFile names the problem
+        return False
+    return "price_ticks" in names and "kind" not in names
+
+
+def open_data(data, tick: int | None = None, stock: str | None = None):
+    """A source from a path or a MarketEvents: a LOBSTER message CSV, an ITCH 5.0 file
+    (``stock`` required), an hpte order file (matched by the engine first; ``price_ticks``
+    column) or a Parquet/IPC events file."""
     if isinstance(data, MarketEvents):
         return data
     p = Path(data)
@@ -246,4 +384,10 @@ def open_data(data, tick: int | None = None):
         raise InputError(f"{p}: no such data file")
     if p.suffix.lower() == ".csv":
         return lobster_events(p)
+    if is_itch_path(p):
+        return itch_events(p, stock, tick=tick or 100)
+    if _is_order_file(p):
+        return order_file_events(p, stock, tick=tick or 1)
+    if stock is not None:
+        raise InputError(f"{p}: --stock applies to ITCH and order files, not to an events file")
     return EventFile(p, tick=tick or 1)

@@ -28,6 +28,7 @@ from hpte.engine.backtest.strategy import (Strategy, StrategyError, diagnose, dr
 from hpte.engine.io import InputError, parse_duration
 from hpte.kernels.backtest import api as A
 from hpte.kernels.backtest import loop as K
+from hpte.kernels.backtest import metrics as M
 
 MODES = ("no-impact", "impact")
 
@@ -189,19 +190,86 @@ def _pow2(x: int) -> int:
     return 1 << max(4, int(x - 1).bit_length())
 
 
-def _as_source(data, tick):
+def _as_source(data, tick, stock=None):
     if isinstance(data, dict):
         return MarketEvents(**{c: data[c] for c in COLUMNS}, tick=tick or 1)
-    return open_data(data, tick=tick)
+    return open_data(data, tick=tick, stock=stock)
+
+
+@dataclass
+class RunConfig:
+    """What a tick run of a strategy over a data source is set up with (shared by ``backtest``
+    and the tick sweep): the kernel's cfg and initial sc and md, the ladder and buffer sizes."""
+    cfg: np.ndarray
+    sc: np.ndarray
+    md: np.ndarray
+    latency: Latency
+    maker_fee: int
+    taker_fee: int
+    sample_ns: int
+    timer_ns: int
+    tick: int
+    base: int
+    L: int
+    ring: int
+    fcap: int
+    ecap: int
+    qcap: int
+
+
+def prepare_run(strat: Strategy, src, *, latency=None, fees=None, seed: int = 0, sample="1m", timer=None,
+                margin_ticks: int = 1000, max_instant_actions: int = 100_000) -> RunConfig:
+    """Validate the run options and build the kernel's configuration for ``src``."""
+    lat = parse_latency(latency, seed)
+    maker_fee, taker_fee = parse_fees(fees)
+    sample_ns = parse_duration(sample)
+    timer_ns = strat.timer_ns if timer is None else (0 if str(timer) in ("0", "") else parse_duration(timer))
+    if max_instant_actions < 0:
+        raise ValueError(f"max_instant_actions must be >= 0 (0: no limit), got {max_instant_actions}")
+    tk = int(src.tick)
+    rng = src.price_range()
+    if rng is None:
+        lo = hi = tk * 1000
+    else:
+        lo, hi = rng
+    base = lo - margin_ticks * tk
+    if base <= 0:
+        base = lo % tk if lo % tk else tk
+    L = (hi - base) // tk + 1 + margin_ticks
+    cfg = np.zeros(K.NCF, np.int64)
+    cfg[K.CF_BASE] = base
+    cfg[K.CF_TICK] = tk
+    cfg[K.CF_FEED_LO], cfg[K.CF_FEED_HI] = lat.feed
+    cfg[K.CF_ENTRY_LO], cfg[K.CF_ENTRY_HI] = lat.entry
+    cfg[K.CF_RESP_LO], cfg[K.CF_RESP_HI] = lat.response
+    cfg[K.CF_MAKER_FEE] = maker_fee
+    cfg[K.CF_TAKER_FEE] = taker_fee
+    cfg[K.CF_TIMER_NS] = timer_ns
+    cfg[K.CF_SAMPLE_NS] = sample_ns
+    cfg[K.CF_DEPTH] = strat.depth
+    cfg[K.CF_MAX_INSTANT] = max_instant_actions
+    cfg[K.CF_HBITS] = 16
+    sc = np.zeros(K.NSC, np.int64)
+    sc[K.SC_XBB] = sc[K.SC_XBA] = sc[K.SC_LBB] = sc[K.SC_LBA] = sc[K.SC_MAXBUY] = -1
+    sc[K.SC_MINSELL] = K.INF
+    for j, col in enumerate((K.SC_RNG_F, K.SC_RNG_E, K.SC_RNG_R)):
+        sc[col] = rng_seed(seed, j)
+    md = A.new_md()
+    md[A.MD_TICK] = tk
+    return RunConfig(cfg=cfg, sc=sc, md=md, latency=lat, maker_fee=maker_fee, taker_fee=taker_fee,
+                     sample_ns=sample_ns, timer_ns=timer_ns, tick=tk, base=int(base), L=int(L),
+                     ring=_pow2(max(1 << 14, 4 * L)), fcap=max(1 << 15, 2 * L + 1024), ecap=1 << 15, qcap=1 << 12)
 
 
 def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impact", latency=None,
              fees=None, seed: int = 0, capital: float = 1e9, sample: str | int = "1m",
              timer: str | int | None = None, tick: int | None = None, chunk_events: int = 1 << 20,
              margin_ticks: int = 1000, progress=None, max_instant_actions: int = 100_000,
-             fee: float | None = None, init_cash: float | None = None, symbol=None):
+             fee: float | None = None, init_cash: float | None = None, symbol=None, stock: str | None = None):
     """Backtest ``strategy`` (a file path, a bundled name or a Strategy) over ``data`` (a LOBSTER
-    message CSV, a Parquet/IPC events file, a MarketEvents or a dict of event columns).
+    message CSV, an ITCH 5.0 file with ``stock``, an hpte order file (matched by the engine
+    first; ``stock`` picks its symbol), a Parquet/IPC events file, a MarketEvents or a dict of
+    event columns).
 
     params : name -> value, overriding the strategy's PARAMS defaults.
     mode : "no-impact" (the replayed book as the data says; queue position tracked) or
@@ -223,7 +291,7 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
     """
     t_start = time.perf_counter()
     if is_bar_strategy(strategy):
-        tick_only = {"latency": latency, "fees": fees, "timer": timer, "tick": tick}
+        tick_only = {"latency": latency, "fees": fees, "timer": timer, "tick": tick, "stock": stock}
         given = [k for k, v in tick_only.items() if v is not None] + (["mode"] if mode != "no-impact" else [])
         if given:
             raise ValueError(f"{', '.join(given)}: tick-backtest options; a bar strategy trades at each bar's "
@@ -246,64 +314,40 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
         raise ValueError(f"capital must be positive and finite, got {capital}")
     strat = strategy if isinstance(strategy, Strategy) else load_strategy(strategy)
     pvec = strat.param_vector(params)
-    lat = parse_latency(latency, seed)
-    maker_fee, taker_fee = parse_fees(fees)
-    sample_ns = parse_duration(sample)
-    timer_ns = strat.timer_ns if timer is None else (0 if str(timer) in ("0", "") else parse_duration(timer))
-    src = _as_source(data, tick)
-    tk = int(src.tick)
-    rng = src.price_range()
-    if rng is None:
-        lo = hi = tk * 1000
-    else:
-        lo, hi = rng
-    base = lo - margin_ticks * tk
-    if base <= 0:
-        base = lo % tk if lo % tk else tk
-    L = (hi - base) // tk + 1 + margin_ticks
+    src = _as_source(data, tick, stock)
+    run_cfg = prepare_run(strat, src, latency=latency, fees=fees, seed=seed, sample=sample, timer=timer,
+                          margin_ticks=margin_ticks, max_instant_actions=max_instant_actions)
+    lat, maker_fee, taker_fee = run_cfg.latency, run_cfg.maker_fee, run_cfg.taker_fee
+    sample_ns, timer_ns, tk, base, L = run_cfg.sample_ns, run_cfg.timer_ns, run_cfg.tick, run_cfg.base, run_cfg.L
 
     t_compile = time.perf_counter()
     mod = driver(strat)
     run = mod.run_cpu
     compile_s = time.perf_counter() - t_compile
 
-    cfg = np.zeros(K.NCF, np.int64)
-    cfg[K.CF_BASE] = base
-    cfg[K.CF_TICK] = tk
-    cfg[K.CF_FEED_LO], cfg[K.CF_FEED_HI] = lat.feed
-    cfg[K.CF_ENTRY_LO], cfg[K.CF_ENTRY_HI] = lat.entry
-    cfg[K.CF_RESP_LO], cfg[K.CF_RESP_HI] = lat.response
-    cfg[K.CF_MAKER_FEE] = maker_fee
-    cfg[K.CF_TAKER_FEE] = taker_fee
-    cfg[K.CF_TIMER_NS] = timer_ns
-    cfg[K.CF_SAMPLE_NS] = sample_ns
-    cfg[K.CF_DEPTH] = strat.depth
-    sc = np.zeros(K.NSC, np.int64)
-    sc[K.SC_XBB] = sc[K.SC_XBA] = sc[K.SC_LBB] = sc[K.SC_LBA] = sc[K.SC_MAXBUY] = -1
-    sc[K.SC_MINSELL] = K.INF
-    for j, col in enumerate((K.SC_RNG_F, K.SC_RNG_E, K.SC_RNG_R)):
-        sc[col] = rng_seed(seed, j)
+    cfg = run_cfg.cfg.copy()
+    sc = run_cfg.sc.copy()
     xlad = np.zeros((2, L), np.int64)
     llad = np.zeros((2, L), np.int64)
-    hbits = 16
+    hbits = int(cfg[K.CF_HBITS])
     keys = np.full(1 << hbits, K.EMPTY_KEY, np.int64)
     vals = np.zeros((1 << hbits, 2), np.int64)
-    cfg[K.CF_HBITS] = hbits
     xo = np.zeros((A.MAX_ORDERS, K.NXO), np.int64)
     orders = A.new_orders()
-    md = A.new_md()
-    md[A.MD_TICK] = tk
+    md = run_cfg.md.copy()
     state = np.zeros(strat.state_size, np.float64)
     act = A.new_actions()
-    ring = _pow2(max(1 << 14, 4 * L))
+    ring, fcap, ecap, qcap = run_cfg.ring, run_cfg.fcap, run_cfg.ecap, run_cfg.qcap
     req = np.zeros((ring, K.NRQ), np.int64)
     rsp = np.zeros((ring, K.NRS), np.int64)
-    fills = np.zeros((max(1 << 15, 2 * L + 1024), K.NFL), np.int64)
-    evs = np.zeros((1 << 15, K.NEL), np.int64)
-    eq = np.zeros((1 << 12, K.NEQ), np.int64)
+    fills = np.zeros((fcap, K.NFL), np.int64)
+    evs = np.zeros((ecap, K.NEL), np.int64)
+    eq = np.zeros((qcap, K.NEQ), np.int64)
+    acc_i, acc_f = M.new_acc()
     out_f, out_e, out_q = [], [], []
 
     def drain_outputs():
+        M.fold_cpu(acc_i, acc_f, fills, sc[K.SC_NFILL], evs, sc[K.SC_NEV], eq, sc[K.SC_NEQ])
         for buf, col, dest in ((fills, K.SC_NFILL, out_f), (evs, K.SC_NEV, out_e), (eq, K.SC_NEQ, out_q)):
             k = int(sc[col])
             if k:
@@ -353,6 +397,8 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
                 keys, vals = k2, v2
                 cfg[K.CF_HBITS] = hbits
                 continue
+            if st == K.ST_RUNAWAY:
+                raise StrategyError(runaway_message(strat.name, max_instant_actions, int(sc[K.SC_INST_T])))
             if st == K.ST_RING:
                 raise RuntimeError(f"more than {ring} orders or responses in flight at once "
                                    f"(the strategy sends too much in one latency interval)")
@@ -382,12 +428,13 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
     E["side"] = E["side"].astype(np.int8)
     E["event"] = np.array([A.EVENT_NAMES.get(int(v), str(v)) for v in E["event"]], dtype=object)
     E["reason"] = np.array([A.REASON_NAMES.get(int(v), str(v)) for v in E["reason"]], dtype=object)
-    metrics = compute_metrics(F, E, Q, capital=capital, sample_ns=sample_ns,
-                              price_scale=getattr(src, "price_scale", 1.0))
+    metrics = finish_metrics(acc_i, acc_f, capital=capital, sample_ns=sample_ns,
+                             price_scale=getattr(src, "price_scale", 1.0))
     config = {"mode": mode, "latency_ns": {"feed": list(lat.feed), "entry": list(lat.entry),
                                            "response": list(lat.response)}, "seed": seed,
               "fees": {"maker": maker_fee, "taker": taker_fee}, "capital": capital,
               "sample_ns": sample_ns, "timer_ns": timer_ns, "depth": strat.depth, "tick": tk, "base": int(base), "ladder": int(L),
+              "max_instant_actions": int(max_instant_actions),
               "data": str(src.name),
               "chunk_events": chunk_events}
     stats = {"events": events, "seconds": seconds, "events_per_s": events / seconds if seconds > 0 else 0.0,
@@ -397,37 +444,38 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
                           orders=E, fills=F, equity=Q, metrics=metrics, config=config, stats=stats)
 
 
-def compute_metrics(F: dict, E: dict, Q: dict, *, capital: float, sample_ns: int,
-                    price_scale: float = 1.0) -> dict:
-    """Metrics of a run from its tables (numpy; exact integers where they can be)."""
-    q = F["qty"].astype(np.int64)
-    px = F["price"].astype(np.int64)
-    maker = F["maker"].astype(bool)
-    bid, ask = Q["bid"], Q["ask"]
-    ok = (bid > 0) & (ask > 0)
-    mid = np.where(ok, (bid + ask) / 2.0, np.where(bid > 0, bid, np.where(ask > 0, ask, 0)).astype(np.float64))
-    equity = Q["cash"] + Q["position"] * mid
-    pnl = float(equity[-1]) if len(equity) else 0.0
-    d = np.diff(equity)
-    sd = float(d.std()) if len(d) > 1 else 0.0
+def runaway_message(name: str, limit: int, t: int) -> str:
+    """The one-line error of a strategy stopped by the per-instant action limit."""
+    return (f"{name}: more than {limit:,} actions at one instant (local time {t} ns): a loop that never lets "
+            f"time pass (at zero latency each action can answer the last at the same instant); give it a "
+            f"latency, act on fewer events, or raise --max-instant-actions (0: no limit)")
+
+
+def finish_metrics(acc_i: np.ndarray, acc_f: np.ndarray, *, capital: float, sample_ns: int,
+                   price_scale: float = 1.0) -> dict:
+    """The metrics of a run from its accumulator (hpte.kernels.backtest.metrics): the single
+    backtest's and every tick-sweep row's, computed by this one function from one fold.
+
+    pnl: equity (cash + position at the mid) at the last sample; Sharpe: mean / std of the
+    equity changes between samples, annualised for 252 days of 6.5 h; max drawdown from the
+    running peak (starting at 0); return and turnover over ``capital``."""
+    a, f = acc_i, acc_f
+    k = int(a[M.MI_SAMPLES])
+    pnl = float(f[M.MF_LAST]) if k else 0.0
+    nd = k - 1
+    sd = math.sqrt(f[M.MF_M2] / nd) if nd > 1 and f[M.MF_M2] > 0 else 0.0
     per_year = 252 * 23_400e9 / sample_ns
-    sharpe = float(d.mean() / sd * math.sqrt(per_year)) if sd > 0 else 0.0
-    peak = np.maximum.accumulate(np.concatenate([[0.0], equity])) if len(equity) else np.zeros(1)
-    dd = float((peak[1:] - equity).max()) if len(equity) else 0.0
-    pos = F["position"]
-    sent = E["event"] == "SUBMITTED"
-    sent_qty = int(E["qty"][sent].sum())
-    mq = q[maker]
+    sharpe = float(f[M.MF_MEAN] / sd * math.sqrt(per_year)) if sd > 0 else 0.0
+    trades, maker = int(a[M.MI_TRADES]), int(a[M.MI_MAKER])
+    sent_qty, mq = int(a[M.MI_SUBMITTED_QTY]), int(a[M.MI_MAKER_QTY])
     return {
         "pnl": pnl, "pnl_currency": pnl * price_scale, "return": pnl / capital, "sharpe": sharpe,
-        "max_drawdown": max(dd, 0.0), "turnover": float((px * q).sum()) / capital,
-        "trades": int(len(q)), "maker_fills": int(maker.sum()), "taker_fills": int((~maker).sum()),
-        "volume": int(q.sum()), "fill_ratio": float(q.sum()) / sent_qty if sent_qty else 0.0,
-        "time_in_queue_s": float((F["queue_ns"][maker] * mq).sum() / mq.sum() / 1e9) if mq.sum() else 0.0,
-        "position_min": int(min(0, pos.min())) if len(pos) else 0,
-        "position_max": int(max(0, pos.max())) if len(pos) else 0,
-        "position_end": int(pos[-1]) if len(pos) else 0,
-        "cash_end": int(F["cash"][-1]) if len(pos) else 0,
-        "fees": int(F["fee"].sum()), "orders": int(sent.sum()),
-        "cancels": int((E["event"] == "CANCELLED").sum()), "rejects": int((E["event"] == "REJECTED").sum()),
+        "max_drawdown": float(max(f[M.MF_MAXDD], 0.0)), "turnover": float(a[M.MI_NOTIONAL]) / capital,
+        "trades": trades, "maker_fills": maker, "taker_fills": trades - maker,
+        "volume": int(a[M.MI_VOLUME]), "fill_ratio": float(a[M.MI_VOLUME]) / sent_qty if sent_qty else 0.0,
+        "time_in_queue_s": float(f[M.MF_QUEUE] / mq / 1e9) if mq else 0.0,
+        "position_min": int(a[M.MI_POS_MIN]), "position_max": int(a[M.MI_POS_MAX]),
+        "position_end": int(a[M.MI_POS_END]), "cash_end": int(a[M.MI_CASH_END]),
+        "fees": int(a[M.MI_FEES]), "orders": int(a[M.MI_SUBMITTED]),
+        "cancels": int(a[M.MI_CANCELS]), "rejects": int(a[M.MI_REJECTS]),
     }

@@ -10,8 +10,8 @@ A strategy file defines plain functions (``on_book`` required; ``on_trade``, ``o
     BOOK_DEPTH = 1                                  # levels per side in md (1..5)
 
 Compilation: a driver module is generated in the cache folder (``$HPTE_CACHE_DIR``, else
-``~/.cache/hpte/backtest``), named after a hash of the strategy's source, the loop's and the
-interface's source and the numba version: it holds the loop's source with the callbacks
+``~/.cache/hpte/backtest``), named after a hash of the strategy's source, the loop's, the
+interface's and the metrics accumulator's source and the numba version: it holds the loop's source with the callbacks
 rebound to the strategy's functions, and numba caches it (``cache=True``) beside it. A
 changed strategy file gets a new driver (recompiled); an unchanged one loads from the cache.
 Helper modules a strategy itself imports are not part of the hash: change the strategy file
@@ -228,8 +228,13 @@ def source_key(*parts: str) -> str:
     return h.hexdigest()[:20]
 
 
+def _metrics_source() -> str:
+    from hpte.kernels.backtest import metrics
+    return Path(metrics.__file__).read_text()
+
+
 def driver_key(strat: Strategy) -> str:
-    return source_key(strat.source, str(strat.path), _loop_source(), _api_source())
+    return source_key(strat.source, str(strat.path), _loop_source(), _api_source(), _metrics_source())
 
 
 _BINDING = '''

@@ -194,9 +194,11 @@ class SweepResult:
     path: Path | None           # results.parquet when written
     stats: dict = field(default_factory=dict)
     plot: Path | None = None
+    metrics: list = field(default_factory=lambda: list(METRICS))     # the metric columns
+    ints: tuple = ("trades",)                                         # integer metric columns
 
     def summary(self, n: int | None = None) -> str:
-        cols = self.names + [m for m in METRICS]
+        cols = self.names + [m for m in self.metrics]
         rows = len(self.top.get(cols[0], ())) if cols else 0
         n = rows if n is None else min(n, rows)
         head = ["rank"] + cols
@@ -205,16 +207,63 @@ class SweepResult:
             line = [str(r + 1)]
             for c in cols:
                 v = self.top[c][r]
-                line.append(f"{int(v)}" if c == "trades" else f"{v:g}" if c in self.names else f"{v:.6g}")
+                line.append(f"{int(v)}" if c in self.ints else f"{v:g}" if c in self.names else f"{v:.6g}")
             body.append(line)
         w = [max(len(h), *(len(b[j]) for b in body)) if body else len(h) for j, h in enumerate(head)]
         lines = ["  ".join(h.rjust(w[j]) for j, h in enumerate(head))]
         lines += ["  ".join(x.rjust(w[j]) for j, x in enumerate(b)) for b in body]
         s = self.stats
-        lines.append(f"{s.get('sets', 0):,} parameter sets x {s.get('bars', 0):,} bars on {s.get('device', '?')}: "
-                     f"{s.get('seconds', 0):.2f} s, {s.get('steps_per_s', 0) / 1e6:,.1f} M bar-parameter steps/s "
+        unit = s.get("unit", "bars")
+        lines.append(f"{s.get('sets', 0):,} parameter sets x {s.get(unit, 0):,} {unit} on {s.get('device', '?')}: "
+                     f"{s.get('seconds', 0):.2f} s, {s.get('steps_per_s', 0) / 1e6:,.1f} M "
+                     f"{'bar' if unit == 'bars' else 'event'}-parameter steps/s "
                      f"(compile/load {s.get('compile_s', 0):.2f} s)")
         return "\n".join(lines)
+
+
+class _Sink:
+    """Where a sweep's rows go, chunk by chunk in grid order: the top N, the whole table in
+    memory (out=None) or results.parquet (streamed; opened with the first rows, so that a failed
+    compile leaves no file), and progress."""
+
+    def __init__(self, names, metrics, int_metrics, top, metric, lower, out, size, progress):
+        self.names, self.metrics, self.ints = list(names), list(metrics), set(int_metrics)
+        self.best = _TopN(top, metric, lower)
+        self.keep = [] if out is None else None
+        self.path = Path(out) / "results.parquet" if out is not None else None
+        self.writer = None
+        self.done, self.size, self.progress = 0, size, progress
+
+    def emit(self, sets: np.ndarray, metrics: dict) -> None:
+        cols = {n: sets[:, j] for j, n in enumerate(self.names)}
+        for m in self.metrics:
+            v = np.asarray(metrics[m])
+            cols[m] = v.astype(np.int64) if m in self.ints else v.astype(np.float64)
+        self.best.add(cols)
+        if self.keep is not None:
+            self.keep.append(cols)
+        if self.path is not None:
+            import pyarrow as pa
+            if self.writer is None:
+                import pyarrow.parquet as pq
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                schema = pa.schema([(n, pa.float64()) for n in self.names] +
+                                   [(m, pa.int64() if m in self.ints else pa.float64()) for m in self.metrics])
+                self.writer = pq.ParquetWriter(self.path, schema)
+            self.writer.write_table(pa.table(cols, schema=self.writer.schema))
+        self.done += len(sets)
+        if self.progress is not None:
+            self.progress(self.done, self.size)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def table(self) -> dict | None:
+        if not self.keep:
+            return None
+        return {k: np.concatenate([c[k] for c in self.keep]) for k in self.keep[0]}
 
 
 class _TopN:
@@ -241,14 +290,15 @@ def _strategy_blob(strat: BarStrategy) -> tuple:
     return (strat.name, strat.source, str(strat.path))
 
 
-def _load_blob(blob) -> BarStrategy:
+def _load_blob(blob, loader=None):
     """A strategy on a worker: from its path when the file there holds the same source, else from
     the source written into the worker's cache folder (remote machines)."""
+    loader = loader or load_bar_strategy
     name, source, path = blob
     p = Path(path)
     try:
         if p.is_file() and p.read_text() == source:
-            return load_bar_strategy(p)
+            return loader(p)
     except OSError:
         pass
     d = cache_dir() / "sources" / hashlib.sha256(source.encode()).hexdigest()[:16]
@@ -258,7 +308,7 @@ def _load_blob(blob) -> BarStrategy:
         tmp = f.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(source)
         os.replace(tmp, f)
-    return load_bar_strategy(f)
+    return loader(f)
 
 
 _worker_mat: dict = {}
@@ -370,9 +420,11 @@ def _plan_chunk(size: int, P: int, budget: int, data_bytes: int, chunk: int | No
 
 
 def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str = "cpu", cluster=None,
-          out=None, top: int = 10, metric: str = "total_return", fee: float = 0.0, init_cash: float = 100.0,
+          out=None, top: int = 10, metric: str | None = None, fee: float = 0.0, init_cash: float = 100.0,
           bars_year: float | None = None, symbol=None, chunk: int | None = None, memory=DEFAULT_MEMORY,
-          workers: int = 2, threads_per_worker: int = 1, plot: bool = True, progress=None) -> SweepResult:
+          workers: int = 2, threads_per_worker: int = 1, plot: bool = True, progress=None,
+          latency=None, fees=None, seed: int = 0, capital: float = 1e9, sample="1m", timer=None,
+          tick: int | None = None, max_instant_actions: int = 100_000, stock: str | None = None) -> SweepResult:
     """Run ``strategy`` (a bar strategy file, bundled name or BarStrategy) over every parameter
     set of a grid on ``data`` (bars: see hpte.engine.sweep.data.load_bars).
 
@@ -388,8 +440,37 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
     bars_year : bars per year for Sharpe and volatility (default: from the bar times).
     chunk : parameter sets per chunk (default: from ``memory``, at most 65,536; 2 chunks per Dask worker).
     progress : called as progress(sets_done, sets_total) after each chunk.
+
+    A tick strategy (``market_maker``, ``momentum``, a file with ``on_book``) sweeps over an L3
+    market-event stream instead (hpte.engine.sweep.ticks): ``data`` as for ``hpte.backtest``,
+    which options ``latency``, ``fees``, ``seed``, ``capital``, ``sample``, ``timer``, ``tick``,
+    ``max_instant_actions`` and ``stock`` are; rows carry the backtest's metrics (ranked by
+    ``pnl`` by default); CPU threads or a Dask cluster.
     """
     t_start = time.perf_counter()
+    from hpte.engine.backtest.strategy import is_bar_strategy
+
+    if not is_bar_strategy(strategy):
+        if device != "cpu":
+            raise SweepError(f"--device {device}: tick sweeps run on CPU threads or a Dask cluster; the GPU "
+                             f"driver is for bar strategies")
+        bar_only = [k for k, v, d in (("fee", fee, 0.0), ("init_cash", init_cash, 100.0), ("bars_year", bars_year, None),
+                                      ("symbol", symbol, None)) if v != d]
+        if bar_only:
+            raise SweepError(f"{', '.join(bar_only)}: bar-sweep options; a tick strategy takes fees "
+                             f"(maker=,taker= per lot) and capital")
+        from hpte.engine.sweep.ticks import sweep_ticks
+        return sweep_ticks(strategy, data, params=params, grid=grid, cluster=cluster, out=out, top=top,
+                           metric=metric, latency=latency, fees=fees, seed=seed, capital=capital, sample=sample,
+                           timer=timer, tick=tick, max_instant_actions=max_instant_actions, chunk=chunk,
+                           workers=workers, threads_per_worker=threads_per_worker, plot=plot, progress=progress,
+                           stock=stock)
+    tick_only = [k for k, v, d in (("latency", latency, None), ("fees", fees, None), ("timer", timer, None),
+                                   ("tick", tick, None), ("stock", stock, None)) if v != d]
+    if tick_only:
+        raise SweepError(f"{', '.join(tick_only)}: tick-sweep options; a bar strategy takes fee (a fraction of "
+                         f"traded value) and init_cash")
+    metric = metric or "total_return"
     # ---- validation: everything below raises before any work starts
     if device not in ("cpu", "gpu"):
         raise SweepError(f"--device {device!r}: use cpu or gpu")
@@ -452,34 +533,11 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
 
     # ---- work
     names = list(g.names)
-    lower = metric in LOWER_IS_BETTER
-    best = _TopN(top, metric, lower)
-    keep = [] if out is None else None
-    writer = None
-    path = Path(out) / "results.parquet" if out is not None else None
-    done = 0
+    sink = _Sink(names, list(METRICS), ("trades",), top, metric, metric in LOWER_IS_BETTER, out, size, progress)
     compile_s = 0.0
 
     def emit(sets, res):
-        nonlocal done, writer
-        cols = {n: sets[:, j] for j, n in enumerate(names)}
-        for j, m in enumerate(METRICS):
-            cols[m] = res[:, j].astype(np.int64) if m == "trades" else res[:, j]
-        best.add(cols)
-        if keep is not None:
-            keep.append(cols)
-        if path is not None:
-            import pyarrow as pa
-            if writer is None:            # opened with the first results: a failed compile leaves no file
-                import pyarrow.parquet as pq
-                path.parent.mkdir(parents=True, exist_ok=True)
-                schema = pa.schema([(n, pa.float64()) for n in names] +
-                                   [(m, pa.int64() if m == "trades" else pa.float64()) for m in METRICS])
-                writer = pq.ParquetWriter(path, schema)
-            writer.write_table(pa.table(cols, schema=writer.schema))
-        done += len(sets)
-        if progress is not None:
-            progress(done, size)
+        sink.emit(sets, {m: res[:, j] for j, m in enumerate(METRICS)})
 
     t_run = time.perf_counter()
     try:
@@ -534,13 +592,10 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
                 emit(sets, res)
             import numba
             devname = f"cpu ({numba.get_num_threads()} threads)"
-        if writer is not None:
-            writer.close()
-            writer = None
+        sink.close()
         seconds = time.perf_counter() - t_run      # the sweep itself: not the cluster's shutdown
     finally:
-        if writer is not None:
-            writer.close()
+        sink.close()
         if client is not None:
             client.close()
         if owned is not None:
@@ -549,11 +604,8 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
     stats = {"sets": size, "bars": n, "chunks": len(bounds), "chunk": csize, "device": devname,
              "seconds": seconds, "compile_s": compile_s, "steps_per_s": size * n / seconds if seconds > 0 else 0.0,
              "total_s": time.perf_counter() - t_start, "bars_per_year": ann}
-    table = None
-    if keep is not None:
-        table = {k: np.concatenate([c[k] for c in keep]) for k in keep[0]}
     res = SweepResult(strategy=strat.name, names=names, swept=g.swept, metric=metric,
-                      top=best.cols or {}, table=table, path=path, stats=stats)
+                      top=sink.best.cols or {}, table=sink.table(), path=sink.path, stats=stats)
     if out is not None and plot:
         from hpte.engine.sweep.plot import draw
         res.plot = draw(res, g, Path(out))

@@ -17,7 +17,9 @@ Clocks and channels (all times int64 ns; every channel is FIFO)
 * response: an exchange reply made at t reaches the strategy at ``max(prev, t + response)``.
 Each latency is a constant or uniform in [lo, hi] drawn from its own seeded splitmix64 stream.
 Among items due at the same time the order is: market event, order arrival, feed update,
-response, timer. The run ends at the last market event's time; anything still in flight then
+response, timer. A strategy that keeps acting at one instant (at zero latency every action can
+bring a response at the same instant, and so on) is stopped after cfg[CF_MAX_INSTANT] actions
+at that instant (ST_RUNAWAY). The run ends at the last market event's time; anything still in flight then
 is dropped.
 
 Queue position (no-impact, L3)
@@ -35,7 +37,7 @@ the rest expires; a post-only order that would take is rejected.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 from numba.extending import register_jitable
 
 from hpte.kernels.backtest.api import (
@@ -47,8 +49,9 @@ from hpte.kernels.backtest.api import (
     NO_PRICE, OF_AHEAD, OF_ID, OF_LEAVES, OF_PX, OF_QTY, OF_SIDE, OF_STATUS, OF_TAG, OF_TS,
     OS_CANCELLING, OS_OPEN, OS_PENDING, RJ_NO_LIQUIDITY, RJ_NONE, RJ_POST_ONLY, RJ_PRICE,
     RJ_QTY, RJ_RANGE, RJ_TOO_MANY, RJ_UNKNOWN, T_MARKET, TIF_IOC, AF_ACTION, AF_ID, AF_POST,
-    AF_PX, AF_QTY, AF_SIDE, AF_TAG, AF_TIF, AF_TYPE,
+    AF_PX, AF_QTY, AF_SIDE, AF_TAG, AF_TIF, AF_TYPE, MAX_ACTIONS, MAX_ORDERS, NAF, NOF,
 )
+from hpte.kernels.backtest.metrics import fold
 
 INF = np.int64(9223372036854775807)
 EMPTY_KEY = -1
@@ -60,6 +63,7 @@ ST_FLUSH = 2    # an output buffer is full: drain and call again
 ST_RING = 3     # request or response ring full (knob: ring_capacity)
 ST_RANGE = 4    # a market price outside the ladder (sc[SC_ERR] = the row)
 ST_HASH = 5     # the order-id table needs to grow: rehash and call again
+ST_RUNAWAY = 6  # more than cfg[CF_MAX_INSTANT] actions at one local instant (sc[SC_INST_T])
 
 # --- sc: int64 scalar state ------------------------------------------------------------------
 SC_IX = 0       # exchange cursor in the chunk
@@ -96,7 +100,10 @@ SC_NXO = 30     # open strategy orders at the exchange
 SC_STARTED = 31
 SC_MAXBUY = 32  # highest price of an open strategy buy at the exchange (-1: none)
 SC_MINSELL = 33  # lowest price of an open strategy sell (INF: none)
-NSC = 34
+SC_INST_T = 34  # the local instant of the latest actions
+SC_INST_N = 35  # actions taken at that instant so far
+SC_RUNAWAY = 36  # 1: stopped by the per-instant action limit
+NSC = 37
 
 # --- cfg: int64 configuration ----------------------------------------------------------------
 CF_BASE = 0     # price of ladder index 0
@@ -114,6 +121,7 @@ CF_SAMPLE_NS = 11   # equity sample interval (> 0)
 CF_FINAL = 12       # 1: this chunk is the last
 CF_HBITS = 13       # log2 of the id table size
 CF_DEPTH = 14       # levels per side written into md (the strategy's BOOK_DEPTH, 1..DEPTH)
+CF_MAX_INSTANT = 15  # most actions the strategy may take at one local instant (0: no limit)
 NCF = 16
 
 # --- exchange-side strategy orders: int64[MAX_ORDERS, NXO] -----------------------------------
@@ -635,9 +643,19 @@ def view_levels(md, lad, sc, cfg):
 
 @register_jitable
 def drain(t, md, orders, act, cfg, sc, req, evs, rsp):
-    """Send the strategy's actions (local time t); returns False if a ring overflowed."""
+    """Send the strategy's actions (local time t); returns False if a ring overflowed or the
+    actions taken at instant t exceed cfg[CF_MAX_INSTANT] (then sc[SC_RUNAWAY] = 1)."""
     n = act[0, 0]
     act[0, 0] = 0
+    if n > 0 and cfg[CF_MAX_INSTANT] > 0:
+        if t == sc[SC_INST_T]:
+            sc[SC_INST_N] += n
+        else:
+            sc[SC_INST_T] = t
+            sc[SC_INST_N] = n
+        if sc[SC_INST_N] > cfg[CF_MAX_INSTANT]:
+            sc[SC_RUNAWAY] = 1
+            return False
     R = req.shape[0]
     ok = True
     for a in range(1, n + 1):
@@ -876,11 +894,11 @@ def run_cpu(ts, kind, oid, side, px, qty, lvl, cfg, sc, xlad, llad, keys, vals, 
                 md[MD_LAST_TS] = ts[fi]
                 on_trade(md, orders, params, state, act)
                 if not drain(tf, md, orders, act, cfg, sc, req, evs, rsp):
-                    return ST_RING
+                    return ST_RUNAWAY if sc[SC_RUNAWAY] else ST_RING
             if k != MK_TRADE:
                 on_book(md, orders, params, state, act)
                 if not drain(tf, md, orders, act, cfg, sc, req, evs, rsp):
-                    return ST_RING
+                    return ST_RUNAWAY if sc[SC_RUNAWAY] else ST_RING
         elif t == trs:
             h = sc[SC_RS_HEAD]
             sc[SC_RS_HEAD] = (h + 1) % RS
@@ -891,7 +909,7 @@ def run_cpu(ts, kind, oid, side, px, qty, lvl, cfg, sc, xlad, llad, keys, vals, 
             else:
                 on_order(md, orders, params, state, act)
             if not drain(trs, md, orders, act, cfg, sc, req, evs, rsp):
-                return ST_RING
+                return ST_RUNAWAY if sc[SC_RUNAWAY] else ST_RING
         else:
             md[MD_NOW] = tt
             md[MD_EV_TS] = tt
@@ -899,7 +917,7 @@ def run_cpu(ts, kind, oid, side, px, qty, lvl, cfg, sc, xlad, llad, keys, vals, 
             sc[SC_TIMER] = tt + timer_ns
             on_timer(md, orders, params, state, act)
             if not drain(tt, md, orders, act, cfg, sc, req, evs, rsp):
-                return ST_RING
+                return ST_RUNAWAY if sc[SC_RUNAWAY] else ST_RING
 
 
 @register_jitable
@@ -912,3 +930,71 @@ def _sample(eq, sc, cfg, t):
     eq[r, EQ_ASK] = cfg[CF_BASE] + sc[SC_XBA] * cfg[CF_TICK] if sc[SC_XBA] >= 0 else NO_PRICE
     eq[r, EQ_FEES] = sc[SC_FEES]
     sc[SC_NEQ] = r + 1
+
+
+# --- the tick sweep: many parameter sets over one decoded stream -------------------------------
+@register_jitable
+def run_set(ts, kind, oid, side, px, qty, lvl, cfg0, sc0, md0, params, state_len, L, ring, fcap, ecap, qcap,
+            acc_i, acc_f, info):
+    """One parameter set over the whole stream (one final chunk), its own state allocated here;
+    its outputs are folded into ``acc_i``/``acc_f`` (hpte.kernels.backtest.metrics) at every
+    flush and not kept. Returns the final status (ST_DONE, or ST_RING / ST_RANGE / ST_RUNAWAY);
+    info (int64[4]) gets the status, sc[SC_INST_T], the exchange-side position and cash."""
+    cfg = cfg0.copy()
+    cfg[CF_FINAL] = 1
+    sc = sc0.copy()
+    md = md0.copy()
+    xlad = np.zeros((2, L), np.int64)
+    llad = np.zeros((2, L), np.int64)
+    bits = cfg[CF_HBITS]
+    keys = np.full(np.int64(1) << bits, EMPTY_KEY, np.int64)
+    vals = np.zeros((np.int64(1) << bits, 2), np.int64)
+    xo = np.zeros((MAX_ORDERS, NXO), np.int64)
+    orders = np.zeros((MAX_ORDERS, NOF), np.int64)
+    state = np.zeros(state_len, np.float64)
+    act = np.zeros((MAX_ACTIONS + 1, NAF), np.int64)
+    req = np.zeros((ring, NRQ), np.int64)
+    rsp = np.zeros((ring, NRS), np.int64)
+    fills = np.zeros((fcap, NFL), np.int64)
+    evs = np.zeros((ecap, NEL), np.int64)
+    eq = np.zeros((qcap, NEQ), np.int64)
+    while True:
+        st = run_cpu(ts, kind, oid, side, px, qty, lvl, cfg, sc, xlad, llad, keys, vals, xo, orders, md,
+                     params, state, act, req, rsp, fills, evs, eq)
+        fold(acc_i, acc_f, fills, sc[SC_NFILL], evs, sc[SC_NEV], eq, sc[SC_NEQ])
+        sc[SC_NFILL] = 0
+        sc[SC_NEV] = 0
+        sc[SC_NEQ] = 0
+        if st == ST_FLUSH:
+            continue
+        if st == ST_HASH:
+            bits += 1
+            k2 = np.full(np.int64(1) << bits, EMPTY_KEY, np.int64)
+            v2 = np.zeros((np.int64(1) << bits, 2), np.int64)
+            for i in range(keys.shape[0]):
+                if keys[i] != EMPTY_KEY:
+                    h_insert(k2, v2, keys[i], vals[i, 0], vals[i, 1], bits)
+            keys = k2
+            vals = v2
+            cfg[CF_HBITS] = bits
+            continue
+        break
+    info[0] = st
+    info[1] = sc[SC_INST_T]
+    info[2] = sc[SC_POS]
+    info[3] = sc[SC_CASH]
+    return st
+
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def sweep_cpu(ts, kind, oid, side, px, qty, lvl, cfg, sc0, md0, grid, state_len, L, ring, fcap, ecap, qcap,
+              acc_i, acc_f, info):
+    """Every parameter set of ``grid`` (float64[K, P]) over one decoded market-event stream:
+    ``prange`` over the sets, each with its own book copies, orders, rings and buffers (no
+    shared writes), so a row does not depend on the thread count. The stream columns (int64[n])
+    and cfg / sc0 / md0 (the run's start values, ``hpte.engine.backtest.run.prepare_run``) are
+    shared read-only. Row k of acc_i (int64[K, NMI]), acc_f (float64[K, NMF]) and info
+    (int64[K, 4]) is written by set k only: the same fold the single backtest makes."""
+    for k in prange(grid.shape[0]):
+        run_set(ts, kind, oid, side, px, qty, lvl, cfg, sc0, md0, grid[k], state_len, L, ring, fcap, ecap, qcap,
+                acc_i[k], acc_f[k], info[k])

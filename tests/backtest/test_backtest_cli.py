@@ -234,3 +234,10 @@ def test_cli_bar_strategy_on_amzn_bars(tmp_path):
     res = runner.invoke(app, ["backtest", "market_maker", "--data", str(_events_file(tmp_path)), "--fee", "0.1",
                               "--out", str(tmp_path / "x")])
     _one_line_error(res, "fee", "tick strategy")
+
+
+def test_cli_runaway_is_one_line(tmp_path):
+    strat = Path(__file__).resolve().parent / "strategies" / "runaway.py"
+    res = runner.invoke(app, ["backtest", str(strat), "--data", str(_events_file(tmp_path)), "--out", str(tmp_path / "o"),
+                              "--max-instant-actions", "1000"])
+    _one_line_error(res, "runaway", "more than 1,000 actions at one instant", "--max-instant-actions")

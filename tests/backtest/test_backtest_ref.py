@@ -33,7 +33,7 @@ def _run_both(strategy, ev, *, params=None, latency=None, fees=None, seed=0, tim
                         tick=c["tick"], base=c["base"], L=c["ladder"], feed=tuple(lat["feed"]),
                         entry=tuple(lat["entry"]), response=tuple(lat["response"]), seed=seed,
                         maker_fee=c["fees"]["maker"], taker_fee=c["fees"]["taker"], timer_ns=c["timer_ns"],
-                        sample_ns=c["sample_ns"], depth=c["depth"])
+                        sample_ns=c["sample_ns"], depth=c["depth"], max_instant=c["max_instant_actions"])
     return res, ref
 
 
@@ -190,3 +190,27 @@ def test_market_maker_on_amzn_prefix_matches_reference():
     assert res.metrics["trades"] > 20
     assert_same(res, ref)
     check_invariants(res, ev)
+
+
+RUNAWAY = HERE / "strategies" / "runaway.py"
+
+
+def test_zero_latency_runaway_is_stopped_as_in_the_reference():
+    from hpte.engine.backtest import StrategyError
+    from reference.backtest_ref import Runaway
+
+    ev = random_flow(4, 200)
+    with pytest.raises(StrategyError, match=r"runaway: more than 300 actions at one instant \(local time (\d+) ns\)") as ei:
+        backtest(RUNAWAY, ev, max_instant_actions=300)
+    t = int(ei.value.args[0].split("local time ")[1].split(" ")[0])
+    strat = load_strategy(RUNAWAY)
+    with pytest.raises(Runaway) as er:
+        run_reference(strat.module, ev.columns(), params=strat.param_vector(), state_size=strat.state_size,
+                      tick=ev.tick, base=ev.tick, L=4000, max_instant=300)
+    assert er.value.t == t and t in set(ev.ts_ns.tolist())
+    # with a latency time passes between the rounds: the run completes, every order rejected
+    res, ref = _run_both(RUNAWAY, ev, latency="entry=1us")
+    assert res.metrics["rejects"] > 100 and res.metrics["trades"] == 0
+    assert_same(res, ref)
+    with pytest.raises(ValueError, match="max_instant_actions must be >= 0"):
+        backtest(RUNAWAY, ev, max_instant_actions=-1)

@@ -33,11 +33,20 @@ def _noop(md, orders, params, state, act):
     return None
 
 
+class Runaway(Exception):
+    """The strategy took more than ``max_instant`` actions at the local instant ``t``."""
+
+    def __init__(self, t: int):
+        super().__init__(f"runaway at {t}")
+        self.t = t
+
+
 def run_reference(module, events: dict, *, params, state_size, tick, base, L, feed=(0, 0), entry=(0, 0),
                   response=(0, 0), seed=0, maker_fee=0, taker_fee=0, timer_ns=0, sample_ns=60_000_000_000,
-                  depth=1):
+                  depth=1, max_instant=0):
     """Run a strategy module over event columns; returns (fills, log, equity, md, state, orders)
-    with rows as tuples in the kernel's column order (loop.FL_*, EL_*, EQ_*)."""
+    with rows as tuples in the kernel's column order (loop.FL_*, EL_*, EQ_*). Raises Runaway when
+    the actions taken at one local instant exceed ``max_instant`` (> 0)."""
     cb = {name: getattr(module, name, _noop) for name in ("on_book", "on_trade", "on_order", "on_fill", "on_timer")}
     ts = [int(x) for x in events["ts_ns"]]
     kind = [int(x) for x in events["kind"]]
@@ -193,9 +202,17 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
             o["gone"] = True
         tidy()
 
+    instant = {"t": None, "n": 0}
+
     def send(t):
         nact = int(act[0, 0])
         act[0, 0] = 0
+        if nact and max_instant > 0:
+            if instant["t"] != t:
+                instant["t"], instant["n"] = t, 0
+            instant["n"] += nact
+            if instant["n"] > max_instant:
+                raise Runaway(t)
         for a in range(1, nact + 1):
             row = act[a]
             action, oid = int(row[A.AF_ACTION]), int(row[A.AF_ID])
@@ -355,3 +372,55 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
         next_sample += sample_ns
     sample(end)
     return fills, log, equity, md, state, orders
+
+
+def itch_ops_ref(ops):
+    """Plain-Python twin of hpte.kernels.backtest.itch_events: ops as (code, ts, ref, ref2, side,
+    px, n) tuples in stream order -> (event rows (ts, kind, order_id, side, price, qty),
+    (unknown, clipped, bad_adds)). Codes: 1 add, 2 exec, 3 cancel, 4 delete, 5 replace, 6 trade."""
+    live = {}       # ref -> [side, px, leaves]
+    out = []
+    unknown = clipped = bad = 0
+    for code, t, ref, ref2, side, px, n in ops:
+        if code == 1:
+            if side == 0 or n <= 0 or px <= 0:
+                bad += 1
+                continue
+            if ref in live:
+                s, p, q = live[ref]
+                out.append((t, A.MK_CANCEL, ref, s, p, q))
+            live[ref] = [side, px, n]
+            out.append((t, A.MK_ADD, ref, side, px, n))
+        elif code == 6:
+            if side == 0 or n <= 0 or px <= 0:
+                bad += 1
+                continue
+            out.append((t, A.MK_TRADE, 0, side, px, n))
+        else:
+            if ref not in live:
+                unknown += 1
+                continue
+            s, p, leaves = live[ref]
+            if code in (4, 5):
+                q = leaves
+            else:
+                q = n
+                if q > leaves:
+                    clipped += 1
+                    q = leaves
+            if q > 0:
+                out.append((t, A.MK_EXEC if code == 2 else A.MK_CANCEL, ref, s, p, q))
+            if leaves - q <= 0:
+                del live[ref]
+            else:
+                live[ref][2] = leaves - q
+            if code == 5:
+                if n <= 0 or px <= 0:
+                    bad += 1
+                    continue
+                if ref2 in live:
+                    s2, p2, q2 = live[ref2]
+                    out.append((t, A.MK_CANCEL, ref2, s2, p2, q2))
+                live[ref2] = [s, px, n]
+                out.append((t, A.MK_ADD, ref2, s, px, n))
+    return out, (unknown, clipped, bad)

@@ -1,0 +1,228 @@
+"""Tick-level sweeps: one tick strategy (``market_maker``, a strategy file) over many parameter
+sets on one L3 market-event stream, on CPU threads or a Dask cluster.
+
+    res = hpte.sweep("market_maker", "AMZN_..._message_5.csv",
+                     params={"half_spread": "0,1,2", "size": "50,100"}, latency="100us")
+
+The stream is decoded and validated once (a LOBSTER day, an events file, ITCH or an order file:
+hpte.engine.backtest.data.open_data) and shared read-only; ``hpte.kernels.backtest.loop.sweep_cpu``
+runs the parameter sets in parallel (``prange``), each with its own simulated exchange view,
+orders, latency streams and buffers, and folds its outputs into the metrics accumulator that the
+single ``hpte backtest`` folds its own into (hpte.kernels.backtest.metrics). Every row therefore
+equals the single backtest of that parameter set exactly, whatever the thread count, the chunk
+of the grid or the Dask worker it ran in.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hpte.engine.backtest.data import COLUMNS, MarketEvents
+from hpte.engine.backtest.run import RunConfig, _as_source, _ro, finish_metrics, prepare_run, runaway_message
+from hpte.engine.backtest.strategy import Strategy, StrategyError, diagnose, driver, load_strategy
+from hpte.kernels.backtest import loop as K
+from hpte.kernels.backtest import metrics as M
+
+# the metric columns of a tick sweep row (finish_metrics' keys, in its order) and the integer ones
+TICK_METRICS = ("pnl", "pnl_currency", "return", "sharpe", "max_drawdown", "turnover", "trades", "maker_fills",
+                "taker_fills", "volume", "fill_ratio", "time_in_queue_s", "position_min", "position_max",
+                "position_end", "cash_end", "fees", "orders", "cancels", "rejects")
+TICK_INTS = ("trades", "maker_fills", "taker_fills", "volume", "position_min", "position_max", "position_end",
+             "cash_end", "fees", "orders", "cancels", "rejects")
+TICK_LOWER_IS_BETTER = ("max_drawdown", "fees", "rejects")
+
+
+def decode(src) -> tuple[dict, int, float, str]:
+    """The whole stream of a source as int64 columns (validated chunk by chunk): (columns, tick,
+    price scale, name)."""
+    if isinstance(src, MarketEvents):
+        parts = list(src.chunks(max(len(src), 1)))
+    else:
+        parts = list(src.chunks(1 << 20))
+    cols = {c: np.ascontiguousarray(np.concatenate([p[c] for p in parts]) if parts else np.zeros(0, np.int64),
+                                    dtype=np.int64) for c in COLUMNS}
+    return cols, int(src.tick), float(getattr(src, "price_scale", 1.0)), str(getattr(src, "name", "<events>"))
+
+
+def run_sets(strat: Strategy, cols: dict, rc: RunConfig, sets: np.ndarray) -> tuple:
+    """Parameter sets (float64[k, P]) over the decoded stream with the CPU sweep kernel:
+    (acc_i int64[k, NMI], acc_f float64[k, NMF], info int64[k, 4])."""
+    k = sets.shape[0]
+    acc_i = np.zeros((k, M.NMI), np.int64)
+    acc_f = np.zeros((k, M.NMF), np.float64)
+    info = np.zeros((k, 4), np.int64)
+    # read-only int64 columns, as the single backtest passes them: one compiled run_cpu serves both
+    c = {n: _ro(v) for n, v in cols.items()}
+    lvl = _ro((c["price"] - rc.base) // rc.tick)
+    kern = driver(strat).sweep_cpu
+    try:
+        kern(c["ts_ns"], c["kind"], c["order_id"], c["side"], c["price"], c["qty"], lvl, rc.cfg, rc.sc, rc.md,
+             np.ascontiguousarray(sets, dtype=np.float64), max(strat.state_size, 0), rc.L, rc.ring, rc.fcap,
+             rc.ecap, rc.qcap, acc_i, acc_f, info)
+    except Exception as e:  # noqa: BLE001 - numba's typing errors: name the callback
+        if type(e).__module__.startswith("numba"):
+            raise diagnose(strat, e) from None
+        raise
+    return acc_i, acc_f, info
+
+
+def rows(strat: Strategy, sets, acc_i, acc_f, info, rc: RunConfig, *, capital: float, price_scale: float,
+         max_instant_actions: int) -> dict:
+    """The metric columns of a chunk of rows (finish_metrics of each accumulator); a set that
+    stopped (a runaway, full rings) raises the single backtest's error, naming the set."""
+    for j in range(len(info)):
+        st = int(info[j, 0])
+        if st == K.ST_DONE:
+            continue
+        ps = ", ".join(f"{n}={v:g}" for n, v in zip(strat.params, sets[j]))
+        if st == K.ST_RUNAWAY:
+            raise StrategyError(f"{runaway_message(strat.name, max_instant_actions, int(info[j, 1]))} "
+                                f"[parameter set {ps}]")
+        if st == K.ST_RING:
+            raise RuntimeError(f"more than {rc.ring} orders or responses in flight at once "
+                               f"(the strategy sends too much in one latency interval) [parameter set {ps}]")
+        raise RuntimeError(f"the tick sweep kernel stopped with status {st} [parameter set {ps}]")
+    ms = [finish_metrics(acc_i[j], acc_f[j], capital=capital, sample_ns=rc.sample_ns, price_scale=price_scale)
+          for j in range(len(info))]
+    return {m: np.array([d[m] for d in ms], np.int64 if m in TICK_INTS else np.float64) for m in TICK_METRICS}
+
+
+def warm(strat: Strategy, rc: RunConfig, P: int) -> None:
+    """Compile (or load) the sweep kernel on an empty stream."""
+    e = {c: np.zeros(0, np.int64) for c in COLUMNS}
+    run_sets(strat, e, rc, np.tile(strat.param_vector(), (1, 1)).reshape(1, P))
+
+
+def warm_worker(blob) -> float:
+    """Load (or compile) a tick strategy's sweep kernel in a Dask worker; returns the seconds."""
+    from hpte.engine.sweep.run import _load_blob
+
+    t0 = time.perf_counter()
+    strat = _load_blob(blob, load_strategy)
+    rc = prepare_run(strat, MarketEvents(*(np.zeros(0, np.int64) for _ in COLUMNS), tick=1))
+    warm(strat, rc, len(strat.params))
+    return time.perf_counter() - t0
+
+
+def run_chunk(blob, cols: dict, rc: RunConfig, grid, start: int, stop: int, capital: float, price_scale: float,
+              max_instant_actions: int) -> tuple:
+    """Parameter sets start..stop-1 (the Dask task): (start, sets, metric columns)."""
+    from hpte.engine.sweep.run import _load_blob
+
+    strat = _load_blob(blob, load_strategy)
+    sets = grid.chunk(start, stop)
+    acc_i, acc_f, info = run_sets(strat, cols, rc, sets)
+    return start, sets, rows(strat, sets, acc_i, acc_f, info, rc, capital=capital, price_scale=price_scale,
+                             max_instant_actions=max_instant_actions)
+
+
+def sweep_ticks(strategy, data, *, params=None, grid=None, cluster=None, out=None, top: int = 10,
+                metric: str | None = None, latency=None, fees=None, seed: int = 0, capital: float = 1e9,
+                sample="1m", timer=None, tick: int | None = None, max_instant_actions: int = 100_000,
+                chunk: int | None = None, workers: int = 2, threads_per_worker: int = 1, plot: bool = True,
+                progress=None, stock: str | None = None):
+    """``hpte.sweep`` for a tick strategy (see the module docstring); the options are
+    ``hpte.backtest``'s (latency, fees, seed, capital, sample, timer, tick, max_instant_actions)
+    and the sweep's (params, grid, cluster, out, top, metric, chunk, workers)."""
+    from hpte.engine.sweep.grid import make_grid
+    from hpte.engine.sweep.run import SweepError, SweepResult, _connect, _Sink, _strategy_blob
+
+    t_start = time.perf_counter()
+    metric = metric or "pnl"
+    if metric not in TICK_METRICS:
+        raise SweepError(f"--metric {metric!r}: use one of {', '.join(TICK_METRICS)}")
+    if top < 0:
+        raise SweepError(f"--top {top}: must be >= 0")
+    if workers < 1 or threads_per_worker < 1:
+        raise SweepError("--workers and --threads-per-worker must be >= 1")
+    if not (capital > 0 and math.isfinite(capital)):
+        raise SweepError(f"--capital {capital}: must be positive and finite")
+    if chunk is not None and chunk < 1:
+        raise SweepError(f"--chunk must be >= 1, got {chunk}")
+    strat = strategy if isinstance(strategy, Strategy) else load_strategy(strategy)
+    g = make_grid(strat, params, grid)
+    if not g.swept:
+        raise SweepError(f"{strat.name}: nothing to sweep: give at least one --param NAME=A,B,C or START:STOP:STEP "
+                         f"(parameters: {', '.join(strat.params) or 'none'})")
+    size = g.size
+    if size > 1 << 32:
+        raise SweepError(f"a grid of {size:,} parameter sets is too large for a tick sweep")
+    src = _as_source(data, tick, stock)
+    rc = prepare_run(strat, src, latency=latency, fees=fees, seed=seed, sample=sample, timer=timer,
+                     max_instant_actions=max_instant_actions)
+    client = owned = None
+    if cluster is not None:
+        client, owned = _connect(cluster, workers, threads_per_worker)
+    try:
+        t0 = time.perf_counter()
+        cols, _tk, price_scale, name = decode(src)
+        decode_s = time.perf_counter() - t0
+        P = len(g.names)
+        names = list(g.names)
+        sink = _Sink(names, list(TICK_METRICS), TICK_INTS, top, metric, metric in TICK_LOWER_IS_BETTER, out, size,
+                     progress)
+        kw = dict(capital=float(capital), price_scale=price_scale, max_instant_actions=int(max_instant_actions))
+        try:
+            if client is not None:
+                parts = 2 * workers
+                csize = chunk or max(1, -(-size // parts))
+                bounds = [(s, min(s + csize, size)) for s in range(0, size, csize)]
+                blob = _strategy_blob(strat)
+                t0 = time.perf_counter()
+                client.run(warm_worker, blob)
+                compile_s = time.perf_counter() - t0
+                t_run = time.perf_counter()
+                dcols = client.scatter(cols, broadcast=True)
+                gfut = client.scatter(g, broadcast=True)
+                from dask.distributed import as_completed
+                futs = [client.submit(run_chunk, blob, dcols, rc, gfut, s, e, key=f"hpte-tsweep-{os.getpid()}-{id(g):x}-{s}",
+                                      pure=False, **kw) for s, e in bounds]
+                pending: dict = {}
+                nxt = 0
+                for fut in as_completed(futs):
+                    s, sets, res = fut.result()
+                    if s in pending or s < (bounds[nxt][0] if nxt < len(bounds) else size):
+                        raise RuntimeError(f"chunk at {s} came back twice")
+                    pending[s] = (sets, res)
+                    while nxt < len(bounds) and bounds[nxt][0] in pending:
+                        sink.emit(*pending.pop(bounds[nxt][0]))
+                        nxt += 1
+                devname = f"dask ({'local cluster, ' if owned is not None else cluster + ', '}" \
+                          f"{len(client.scheduler_info()['workers'])} workers)"
+            else:
+                import numba
+                threads = numba.get_num_threads()
+                csize = chunk or max(4 * threads, 1)
+                bounds = [(s, min(s + csize, size)) for s in range(0, size, csize)]
+                t0 = time.perf_counter()
+                warm(strat, rc, P)
+                compile_s = time.perf_counter() - t0
+                t_run = time.perf_counter()
+                for s, e in bounds:
+                    sets = g.chunk(s, e)
+                    acc_i, acc_f, info = run_sets(strat, cols, rc, sets)
+                    sink.emit(sets, rows(strat, sets, acc_i, acc_f, info, rc, **kw))
+                devname = f"cpu ({threads} threads)"
+            sink.close()
+            seconds = time.perf_counter() - t_run
+        finally:
+            sink.close()
+    finally:
+        if client is not None:
+            client.close()
+        if owned is not None:
+            owned.close()
+    n = len(cols["ts_ns"])
+    stats = {"sets": size, "events": n, "unit": "events", "chunks": len(bounds), "chunk": csize, "device": devname,
+             "seconds": seconds, "compile_s": compile_s, "decode_s": decode_s,
+             "steps_per_s": size * n / seconds if seconds > 0 else 0.0, "total_s": time.perf_counter() - t_start}
+    res = SweepResult(strategy=strat.name, names=names, swept=g.swept, metric=metric, top=sink.best.cols or {},
+                      table=sink.table(), path=sink.path, stats=stats, metrics=list(TICK_METRICS), ints=TICK_INTS)
+    if out is not None and plot:
+        from hpte.engine.sweep.plot import draw
+        res.plot = draw(res, g, Path(out))
+    return res
