@@ -19,6 +19,14 @@ Rows (each the best of ``--repeat`` timed runs after a warm-up that compiles):
 
 Every row's total returns are checked against hpte cpu's (vectorbt and fused to 1e-9; the GPU
 to 1e-9). Speeds are bar-parameter steps per second (bars x parameter sets / seconds).
+
+The tick-level sweep (``--ticks N``, issue 13): N market-maker parameter sets over the real AMZN
+LOBSTER day (half_spread x size x max_position), in process (``prange`` over the sets on one
+decoded stream) beside N single ``hpte.backtest`` runs of a subset in the same process (the
+per-set cost without the sweep), and on a Dask local cluster; figures are set-events per second
+(market events x parameter sets / seconds); rows checked equal to the single backtests.
+
+    python bench/bench_sweep.py --ticks 1000 --no-bars
 """
 from __future__ import annotations
 
@@ -112,7 +120,14 @@ def main(argv=None) -> int:
     ap.add_argument("--vbt-pairs", type=int, default=10, help="pairs vectorbt runs (a subset; 0: skip)")
     ap.add_argument("--no-dask", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
+    ap.add_argument("--ticks", type=int, default=0, help="also the tick-level sweep: N market-maker sets over the AMZN day")
+    ap.add_argument("--singles", type=int, default=4, help="single backtests timed beside the tick sweep")
+    ap.add_argument("--no-bars", action="store_true", help="skip the ma_cross section")
     a = ap.parse_args(argv)
+    if a.ticks:
+        tick_section(a)
+    if a.no_bars:
+        return 0
 
     import numba
 
@@ -208,6 +223,64 @@ def main(argv=None) -> int:
         a.json.write_text(json.dumps({"bars": n, "pairs": K, "machine": machine(), "rows": rows}, indent=2) + "\n")
     print(json.dumps({"bars": n, "pairs": K, "rows": {k: round(v["steps_per_s"] / 1e6, 1) for k, v in rows.items()}}))
     return 0
+
+
+def tick_grid(n: int) -> dict:
+    """About n market-maker parameter sets: half_spread 0..9 ticks x size x max_position."""
+    hs = list(range(min(10, n)))
+    rest = max(1, n // len(hs))
+    sizes = max(1, int(round(rest ** 0.5 * 2)))
+    mps = max(1, rest // sizes)
+    return {"half_spread": ",".join(map(str, hs)), "size": ",".join(str(10 * (i + 1)) for i in range(sizes)),
+            "max_position": ",".join(str(200 * (i + 1)) for i in range(mps))}
+
+
+def tick_section(a) -> None:
+    import numba
+
+    from hpte.engine.backtest import backtest
+    from hpte.engine.backtest.data import lobster_events
+    from hpte.engine.sweep import sweep
+
+    data = Path(os.environ.get("HPTE_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
+    path = data / "lobster_AMZN_2012-06-21_level5" / "AMZN_2012-06-21_34200000_57600000_message_5.csv"
+    t0 = time.perf_counter()
+    ev = lobster_events(path)
+    decode = time.perf_counter() - t0
+    kw = dict(latency="feed=100us,entry=50us:150us,response=100us", fees="maker=-20,taker=30", seed=1)
+    grid = tick_grid(a.ticks)
+    n = len(ev)
+    print(f"tick sweep: market_maker over the AMZN day ({n:,} events, decoded once in {decode:.2f} s); "
+          f"{machine()}; numba {numba.__version__}, {numba.get_num_threads()} threads")
+    sweep("market_maker", ev, params={"size": "10,20"}, **kw)                  # compile / load
+    t_sw, res = best_of(lambda: sweep("market_maker", ev, params=grid, **kw), max(1, a.repeat))
+    K = res.stats["sets"]
+    print(f"  hpte sweep, in process      {K:,} sets {t_sw:9.2f} s  {K * n / t_sw / 1e6:10.1f} M set-events/s")
+    t = res.table
+    idx = np.linspace(0, K - 1, max(1, min(a.singles, K))).astype(int)
+    backtest("market_maker", ev, params={"size": 10}, **kw)
+    t1 = time.perf_counter()
+    same = True
+    for j in idx:
+        one = backtest("market_maker", ev, params={nm: float(t[nm][j]) for nm in res.names}, **kw)
+        same &= all(t[m][j] == one.metrics[m] for m in one.metrics)
+    t_one = (time.perf_counter() - t1) / len(idx)
+    print(f"  single hpte.backtest (mean of {len(idx)}) {t_one:9.3f} s  {n / t_one / 1e6:10.1f} M events/s; "
+          f"rows equal to the single backtests: {same}")
+    print(f"  -> sweep / singles, per set: {t_one * K / t_sw:.2f}x")
+    if not a.no_dask:
+        try:
+            import distributed  # noqa: F401
+        except Exception as e:  # noqa: BLE001
+            print(f"  dask: not installed here ({type(e).__name__}); skipped")
+            return
+        t0 = time.perf_counter()
+        r = sweep("market_maker", ev, params=grid, cluster="local", workers=2, **kw)
+        total = time.perf_counter() - t0
+        ok = all(np.array_equal(r.table[c], t[c]) for c in t)
+        print(f"  dask local cluster (2 procs) {r.stats['seconds']:9.2f} s  {K * n / r.stats['seconds'] / 1e6:10.1f} "
+              f"M set-events/s; rows identical: {ok}; {total:.2f} s with cluster start/stop")
+        print(f"  -> dask / in-process time: {r.stats['seconds'] / t_sw:.2f}x")
 
 
 if __name__ == "__main__":

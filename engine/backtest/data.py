@@ -11,6 +11,7 @@ execution, MK_SEED quantity learned from a snapshot). Sources:
   (orders that rested before 09:30 or beyond the file's N levels) are merged in after their
   message: quantity added as MK_SEED, quantity that left unseen as MK_CANCEL of an unknown
   order. Tick 100 (one cent in LOBSTER's dollars x 10,000).
+* (a LOBSTER day is converted once and cached as such an events file: ``lobster_events_cached``)
 * a Parquet or Arrow IPC events file with those six columns (``hpte`` writes it with
   ``write_events``), read in record batches; its tick is given by the caller (default 1).
 * columns in memory (``MarketEvents``).
@@ -156,6 +157,46 @@ def lobster_events(message_path, orderbook: str | Path | None = "auto") -> Marke
         order = np.argsort(key, kind="stable")
         cols = {c: np.concatenate([cols[c], lcols[c]])[order] for c in COLUMNS}
     return MarketEvents(**cols, tick=100, name=str(mp), price_scale=1e-4)
+
+
+def lobster_cache_path(message_path) -> Path:
+    """Where the converted stream of a LOBSTER day is cached: the cache folder
+    (``$HPTE_CACHE_DIR``, else ``~/.cache/hpte/backtest``) / lobster / a key of the message and
+    orderbook files' paths, sizes and modification times and of this conversion's source."""
+    import hashlib
+
+    from hpte.engine.backtest.strategy import cache_dir
+    from hpte.engine.md import lobster as L
+
+    mp = Path(message_path).resolve()
+    h = hashlib.sha256()
+    for f in (mp, orderbook_beside(mp)):
+        if f is not None:
+            st = f.stat()
+            h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\0".encode())
+    for src in (__file__, L.__file__):
+        h.update(Path(src).read_bytes())
+    return cache_dir() / "lobster" / f"{mp.stem}_{h.hexdigest()[:20]}.parquet"
+
+
+def lobster_events_cached(message_path):
+    """A LOBSTER day's stream, converted once and cached as a Parquet events file (read back in
+    record batches, so memory stays flat); ``HPTE_DATA_CACHE=0`` turns the cache off. A change
+    to either file (size or modification time) or to the conversion's code converts anew."""
+    import os
+
+    if os.environ.get("HPTE_DATA_CACHE", "1") == "0":
+        return lobster_events(message_path)
+    path = lobster_cache_path(message_path)
+    if not path.is_file():
+        ev = lobster_events(message_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        write_events(tmp, ev)
+        os.replace(tmp, path)       # atomic: a concurrent run never reads half a file
+    f = EventFile(path, tick=100, price_scale=1e-4)
+    f.name = str(message_path)
+    return f
 
 
 class EventFile:
@@ -383,7 +424,7 @@ def open_data(data, tick: int | None = None, stock: str | None = None):
     if not p.is_file():
         raise InputError(f"{p}: no such data file")
     if p.suffix.lower() == ".csv":
-        return lobster_events(p)
+        return lobster_events_cached(p)
     if is_itch_path(p):
         return itch_events(p, stock, tick=tick or 100)
     if _is_order_file(p):

@@ -383,16 +383,22 @@ def make_sweep_cuda_for(strat: BarStrategy):
     return _cuda_kernels[key]
 
 
-def _connect(cluster, workers: int, threads_per_worker: int):
-    """(client, owned cluster or None) for 'local' or a scheduler address; SweepError if it cannot."""
+def _connect(cluster, workers: int, threads_per_worker: int, cache: Path | None = None):
+    """(client, owned cluster or None) for 'local' or a scheduler address; SweepError if it cannot.
+    ``cache``: the folder of the driver this process loaded; a local cluster's workers use it
+    as their HPTE_CACHE_DIR, so that they load what this process compiled (a process keeps
+    the drivers it loaded whatever HPTE_CACHE_DIR says later)."""
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
         raise SweepError("--cluster needs Dask: pip install 'hpte[dask]'") from None
     if cluster == "local":
         # each worker's numba uses threads_per_worker threads: workers x threads = the cores asked for
+        env = {"NUMBA_NUM_THREADS": str(threads_per_worker)}
+        if cache is not None:
+            env["HPTE_CACHE_DIR"] = str(cache)
         lc = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-                          dashboard_address=None, env={"NUMBA_NUM_THREADS": str(threads_per_worker)})
+                          dashboard_address=None, env=env)
         return Client(lc), lc
     try:
         client = Client(cluster, timeout="5s")
@@ -529,7 +535,7 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
         info = resolve_device("gpu")          # DeviceError names what is missing
     client = owned = None
     if cluster is not None:
-        client, owned = _connect(cluster, workers, threads_per_worker)
+        client, owned = _connect(cluster, workers, threads_per_worker, Path(driver(strat).__file__).parent)
 
     # ---- work
     names = list(g.names)

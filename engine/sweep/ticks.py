@@ -156,7 +156,7 @@ def sweep_ticks(strategy, data, *, params=None, grid=None, cluster=None, out=Non
                      max_instant_actions=max_instant_actions)
     client = owned = None
     if cluster is not None:
-        client, owned = _connect(cluster, workers, threads_per_worker)
+        client, owned = _connect(cluster, workers, threads_per_worker, Path(driver(strat).__file__).parent)
     try:
         t0 = time.perf_counter()
         cols, _tk, price_scale, name = decode(src)

@@ -163,3 +163,36 @@ def test_cli_itch_and_order_file(tmp_path):
     assert res.exit_code == 0, res.output
     res = r.invoke(app, ["backtest", "market_maker", "--data", str(o), "--stock", "5", "--out", str(tmp_path / "o3")])
     assert res.exit_code == 1 and "no stock 'SYM5'" in res.stderr
+
+
+def test_lobster_conversion_is_cached(tmp_path, monkeypatch):
+    """A LOBSTER day is converted once into a cached events file, read back equal; a changed
+    file gets a new cache entry; HPTE_DATA_CACHE=0 converts every time."""
+    import os
+
+    from hpte.engine.backtest.data import EventFile, MarketEvents, lobster_cache_path, lobster_events, open_data
+
+    monkeypatch.setenv("HPTE_CACHE_DIR", str(tmp_path / "cache"))
+    src = require_data(AMZN)
+    msg = tmp_path / "AMZN_2012-06-21_34200000_57600000_message_5.csv"
+    with src.open() as f:
+        msg.write_text("".join(f.readline() for _ in range(3000)))
+    direct = lobster_events(msg)
+    a = open_data(msg)
+    assert isinstance(a, EventFile) and a.name == str(msg) and a.tick == 100 and a.price_scale == 1e-4
+    path = lobster_cache_path(msg)
+    assert path.is_file()
+    stamp = path.stat().st_mtime_ns
+    b = open_data(msg)
+    assert path.stat().st_mtime_ns == stamp                 # read, not written again
+    got = {c: np.concatenate([ch[c] for ch in b.chunks(1000)]) for c in direct.columns()}
+    for c, v in direct.columns().items():
+        np.testing.assert_array_equal(got[c], v, err_msg=c)
+    assert b.price_range() == direct.price_range()
+    ra = backtest("market_maker", msg, params={"size": 100}, latency="100us")
+    rb = backtest("market_maker", direct, params={"size": 100}, latency="100us")
+    assert ra.metrics == rb.metrics and ra.metrics["orders"] > 0
+    os.utime(msg, ns=(stamp + 10**9, stamp + 10**9))
+    assert lobster_cache_path(msg) != path
+    monkeypatch.setenv("HPTE_DATA_CACHE", "0")
+    assert isinstance(open_data(msg), MarketEvents)
