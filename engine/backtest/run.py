@@ -186,6 +186,37 @@ def _ro(a: np.ndarray) -> np.ndarray:
     return v
 
 
+# the stream columns run_cpu takes, in its order: the order ids replaced by their ADD's index
+RUN_COLUMNS = ("ts_ns", "kind", "arrival", "side", "price", "qty")
+
+
+class Arrivals:
+    """The market order ids of a stream resolved chunk by chunk (loop.arrivals_cpu): for every
+    cancel or execution the stream index of its order's ADD, -1 when unknown. The live-order
+    table is kept between chunks and doubled when it fills."""
+
+    def __init__(self, bits: int = 16):
+        self.bits = bits
+        self.keys = np.full(1 << bits, K.EMPTY_KEY, np.int64)
+        self.vals = np.zeros((1 << bits, 2), np.int64)
+        self.live = 0
+        self.seq = 0
+
+    def resolve(self, chunk: dict) -> np.ndarray:
+        kind, oid, qty = (np.ascontiguousarray(chunk[c], dtype=np.int64) for c in ("kind", "order_id", "qty"))
+        out = np.empty(len(kind), np.int64)
+        st = np.array([0, self.live], np.int64)
+        while not K.arrivals_cpu(kind, oid, qty, self.seq, self.keys, self.vals, self.bits, st, out):
+            self.bits += 1
+            k2 = np.full(1 << self.bits, K.EMPTY_KEY, np.int64)
+            v2 = np.zeros((1 << self.bits, 2), np.int64)
+            K.rehash_cpu(self.keys, self.vals, k2, v2, self.bits)
+            self.keys, self.vals = k2, v2
+        self.live = int(st[1])
+        self.seq += len(kind)
+        return out
+
+
 def _pow2(x: int) -> int:
     return 1 << max(4, int(x - 1).bit_length())
 
@@ -248,7 +279,6 @@ def prepare_run(strat: Strategy, src, *, latency=None, fees=None, seed: int = 0,
     cfg[K.CF_SAMPLE_NS] = sample_ns
     cfg[K.CF_DEPTH] = strat.depth
     cfg[K.CF_MAX_INSTANT] = max_instant_actions
-    cfg[K.CF_HBITS] = 16
     sc = np.zeros(K.NSC, np.int64)
     sc[K.SC_XBB] = sc[K.SC_XBA] = sc[K.SC_LBB] = sc[K.SC_LBA] = sc[K.SC_MAXBUY] = -1
     sc[K.SC_MINSELL] = K.INF
@@ -329,9 +359,7 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
     sc = run_cfg.sc.copy()
     xlad = np.zeros((2, L), np.int64)
     llad = np.zeros((2, L), np.int64)
-    hbits = int(cfg[K.CF_HBITS])
-    keys = np.full(1 << hbits, K.EMPTY_KEY, np.int64)
-    vals = np.zeros((1 << hbits, 2), np.int64)
+    arrivals = Arrivals()
     xo = np.zeros((A.MAX_ORDERS, K.NXO), np.int64)
     orders = A.new_orders()
     md = run_cfg.md.copy()
@@ -358,7 +386,7 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
     e0 = _ro(np.zeros(0, np.int64))
     t_c = time.perf_counter()
     try:
-        run(e0, e0, e0, e0, e0, e0, e0, cfg, sc, xlad, llad, keys, vals, xo, orders, md, pvec, state, act,
+        run(e0, e0, e0, e0, e0, e0, e0, cfg, sc, xlad, llad, xo, orders, md, pvec, state, act,
             req, rsp, fills, evs, eq)
     except Exception as e:  # noqa: BLE001 - numba's typing errors: name the callback
         if type(e).__module__.startswith("numba"):
@@ -376,26 +404,20 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
         final = nxt is None
         if chunk is None:
             chunk = {c: np.zeros(0, np.int64) for c in COLUMNS}
+        chunk = dict(chunk)
+        chunk["arrival"] = arrivals.resolve(chunk)     # the new rows' market order ids, once
         events += len(chunk["ts_ns"])
         if carry is not None and len(carry["ts_ns"]):
-            cols = {c: np.concatenate([carry[c], chunk[c]]) for c in COLUMNS}
+            cols = {c: np.concatenate([carry[c], chunk[c]]) for c in RUN_COLUMNS}
         else:
-            cols = {c: np.ascontiguousarray(chunk[c], dtype=np.int64) for c in COLUMNS}
+            cols = {c: np.ascontiguousarray(chunk[c], dtype=np.int64) for c in RUN_COLUMNS}
         cfg[K.CF_FINAL] = 1 if final else 0
         lvl = (cols["price"] - base) // tk
         while True:
-            st = run(*(_ro(cols[c]) for c in COLUMNS), _ro(lvl), cfg, sc, xlad, llad, keys, vals, xo, orders, md, pvec, state, act,
-                     req, rsp, fills, evs, eq)
+            st = run(*(_ro(cols[c]) for c in RUN_COLUMNS), _ro(lvl), cfg, sc, xlad, llad, xo, orders, md, pvec, state,
+                     act, req, rsp, fills, evs, eq)
             drain_outputs()
             if st == K.ST_FLUSH:
-                continue
-            if st == K.ST_HASH:
-                hbits += 1
-                k2 = np.full(1 << hbits, K.EMPTY_KEY, np.int64)
-                v2 = np.zeros((1 << hbits, 2), np.int64)
-                K.rehash_cpu(keys, vals, k2, v2, hbits)
-                keys, vals = k2, v2
-                cfg[K.CF_HBITS] = hbits
                 continue
             if st == K.ST_RUNAWAY:
                 raise StrategyError(runaway_message(strat.name, max_instant_actions, int(sc[K.SC_INST_T])))
@@ -411,7 +433,7 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
         if st == K.ST_DONE:
             break
         fi = int(sc[K.SC_IF])
-        carry = {c: cols[c][fi:] for c in COLUMNS}
+        carry = {c: cols[c][fi:] for c in RUN_COLUMNS}
         sc[K.SC_IX] -= fi
         sc[K.SC_IF] = 0
     seconds = time.perf_counter() - t_run

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from hpte.engine.backtest.data import COLUMNS, MarketEvents
-from hpte.engine.backtest.run import RunConfig, _as_source, _ro, finish_metrics, prepare_run, runaway_message
+from hpte.engine.backtest.run import (Arrivals, RunConfig, _as_source, _ro, finish_metrics, prepare_run,
+                                     runaway_message)
 from hpte.engine.backtest.strategy import Strategy, StrategyError, diagnose, driver, load_strategy
 from hpte.kernels.backtest import loop as K
 from hpte.kernels.backtest import metrics as M
@@ -37,14 +38,15 @@ TICK_LOWER_IS_BETTER = ("max_drawdown", "fees", "rejects")
 
 
 def decode(src) -> tuple[dict, int, float, str]:
-    """The whole stream of a source as int64 columns (validated chunk by chunk): (columns, tick,
-    price scale, name)."""
+    """The whole stream of a source as int64 columns (validated chunk by chunk), with
+    ``arrival`` (the market order ids resolved: ``Arrivals``): (columns, tick, price scale, name)."""
     if isinstance(src, MarketEvents):
         parts = list(src.chunks(max(len(src), 1)))
     else:
         parts = list(src.chunks(1 << 20))
     cols = {c: np.ascontiguousarray(np.concatenate([p[c] for p in parts]) if parts else np.zeros(0, np.int64),
                                     dtype=np.int64) for c in COLUMNS}
+    cols["arrival"] = Arrivals().resolve(cols)      # the market order ids, resolved once for every set
     return cols, int(src.tick), float(getattr(src, "price_scale", 1.0)), str(getattr(src, "name", "<events>"))
 
 
@@ -60,7 +62,7 @@ def run_sets(strat: Strategy, cols: dict, rc: RunConfig, sets: np.ndarray) -> tu
     lvl = _ro((c["price"] - rc.base) // rc.tick)
     kern = driver(strat).sweep_cpu
     try:
-        kern(c["ts_ns"], c["kind"], c["order_id"], c["side"], c["price"], c["qty"], lvl, rc.cfg, rc.sc, rc.md,
+        kern(c["ts_ns"], c["kind"], c["arrival"], c["side"], c["price"], c["qty"], lvl, rc.cfg, rc.sc, rc.md,
              np.ascontiguousarray(sets, dtype=np.float64), max(strat.state_size, 0), rc.L, rc.ring, rc.fcap,
              rc.ecap, rc.qcap, acc_i, acc_f, info)
     except Exception as e:  # noqa: BLE001 - numba's typing errors: name the callback
@@ -93,7 +95,7 @@ def rows(strat: Strategy, sets, acc_i, acc_f, info, rc: RunConfig, *, capital: f
 
 def warm(strat: Strategy, rc: RunConfig, P: int) -> None:
     """Compile (or load) the sweep kernel on an empty stream."""
-    e = {c: np.zeros(0, np.int64) for c in COLUMNS}
+    e = {c: np.zeros(0, np.int64) for c in (*COLUMNS, "arrival")}
     run_sets(strat, e, rc, np.tile(strat.param_vector(), (1, 1)).reshape(1, P))
 
 

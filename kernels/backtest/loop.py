@@ -62,7 +62,7 @@ ST_CHUNK = 1    # chunk exhausted: call again with the next chunk (carry from SC
 ST_FLUSH = 2    # an output buffer is full: drain and call again
 ST_RING = 3     # request or response ring full (knob: ring_capacity)
 ST_RANGE = 4    # a market price outside the ladder (sc[SC_ERR] = the row)
-ST_HASH = 5     # the order-id table needs to grow: rehash and call again
+ST_HASH = 5     # (unused: the order-id table lives in arrivals_cpu)
 ST_RUNAWAY = 6  # more than cfg[CF_MAX_INSTANT] actions at one local instant (sc[SC_INST_T])
 
 # --- sc: int64 scalar state ------------------------------------------------------------------
@@ -94,7 +94,7 @@ SC_RNG_F = 24
 SC_RNG_E = 25
 SC_RNG_R = 26
 SC_END = 27     # last market event time seen
-SC_HN = 28      # live keys in the id table
+SC_HN = 28      # (unused)
 SC_ERR = 29
 SC_NXO = 30     # open strategy orders at the exchange
 SC_STARTED = 31
@@ -119,7 +119,7 @@ CF_TAKER_FEE = 9
 CF_TIMER_NS = 10    # 0: no timer
 CF_SAMPLE_NS = 11   # equity sample interval (> 0)
 CF_FINAL = 12       # 1: this chunk is the last
-CF_HBITS = 13       # log2 of the id table size
+CF_HBITS = 13       # (unused)
 CF_DEPTH = 14       # levels per side written into md (the strategy's BOOK_DEPTH, 1..DEPTH)
 CF_MAX_INSTANT = 15  # most actions the strategy may take at one local instant (0: no limit)
 NCF = 16
@@ -426,27 +426,16 @@ def compact(xo, sc):
 
 
 @register_jitable
-def x_market_event(kind, side, px, idx, q, oid, t, cfg, sc, xlad, keys, vals, xo, fills, rsp):
-    """Apply one market event at the exchange and fill strategy orders it reaches."""
-    bits = cfg[CF_HBITS]
+def x_market_event(kind, side, px, idx, q, arrival, t, cfg, sc, xlad, xo, fills, rsp):
+    """Apply one market event at the exchange and fill strategy orders it reaches. ``arrival``:
+    for a cancel or execution, the index (in the whole stream) of the ADD of the order it
+    reduces, -1 when unknown (ahead of every strategy order); see ``arrivals_cpu``."""
     s = 0 if side > 0 else 1
     seq = sc[SC_SEQ]
-    arrival = -1        # -1: unknown (ahead of every strategy order)
-    if kind == MK_ADD:
-        lad_add(xlad, sc, SC_XBB, s, idx, q)
-        sc[SC_HN] += h_insert(keys, vals, oid, seq, q, bits)
-    elif kind == MK_SEED:
+    if kind == MK_ADD or kind == MK_SEED:
         lad_add(xlad, sc, SC_XBB, s, idx, q)
     elif kind == MK_CANCEL or kind == MK_EXEC:
         lad_sub(xlad, sc, SC_XBB, s, idx, q)
-        if oid >= 0:
-            p = h_find(keys, oid, bits)
-            if p >= 0:
-                arrival = vals[p, 0]
-                vals[p, 1] -= q
-                if vals[p, 1] <= 0:
-                    h_delete(keys, vals, p, bits)
-                    sc[SC_HN] -= 1
     if sc[SC_NXO] == 0:
         return True
     # only events at or through a strategy order's price can touch it
@@ -778,17 +767,19 @@ def local_response(rsp, h, md, orders):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def run_cpu(ts, kind, oid, side, px, qty, lvl, cfg, sc, xlad, llad, keys, vals, xo, orders, md,
+def run_cpu(ts, kind, arrival, side, px, qty, lvl, cfg, sc, xlad, llad, xo, orders, md,
             params, state, act, req, rsp, fills, evs, eq):
     """Run the backtest over one chunk of market events; returns a status ST_*.
 
-    ts, kind, oid, side, px, qty : int64[n], the chunk's market events (MK_* kinds; side +1
+    ts, kind, side, px, qty : int64[n], the chunk's market events (MK_* kinds; side +1
         bid / -1 ask, for executions the resting side; px in price units on the tick grid
         except for MK_TRADE).
+    arrival : int64[n], per cancel or execution the stream index of the ADD of the order it
+        reduces, else -1 (``arrivals_cpu``: the market order ids resolved once per data set,
+        shared by every run and parameter set over it).
     lvl : int64[n], the ladder index of px, (px - base) // tick (ignored for MK_TRADE).
     cfg : int64[NCF]; sc : int64[NSC] (state carried across calls).
     xlad, llad : int64[2, L], the exchange's and the strategy's displayed quantity per level.
-    keys, vals : the market order-id table (int64[H], int64[H, 2]: arrival seq, open qty).
     xo, orders : exchange-side and strategy-side own orders; md, params, state, act: see api.
     req, rsp : request and response rings; fills, evs, eq : outputs, rows counted in sc.
     """
@@ -801,7 +792,6 @@ def run_cpu(ts, kind, oid, side, px, qty, lvl, cfg, sc, xlad, llad, keys, vals, 
     FCAP = fills.shape[0] - xlad.shape[1] - 2 * xo.shape[0] - 4   # a taker walk fills once per level
     ECAP = evs.shape[0] - 2 * act.shape[0] - 2 * xo.shape[0] - 8
     QCAP = eq.shape[0] - 2
-    H = keys.shape[0]
     if sc[SC_STARTED] == 0:
         if n == 0:
             return ST_DONE if final else ST_CHUNK
@@ -841,8 +831,6 @@ def run_cpu(ts, kind, oid, side, px, qty, lvl, cfg, sc, xlad, llad, keys, vals, 
                 sc[SC_SAMPLE] = INF
                 return ST_DONE
         if t == tx:
-            if 2 * (sc[SC_HN] + 1) > H:
-                return ST_HASH
             k = kind[ix]
             p = px[ix]
             j = lvl[ix]
@@ -854,8 +842,7 @@ def run_cpu(ts, kind, oid, side, px, qty, lvl, cfg, sc, xlad, llad, keys, vals, 
                     return ST_FLUSH
                 _sample(eq, sc, cfg, sc[SC_SAMPLE])
                 sc[SC_SAMPLE] += sample_ns
-            if not x_market_event(k, side[ix], p, j, qty[ix], oid[ix], tx, cfg, sc, xlad, keys, vals, xo,
-                                  fills, rsp):
+            if not x_market_event(k, side[ix], p, j, qty[ix], arrival[ix], tx, cfg, sc, xlad, xo, fills, rsp):
                 return ST_RING
             sc[SC_SEQ] += 1
             sc[SC_END] = tx
@@ -934,7 +921,7 @@ def _sample(eq, sc, cfg, t):
 
 # --- the tick sweep: many parameter sets over one decoded stream -------------------------------
 @register_jitable
-def run_set(ts, kind, oid, side, px, qty, lvl, cfg0, sc0, md0, params, state_len, L, ring, fcap, ecap, qcap,
+def run_set(ts, kind, arrival, side, px, qty, lvl, cfg0, sc0, md0, params, state_len, L, ring, fcap, ecap, qcap,
             acc_i, acc_f, info):
     """One parameter set over the whole stream (one final chunk), its own state allocated here;
     its outputs are folded into ``acc_i``/``acc_f`` (hpte.kernels.backtest.metrics) at every
@@ -946,9 +933,6 @@ def run_set(ts, kind, oid, side, px, qty, lvl, cfg0, sc0, md0, params, state_len
     md = md0.copy()
     xlad = np.zeros((2, L), np.int64)
     llad = np.zeros((2, L), np.int64)
-    bits = cfg[CF_HBITS]
-    keys = np.full(np.int64(1) << bits, EMPTY_KEY, np.int64)
-    vals = np.zeros((np.int64(1) << bits, 2), np.int64)
     xo = np.zeros((MAX_ORDERS, NXO), np.int64)
     orders = np.zeros((MAX_ORDERS, NOF), np.int64)
     state = np.zeros(state_len, np.float64)
@@ -959,26 +943,14 @@ def run_set(ts, kind, oid, side, px, qty, lvl, cfg0, sc0, md0, params, state_len
     evs = np.zeros((ecap, NEL), np.int64)
     eq = np.zeros((qcap, NEQ), np.int64)
     while True:
-        st = run_cpu(ts, kind, oid, side, px, qty, lvl, cfg, sc, xlad, llad, keys, vals, xo, orders, md,
+        st = run_cpu(ts, kind, arrival, side, px, qty, lvl, cfg, sc, xlad, llad, xo, orders, md,
                      params, state, act, req, rsp, fills, evs, eq)
         fold(acc_i, acc_f, fills, sc[SC_NFILL], evs, sc[SC_NEV], eq, sc[SC_NEQ])
         sc[SC_NFILL] = 0
         sc[SC_NEV] = 0
         sc[SC_NEQ] = 0
-        if st == ST_FLUSH:
-            continue
-        if st == ST_HASH:
-            bits += 1
-            k2 = np.full(np.int64(1) << bits, EMPTY_KEY, np.int64)
-            v2 = np.zeros((np.int64(1) << bits, 2), np.int64)
-            for i in range(keys.shape[0]):
-                if keys[i] != EMPTY_KEY:
-                    h_insert(k2, v2, keys[i], vals[i, 0], vals[i, 1], bits)
-            keys = k2
-            vals = v2
-            cfg[CF_HBITS] = bits
-            continue
-        break
+        if st != ST_FLUSH:
+            break
     info[0] = st
     info[1] = sc[SC_INST_T]
     info[2] = sc[SC_POS]
@@ -987,14 +959,51 @@ def run_set(ts, kind, oid, side, px, qty, lvl, cfg0, sc0, md0, params, state_len
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def sweep_cpu(ts, kind, oid, side, px, qty, lvl, cfg, sc0, md0, grid, state_len, L, ring, fcap, ecap, qcap,
+def sweep_cpu(ts, kind, arrival, side, px, qty, lvl, cfg, sc0, md0, grid, state_len, L, ring, fcap, ecap, qcap,
               acc_i, acc_f, info):
     """Every parameter set of ``grid`` (float64[K, P]) over one decoded market-event stream:
     ``prange`` over the sets, each with its own book copies, orders, rings and buffers (no
-    shared writes), so a row does not depend on the thread count. The stream columns (int64[n])
-    and cfg / sc0 / md0 (the run's start values, ``hpte.engine.backtest.run.prepare_run``) are
-    shared read-only. Row k of acc_i (int64[K, NMI]), acc_f (float64[K, NMF]) and info
-    (int64[K, 4]) is written by set k only: the same fold the single backtest makes."""
+    shared writes), so a row does not depend on the thread count. The stream columns (int64[n];
+    ``arrival`` resolved once for all sets) and cfg / sc0 / md0 (the run's start values,
+    ``hpte.engine.backtest.run.prepare_run``) are shared read-only. Row k of acc_i
+    (int64[K, NMI]), acc_f (float64[K, NMF]) and info (int64[K, 4]) is written by set k only:
+    the same fold the single backtest makes."""
     for k in prange(grid.shape[0]):
-        run_set(ts, kind, oid, side, px, qty, lvl, cfg, sc0, md0, grid[k], state_len, L, ring, fcap, ecap, qcap,
+        run_set(ts, kind, arrival, side, px, qty, lvl, cfg, sc0, md0, grid[k], state_len, L, ring, fcap, ecap, qcap,
                 acc_i[k], acc_f[k], info[k])
+
+
+# --- the market order ids, resolved once per data set ------------------------------------------
+@njit(cache=True, nogil=True)
+def arrivals_cpu(kind, oid, qty, seq0, keys, vals, bits, st, out):
+    """For every cancel or execution, the stream index of the ADD of the order it reduces.
+
+    kind, oid, qty : int64[n], market events seq0.. seq0 + n - 1 of the stream; keys, vals, bits:
+    the live market orders (int64[H], int64[H, 2] = index of the ADD, open qty; H = 2**bits),
+    carried across calls; st : int64[2] = (next row to do, live keys), updated; out : int64[n],
+    written: the ADD's index, or -1 (no id, or an order the stream never added: ahead of every
+    strategy order). Returns False when it stopped at an ADD because the table would be more than
+    half full (grow it with ``rehash_cpu`` and call again), True when every row is done."""
+    H = keys.shape[0]
+    hn = st[1]
+    for i in range(st[0], kind.shape[0]):
+        k = kind[i]
+        a = np.int64(-1)
+        if k == MK_ADD:
+            if 2 * (hn + 1) > H:
+                st[0] = i
+                st[1] = hn
+                return False
+            hn += h_insert(keys, vals, oid[i], seq0 + i, qty[i], bits)
+        elif (k == MK_CANCEL or k == MK_EXEC) and oid[i] >= 0:
+            p = h_find(keys, oid[i], bits)
+            if p >= 0:
+                a = vals[p, 0]
+                vals[p, 1] -= qty[i]
+                if vals[p, 1] <= 0:
+                    h_delete(keys, vals, p, bits)
+                    hn -= 1
+        out[i] = a
+    st[0] = kind.shape[0]
+    st[1] = hn
+    return True

@@ -214,3 +214,30 @@ def test_zero_latency_runaway_is_stopped_as_in_the_reference():
     assert_same(res, ref)
     with pytest.raises(ValueError, match="max_instant_actions must be >= 0"):
         backtest(RUNAWAY, ev, max_instant_actions=-1)
+
+
+def test_arrivals_resolve_order_ids_any_table_size_and_chunks():
+    """The market order ids resolved once per data set (loop.arrivals_cpu): each cancel or
+    execution gets the index of its order's ADD (-1 unknown), as a plain dict says, whatever the
+    starting table size (growth) and the chunking."""
+    from hpte.engine.backtest.run import Arrivals
+
+    ev = random_flow(8, 900)
+    cols = ev.columns()
+    live, want = {}, []
+    for i, (k, oid, q) in enumerate(zip(cols["kind"], cols["order_id"], cols["qty"])):
+        a = -1
+        if k == A.MK_ADD:
+            live[int(oid)] = [i, int(q)]
+        elif k in (A.MK_CANCEL, A.MK_EXEC) and oid >= 0 and int(oid) in live:
+            a = live[int(oid)][0]
+            live[int(oid)][1] -= int(q)
+            if live[int(oid)][1] <= 0:
+                del live[int(oid)]
+        want.append(a)
+    assert sum(a >= 0 for a in want) > 100
+    for bits, step in ((4, 900), (4, 7), (16, 64)):
+        t = Arrivals(bits)
+        got = np.concatenate([t.resolve({c: v[s:s + step] for c, v in cols.items()}) for s in range(0, len(ev), step)])
+        assert got.tolist() == want
+        assert t.live == len(live) and (bits == 16 or t.bits > bits)
