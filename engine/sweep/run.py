@@ -456,7 +456,8 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
     t_start = time.perf_counter()
     from hpte.engine.backtest.strategy import is_bar_strategy
 
-    if not is_bar_strategy(strategy):
+    # bars given as arrays always go to the bar path (whose loader names what a bar strategy lacks)
+    if not isinstance(data, np.ndarray) and not is_bar_strategy(strategy):
         if device != "cpu":
             raise SweepError(f"--device {device}: tick sweeps run on CPU threads or a Dask cluster; the GPU "
                              f"driver is for bar strategies")
