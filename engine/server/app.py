@@ -176,9 +176,15 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
         try:
             key = auth(req.headers)
             coid = coid_of(order_id)
-            o = core().gw.order(key.account, coid)
+            gw = core().gw
+            o = gw.order(key.account, coid)
             if o is None:
-                raise BadRequest("order_id", f"unknown order {coid}", "UNKNOWN_ORDER")
+                ret = gw.retention(key.account)
+                msg = f"unknown order {coid}"
+                if ret["finished_orders_forgotten"]:
+                    msg += (f" (or one of this account's {ret['finished_orders_forgotten']} finished orders no longer "
+                            f"held: the server keeps the newest {ret['max_finished_orders']} finished orders)")
+                raise BadRequest("order_id", msg, "UNKNOWN_ORDER", ret)
         except BadRequest as e:
             return _err(e)
         return order_view(o)
@@ -192,9 +198,10 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
                 raise BadRequest("status", f"status must be open or all, got {status!r}")
         except BadRequest as e:
             return _err(e)
-        out = [order_view(o) for o in core().gw.orders.values()
+        gw = core().gw
+        out = [order_view(o) for o in gw.orders.values()
                if o[0] == key.account and (status == "all" or o[8] in LIVE)]
-        return {"orders": out}
+        return {"orders": out, **gw.retention(key.account)}
 
     # ---- market data ---------------------------------------------------------------------
     def symbol_of(text: str) -> int:
@@ -220,7 +227,9 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
 
     @app.get("/v1/trades/{symbol}")
     async def get_trades(symbol: str, req: HttpRequest, since: int = 0, limit: int = 1000):
-        """Trades with trade seq > since: [trade_seq, ts_ns, price, qty, taker_side]."""
+        """Trades with trade seq > since: [trade_seq, ts_ns, price, qty, taker_side]. The newest
+        max_trades_kept per symbol are held: first_held_seq is the oldest, and missing counts
+        the trades after `since` that are no longer held."""
         try:
             auth(req.headers)
             s = symbol_of(symbol)
@@ -228,9 +237,7 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
                 raise BadRequest("since" if since < 0 else "limit", "since must be >= 0 and limit in [1, 100000]")
         except BadRequest as e:
             return _err(e)
-        tr = core().gw.trades.get(s, ())
-        out = [t for t in tr if t[0] > since][:limit]
-        return {"symbol": s, "last_seq": core().gw.trade_seq.get(s, 0), "trades": out}
+        return core().gw.trades_since(s, since, limit)
 
     @app.get("/v1/account")
     async def account(req: HttpRequest):
@@ -241,7 +248,8 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
             return _err(e)
         gw = core().gw
         d = {"account": key.account, "role": key.role,
-             "open_orders": sum(1 for o in gw.orders.values() if o[0] == key.account and o[8] in LIVE)}
+             "open_orders": sum(1 for o in gw.orders.values() if o[0] == key.account and o[8] in LIVE),
+             **gw.retention(key.account)}
         risk = gw.engine.risk
         if risk is not None:
             p = risk.positions()

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 from collections import deque
 from pathlib import Path
@@ -31,6 +33,43 @@ from . import journal as J
 from .config import ApiKey, ServerConfig
 from .protocol import BadRequest, rows_to_columns
 from .state import JOURNAL_SCHEMA, O_COID, Gateway
+
+CRASH_POINTS = ("torn_record", "before_match", "before_ack", "roll", "snapshot_tmp", "before_retire")
+
+
+class CrashHook:
+    """Crash tests: ``HPTE_SERVER_CRASH_AT=point[:n]`` SIGKILLs the server the n-th time (default
+    the first) the writer reaches `point`, one of CRASH_POINTS:
+
+        torn_record    half of an orders record written, the rest not (a torn write)
+        before_match   the record durable, the batch not yet matched
+        before_ack     the batch matched, no acknowledgement or report sent
+        roll           at a snapshot: the journal rolled to a new segment, no snapshot written
+        snapshot_tmp   the snapshot written under its temporary name, not renamed
+        before_retire  the snapshot in place, the old segments not yet retired
+
+    Unset (always, outside tests) it costs one attribute test per batch."""
+
+    def __init__(self, spec: str):
+        point, _, n = spec.partition(":")
+        if point not in CRASH_POINTS:
+            raise ValueError(f"HPTE_SERVER_CRASH_AT: unknown point {point!r} (one of {', '.join(CRASH_POINTS)})")
+        self.point, self.left = point, int(n or 1)
+
+    def due(self, point: str) -> bool:
+        if point != self.point:
+            return False
+        self.left -= 1
+        return self.left <= 0
+
+    def __call__(self, point: str) -> None:
+        if self.due(point):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crash_hook() -> CrashHook | None:
+    spec = os.environ.get("HPTE_SERVER_CRASH_AT")
+    return CrashHook(spec) if spec else None
 
 _EV, _RN = S.EVENT_NAMES, S.REASON_NAMES
 SIDE_NAME = {S.BUY: "buy", S.SELL: "sell", 0: ""}
@@ -181,19 +220,21 @@ class Core:
         self.risk_path = risk_path
         self.recovery_report: list[str] = []
         self.started = time.time()
-        self.m = {"orders": 0, "batches": 0, "rejected_requests": 0, "snapshots": 0}
+        self.m = {"orders": 0, "batches": 0, "rejected_requests": 0, "snapshots": 0, "segments_retired": 0}
         self.h_batch = Histogram("hpte_batch_rows", "rows per micro-batch", (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384))
         self.h_e2e = Histogram("hpte_ack_latency_seconds", "enqueue to acknowledgement, per request")
         self.h_match = Histogram("hpte_match_seconds", "matching time per batch")
         self.h_journal = Histogram("hpte_journal_seconds", "journal write and fsync per batch")
         self._last_snap = time.monotonic()
         self._snap_batches = 0
+        self.crash = crash_hook()
         self._recover()
 
     # ---- start: snapshot + journal replay --------------------------------------------------
     def _meta(self) -> dict:
         risk = self.risk_path.read_text() if self.risk_path is not None else None
-        return {"stp": self.cfg.stp, "risk_toml": risk, "symbols": list(self.cfg.symbols)}
+        return {"stp": self.cfg.stp, "risk_toml": risk, "symbols": list(self.cfg.symbols),
+                "max_finished_orders": self.cfg.max_finished_orders, "max_trades_kept": self.cfg.max_trades_kept}
 
     def _recover(self) -> None:
         d = self.cfg.journal_dir
@@ -203,17 +244,19 @@ class Core:
         if meta_p.exists():
             old = json.loads(meta_p.read_text())
             if old != meta:
+                diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
                 raise J.JournalError(f"{d}: the journal was written with another configuration "
-                                     f"(stp, risk limits or symbols differ); use another journal_dir")
+                                     f"({', '.join(diff)} differ); use another journal_dir")
         else:
             tmp = meta_p.with_suffix(".tmp")
             tmp.write_text(json.dumps(meta))
             tmp.replace(meta_p)
-        self.gw, nxt, rep = recover(d)
+        self.gw, nxt, rep = recover(d, archive=self.cfg.journal_archive_dir)
         self.recovery_report = rep
         for line in rep:
             self.log(line)
         self.journal = J.JournalWriter(d, nxt, self.cfg.segment_bytes)
+        self.journal.crash = self.crash
 
     # ---- adapters call these ---------------------------------------------------------------
     def register(self, s: Session) -> None:
@@ -326,12 +369,19 @@ class Core:
         rb = pa.RecordBatch.from_arrays([pa.array(cols[f.name], type=f.type) for f in JOURNAL_SCHEMA], schema=JOURNAL_SCHEMA)
         t_j = time.perf_counter()
         durable = await self._journal(J.K_ORDERS, J.encode_batch(rb), overlap=True)
+        if self.crash is not None:
+            if durable is not None:
+                await durable
+                durable = None
+            self.crash("before_match")
         t = time.perf_counter()
         res, base, md = gw.apply_orders(cols)
         self.h_match.observe(time.perf_counter() - t)
         if durable is not None:
             await durable
             self.h_journal.observe(time.perf_counter() - t_j)
+        if self.crash is not None:
+            self.crash("before_ack")
         self.m["orders"] += n
         self.m["batches"] += 1
         self.h_batch.observe(n)
@@ -437,12 +487,25 @@ class Core:
         await self.snapshot()
 
     async def snapshot(self) -> None:
+        """Snapshot the state at the next record number R: roll the journal so that a segment
+        starts at R, write snap-R, keep the two newest snapshots, then retire (delete or
+        archive) the segments wholly before the older of the two, so that a damaged newest
+        snapshot still has an older one and its records to fall back on."""
         self._snap_batches = 0
         self._last_snap = time.monotonic()
-        await asyncio.to_thread(self.journal.sync)
+        d = self.cfg.journal_dir
+        await asyncio.to_thread(self.journal.roll)
+        if self.crash is not None:
+            self.crash("roll")
         obj = self.gw.snapshot()
-        await asyncio.to_thread(J.write_snapshot, self.cfg.journal_dir, self.gw.recno, obj)
+        await asyncio.to_thread(J.write_snapshot, d, self.gw.recno, obj, 2, self.crash)
         self.m["snapshots"] += 1
+        if self.crash is not None:
+            self.crash("before_retire")
+        kept = J.snapshots(d)
+        if len(kept) >= 2:
+            gone = await asyncio.to_thread(J.retire_segments, d, kept[-1][0], self.cfg.journal_archive_dir)
+            self.m["segments_retired"] += len(gone)
 
     def close(self) -> None:
         self.stopping = True
@@ -459,6 +522,8 @@ class Core:
             "# TYPE hpte_orders_per_second gauge", f"hpte_orders_per_second {self.m['orders'] / up:.3f}",
             "# TYPE hpte_batches_total counter", f"hpte_batches_total {self.m['batches']}",
             "# TYPE hpte_snapshots_total counter", f"hpte_snapshots_total {self.m['snapshots']}",
+            "# TYPE hpte_journal_segments_retired_total counter",
+            f"hpte_journal_segments_retired_total {self.m['segments_retired']}",
             "# TYPE hpte_queue_rows gauge", f"hpte_queue_rows {self.queued_rows}",
             "# TYPE hpte_journal_unsynced_records gauge", f"hpte_journal_unsynced_records {self.journal.unsynced}",
             "# TYPE hpte_journal_bytes_total counter", f"hpte_journal_bytes_total {self.journal.bytes_written}",
@@ -471,36 +536,64 @@ class Core:
         return "\n".join(lines) + "\n"
 
 
-def recover(d: Path, log_cut: bool = True) -> tuple[Gateway, int, list[str]]:
-    """The state of a journal directory: the latest snapshot plus the records after it (a torn
-    last record is cut off). Returns (gateway, next record number, report lines)."""
+def _fresh_gateway(meta: dict, source: str) -> Gateway:
+    risk = None
+    if meta.get("risk_toml") is not None:
+        from hpte.engine.risk.limits import RiskLimits
+        risk = RiskLimits.from_toml(meta["risk_toml"], source=source)
+    return Gateway(meta["symbols"], stp=meta["stp"], risk=risk,
+                   max_finished=meta.get("max_finished_orders", 1 << 62),
+                   max_trades=meta.get("max_trades_kept", 100_000))
+
+
+def apply_record(gw: Gateway, kind: int, payload: bytes):
+    """Apply one journaled record to a gateway (replay): returns (Result, base seq, md)."""
+    if kind == J.K_ORDERS:
+        b = J.decode_batch(payload)
+        return gw.apply_orders({name: b.column(name).to_numpy() for name in b.schema.names}, replay=True)
+    return gw.apply_command(json.loads(payload))
+
+
+def recover(d: Path, archive: Path | None = None) -> tuple[Gateway, int, list[str]]:
+    """The state of a journal directory: the newest valid snapshot plus the records after it,
+    reading only the segments that hold them (a torn last record is cut off). A snapshot whose
+    checksum fails, or which is past the journal's end, is skipped for the next older one;
+    without any, the journal is replayed from record 0, which must still be there (or in the
+    archive). Returns (gateway, next record number, report lines)."""
     meta = json.loads((d / "meta.json").read_text())
-    recs, nxt, cut = J.read_records(d, repair=True)
-    rep = []
+    rep: list[str] = []
+    gw = None
+    recs = nxt = cut = None
+    for snap_recno, p in J.snapshots(d):
+        blob = J.snapshot_blob(p)
+        if blob is None:
+            rep.append(f"recovery: snapshot {p.name} is damaged (checksum); skipped")
+            continue
+        try:
+            recs, nxt, cut = J.read_records(d, start=snap_recno, repair=True, archive=archive)
+        except J.JournalError as e:
+            rep.append(f"recovery: snapshot {p.name} skipped ({e})")
+            continue
+        if snap_recno > nxt:
+            rep.append(f"recovery: snapshot at record {snap_recno} is past the journal's end ({nxt}); skipped")
+            continue
+        import pickle
+        gw = Gateway.restore(pickle.loads(blob))
+        rep.append(f"recovery: snapshot at record {snap_recno}")
+        break
+    if gw is None:
+        try:
+            recs, nxt, cut = J.read_records(d, start=0, repair=True, archive=archive)
+        except J.JournalError as e:
+            raise J.JournalError(f"{e}; no valid snapshot covers the records that are missing") from None
+        gw = _fresh_gateway(meta, "journal meta.json")
     if cut is not None:
-        rep.append(str(cut))
-    snap = J.latest_snapshot(d)
-    if snap is not None and snap[0] <= nxt:
-        gw = Gateway.restore(snap[1])
-        rep.append(f"recovery: snapshot at record {snap[0]}")
-    else:
-        if snap is not None:
-            rep.append(f"recovery: snapshot at record {snap[0]} is past the journal's end ({nxt}); ignored")
-        risk = None
-        if meta.get("risk_toml") is not None:
-            from hpte.engine.risk.limits import RiskLimits
-            risk = RiskLimits.from_toml(meta["risk_toml"], source="journal meta.json")
-        gw = Gateway(meta["symbols"], stp=meta["stp"], risk=risk)
+        rep.insert(0, str(cut))
     k = 0
     for recno, kind, payload in recs:
         if recno < gw.recno:
             continue
-        if kind == J.K_ORDERS:
-            b = J.decode_batch(payload)
-            cols = {name: b.column(name).to_numpy() for name in b.schema.names}
-            gw.apply_orders(cols, replay=True)
-        else:
-            gw.apply_command(json.loads(payload))
+        apply_record(gw, kind, payload)
         k += 1
     rep.append(f"recovery: replayed {k} records; next record {nxt}; engine seq {gw.engine.seq}")
     return gw, nxt, rep
