@@ -39,15 +39,17 @@ def serve(
         cfg.journal_dir = journal_dir.resolve()
     if not cfg.keys:
         typer.echo("hpte serve: warning: no [[keys]] configured; every request will be refused", err=True)
+    limits = None
     if risk is not None:
         from hpte.engine.risk.limits import RiskLimits
         try:
-            RiskLimits.load(risk)
+            limits = RiskLimits.load(risk)
         except (ValueError, OSError) as e:
             _fail("serve", str(e))
-    # warm the matching kernels before accepting connections (numba caches them on disk)
+    # warm the matching kernels (and the risk ones when --risk is on) before accepting
+    # connections: numba caches them on disk, but a cold cache compiles for tens of seconds
     from hpte.engine.engine import Engine
-    Engine().submit_order(0, 1, 1, 100, 1)
+    Engine(risk=limits).submit_order(0, 1, 1, 100, 1)
 
     def log(line: str) -> None:
         typer.echo(line, err=True)

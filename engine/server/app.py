@@ -58,6 +58,11 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
         core = Core(cfg, risk_path, log=log)
         state["core"] = core
         task = asyncio.ensure_future(core.run())
+
+        def writer_done(t: asyncio.Task) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                log(f"hpte serve: error: the writer stopped: {t.exception()!r}")
+        task.add_done_callback(writer_done)
         log(f"hpte serve: ready (engine seq {core.gw.engine.seq}, journal {cfg.journal_dir})")
         try:
             yield
