@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -313,9 +314,12 @@ def main() -> None:
         asyncio.run(run_all())
     finally:
         for p in procs:
-            p.terminate()
+            if a.profile and p is procs[-1]:
+                p.send_signal(signal.SIGINT)     # uvicorn re-raises it: cProfile writes on KeyboardInterrupt
+            else:
+                p.terminate()
             try:
-                p.wait(10)
+                p.wait(60 if a.profile else 10)
             except subprocess.TimeoutExpired:
                 p.kill()
     base = res["echo"]["per_s"]

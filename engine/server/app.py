@@ -344,34 +344,43 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
         return None
 
     async def serve_ws(ws: WebSocket, s: Session, handle) -> None:
+        """Receive on this task, send on the session's pump task. Receiving is a plain loop over
+        the ASGI receive (no task per message); when the pump ends (the session closed past its
+        backlog) it closes the socket with the reason and cancels the receiving task."""
+        recv = ws.receive
+        me = asyncio.current_task()
+
         async def send(data):
             if type(data) is tuple:
                 await ws.send_bytes(data[0])
             else:
                 await ws.send_text(data.decode())
 
-        pump = asyncio.ensure_future(s.pump(send))
+        async def pump():
+            try:
+                await s.pump(send)
+            except Exception:          # the peer went away mid-send: stop receiving too
+                s.closed = True
+            if s.close_reason:
+                with contextlib.suppress(Exception):
+                    await ws.close(1008, s.close_reason[:120])
+            me.cancel()
+
+        pt = asyncio.ensure_future(pump())
         try:
-            while True:
-                recv = asyncio.ensure_future(ws.receive())
-                done, _ = await asyncio.wait({recv, pump}, return_when=asyncio.FIRST_COMPLETED)
-                if pump in done:
-                    recv.cancel()
-                    if s.closed:
-                        with contextlib.suppress(Exception):
-                            await ws.close(1008, s.close_reason[:120])
-                    return
-                msg = recv.result()
+            while not s.closed:
+                msg = await recv()
                 if msg["type"] == "websocket.disconnect":
                     return
                 handle(msg.get("text"), msg.get("bytes"))
-        except (WebSocketDisconnect, RuntimeError):
+        except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
             return
         finally:
             s.closed = True
             s.ready.set()
             core().unregister(s)
-            pump.cancel()
+            if not pt.done() and pt is not asyncio.current_task():
+                pt.cancel()
 
     @app.websocket("/v1/ws/orders")
     async def ws_orders(ws: WebSocket):

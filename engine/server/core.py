@@ -213,6 +213,8 @@ class Core:
         self.queue: deque[Request] = deque()
         self.queued_rows = 0
         self.wake = asyncio.Event()
+        self.pending: deque = deque()     # (record number after, actions, requests) awaiting fsync
+        self.sync_wake = asyncio.Event()
         self.order_sessions: dict[int, set[Session]] = {}     # account -> order-entry sessions
         self.md_subs: dict[int, set[Session]] = {}            # symbol -> market-data sessions
         self.rate = RateLimiter()
@@ -287,9 +289,11 @@ class Core:
 
     # ---- the writer ------------------------------------------------------------------------
     async def run(self) -> None:
-        interval = None
+        aux = None
         if self.cfg.fsync == "interval":
-            interval = asyncio.ensure_future(self._sync_every())
+            aux = asyncio.ensure_future(self._sync_every())
+        elif self.cfg.fsync == "batch":
+            aux = asyncio.ensure_future(self._syncer())
         try:
             while not self.stopping:
                 if not self.queue:
@@ -311,9 +315,10 @@ class Core:
                     self.queued_rows -= rows
                     await self._batch(reqs, rows)
                 await self._maybe_snapshot()
+                await asyncio.sleep(0)          # let the connections queue more before the next cut
         finally:
-            if interval is not None:
-                interval.cancel()
+            if aux is not None:
+                aux.cancel()
 
     async def _sync_every(self) -> None:
         while True:
@@ -321,26 +326,66 @@ class Core:
             if self.journal.unsynced:
                 await asyncio.to_thread(self.journal.sync)
 
+    async def _syncer(self) -> None:
+        """Group commit (fsync = "batch"): while one fsync runs in a thread the writer goes on
+        journaling and matching later batches; when it returns, every batch whose record it
+        covered is delivered (acknowledgements, reports, market data), in record order. So no
+        acknowledgement or report leaves before its record is durable, and the writer never
+        waits for the disk."""
+        loop = asyncio.get_running_loop()
+        pending = self.pending
+        while True:
+            if not pending:
+                self.sync_wake.clear()
+                await self.sync_wake.wait()
+                continue
+            target = self.journal.next
+            if self.journal.unsynced:
+                t = time.perf_counter()
+                await loop.run_in_executor(None, self.journal.sync)
+                self.h_journal.observe(time.perf_counter() - t)
+            while pending and pending[0][0] <= target:
+                _upto, acts, reqs = pending.popleft()
+                self._deliver(acts, reqs)
+
+    def _release(self, acts: list, reqs) -> None:
+        """Deliver a batch's outputs now, or (fsync = "batch") once its record is durable and
+        every earlier batch delivered."""
+        if self.cfg.fsync == "batch" and (self.pending or self.journal.unsynced):
+            self.pending.append((self.journal.next, acts, reqs))
+            self.sync_wake.set()
+        else:
+            self._deliver(acts, reqs)
+
+    def _deliver(self, acts: list, reqs) -> None:
+        if self.crash is not None:
+            self.crash("before_ack")
+        for fn, arg in acts:
+            fn(arg)
+        if reqs:
+            now = time.perf_counter_ns()
+            obs = self.h_e2e.observe
+            for r in reqs:
+                obs((now - r.t0) / 1e9)
+                if r.fut is not None and not r.fut.done():
+                    r.fut.set_result(r.reports)
+
     def _now(self) -> int:
         last = self.gw.engine.last_ts
         now = time.time_ns()
         return now if last is None or now > last else last
 
-    async def _journal(self, kind: int, payload: bytes, overlap):
-        """Append a record; fsync per policy. Returns an awaitable that completes once the
-        record is durable (already complete for 'always' and 'interval')."""
+    async def _journal(self, kind: int, payload: bytes) -> None:
+        """Append a record; with fsync = "always" make it durable before returning (the other
+        policies sync elsewhere: the group commit, or the interval task)."""
         t = time.perf_counter()
         self.journal.append(kind, payload)
         if self.cfg.fsync == "always":
             await asyncio.to_thread(self.journal.sync)
             self.h_journal.observe(time.perf_counter() - t)
-            return None
-        if self.cfg.fsync == "batch" and overlap:
-            return asyncio.get_running_loop().run_in_executor(None, self.journal.sync)
-        if self.cfg.fsync == "batch":
-            await asyncio.to_thread(self.journal.sync)
-        self.h_journal.observe(time.perf_counter() - t)
-        return None
+        elif self.crash is not None:
+            self.journal.sync()
+            self.crash("before_match")
 
     async def _batch(self, reqs: list[Request], n: int) -> None:
         parts, i = [], 0
@@ -357,8 +402,10 @@ class Core:
                 parts.append(reqs[i].cols)
                 i += 1
         c = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        acct = np.concatenate([np.full(r.n, r.session.account, np.uint32) for r in reqs]) if len(reqs) > 1 \
-            else np.full(n, reqs[0].session.account, np.uint32)
+        if len(reqs) == 1 or len({r.session.account for r in reqs}) == 1:
+            acct = np.full(n, reqs[0].session.account, np.uint32)
+        else:
+            acct = np.concatenate([np.full(r.n, r.session.account, np.uint32) for r in reqs])
         gw = self.gw
         sym, side = c["symbol"], c["side"]
         eid = gw.translate(acct, c["client_order_id"], c["action"], sym, side, c["price_ticks"], c["qty"], c["sym_given"])
@@ -367,39 +414,27 @@ class Core:
                 "action": c["action"], "order_type": c["order_type"], "tif": c["tif"], "account": acct,
                 "symbol": sym, "post_only": c["post_only"], "client_order_id": c["client_order_id"]}
         rb = pa.RecordBatch.from_arrays([pa.array(cols[f.name], type=f.type) for f in JOURNAL_SCHEMA], schema=JOURNAL_SCHEMA)
-        t_j = time.perf_counter()
-        durable = await self._journal(J.K_ORDERS, J.encode_batch(rb), overlap=True)
-        if self.crash is not None:
-            if durable is not None:
-                await durable
-                durable = None
-            self.crash("before_match")
+        await self._journal(J.K_ORDERS, J.encode_batch(rb))
         t = time.perf_counter()
         res, base, md = gw.apply_orders(cols)
         self.h_match.observe(time.perf_counter() - t)
-        if durable is not None:
-            await durable
-            self.h_journal.observe(time.perf_counter() - t_j)
-        if self.crash is not None:
-            self.crash("before_ack")
         self.m["orders"] += n
         self.m["batches"] += 1
         self.h_batch.observe(n)
-        self._route(res, base, reqs, eid)
-        self._fanout(md)
-        now = time.perf_counter_ns()
-        for r in reqs:
-            self.h_e2e.observe((now - r.t0) / 1e9)
-            if r.fut is not None and not r.fut.done():
-                r.fut.set_result(r.reports)
+        acts: list = []
+        self._route(res, base, reqs, eid, acts)
+        self._fanout(md, acts)
+        self._release(acts, reqs)
 
-    def _route(self, res, base: int, reqs: list[Request], eid: np.ndarray) -> None:
+    def _route(self, res, base: int, reqs: list[Request], eid: np.ndarray, acts: list) -> None:
+        """The acknowledgements and execution reports of one result, as (push, message) pairs
+        appended to `acts` (REST calls collect theirs in Request.reports)."""
         ev = res.events
         owner: list[Request | None] = []
         for r in reqs:                       # acknowledgements first, in arrival order
             r.off = len(owner)
             if r.fut is None:
-                r.session.push({"type": "ack", "req_id": r.req_id, "seq": base + len(owner), "rows": r.n})
+                acts.append((r.session.push, {"type": "ack", "req_id": r.req_id, "seq": base + len(owner), "rows": r.n}))
             owner.extend([r] * r.n)
         if not ev.n_rows:
             return
@@ -422,18 +457,19 @@ class Core:
                 sink = pa.BufferOutputStream()
                 with pa.ipc.new_stream(sink, t.schema) as w:
                     w.write_table(t)
-                r.session.push_binary(sink.getvalue().to_pybytes())
+                acts.append((r.session.push_binary, sink.getvalue().to_pybytes()))
         keep = np.flatnonzero(~skip) if skip is not None else None
         if keep is not None and not keep.size:
             return
         cols = [ev[k] if keep is None else ev[k][keep] for k in (
             "seq", "order_id", "account", "symbol", "side", "event", "reason", "price_ticks", "qty",
             "leaves_qty", "ts_ns")]
+        sessions = self.order_sessions
         for seq, oid, acct, sym, side, code, reason, px, qty, leaves, ts in zip(*(c.tolist() for c in cols)):
             row = seq - base
             r = owner[row] if 0 <= row < len(owner) and eid_l[row] == oid else None
             if r is not None:
-                coid = int(r.rows[row - r.off][1]) if r.rows is not None \
+                coid = r.rows[row - r.off][1] if r.rows is not None \
                     else int(r.cols["client_order_id"][row - r.off])
             else:
                 o = orders.get(oid)
@@ -448,22 +484,24 @@ class Core:
                 if r.fut is not None:
                     r.reports.append(rep)
                 else:
-                    r.session.push(rep)
-            for s in self.order_sessions.get(acct, ()):
-                if r is None or s is not r.session:
-                    s.push(dict(rep))
+                    acts.append((r.session.push, rep))
+            ss = sessions.get(acct)
+            if ss:
+                for s in ss:
+                    if r is None or s is not r.session:
+                        acts.append((s.push, dict(rep)))
 
-    def _fanout(self, md: dict) -> None:
+    def _fanout(self, md: dict, acts: list) -> None:
         for sym, msg in md.items():
             subs = self.md_subs.get(sym)
             if subs:
                 data = orjson.dumps(msg)
                 for s in list(subs):
-                    s.push_raw(data)
+                    acts.append((s.push_raw, data))
 
     async def _command(self, req: Request) -> None:
         if req.op["op"] == "ping":        # a barrier: answered after every earlier request
-            req.session.push({"type": "pong", "req_id": req.req_id})
+            self._release([(req.session.push, {"type": "pong", "req_id": req.req_id})], ())
             return
         cmd = dict(req.op)
         cmd["ts_ns"] = self._now()
@@ -472,12 +510,13 @@ class Core:
         except ValueError as e:
             req.fut.set_exception(BadRequest(None, str(e), "NEEDS_RISK"))
             return
-        await self._journal(J.K_COMMAND, json.dumps(cmd).encode(), overlap=False)
-        base = self.gw.engine.seq
+        await self._journal(J.K_COMMAND, json.dumps(cmd).encode())
         res, base, md = self.gw.apply_command(cmd)
-        self._route(res, base, [], np.empty(0, np.uint64))
-        self._fanout(md)
-        req.fut.set_result({"op": cmd["op"], "ts_ns": cmd["ts_ns"], "events": int(res.events.n_rows)})
+        acts: list = []
+        self._route(res, base, [], np.empty(0, np.uint64), acts)
+        self._fanout(md, acts)
+        req.reports = {"op": cmd["op"], "ts_ns": cmd["ts_ns"], "events": int(res.events.n_rows)}
+        self._release(acts, (req,))
 
     async def _maybe_snapshot(self) -> None:
         self._snap_batches += 1
