@@ -216,6 +216,7 @@ class Core:
         self.pending: deque = deque()     # (record number after, actions, requests) awaiting fsync
         self.sync_wake = asyncio.Event()
         self.order_sessions: dict[int, set[Session]] = {}     # account -> order-entry sessions
+        self.entered: dict[int, Session] = {}                 # engine id -> the connection that entered it (open orders)
         self.md_subs: dict[int, set[Session]] = {}            # symbol -> market-data sessions
         self.rate = RateLimiter()
         self.stopping = False
@@ -459,12 +460,17 @@ class Core:
                     w.write_table(t)
                 acts.append((r.session.push_binary, sink.getvalue().to_pybytes()))
         keep = np.flatnonzero(~skip) if skip is not None else None
+        if skip is not None and self.entered:        # orders finished by an Arrow frame's rows
+            done = skip & (ev["leaves_qty"] == 0) & (ev["event"] != S.EV_ACCEPTED)
+            for oid in ev["order_id"][done].tolist():
+                self.entered.pop(oid, None)
         if keep is not None and not keep.size:
             return
         cols = [ev[k] if keep is None else ev[k][keep] for k in (
             "seq", "order_id", "account", "symbol", "side", "event", "reason", "price_ticks", "qty",
             "leaves_qty", "ts_ns")]
-        sessions = self.order_sessions
+        sessions, entered = self.order_sessions, self.entered
+        EV_ACC = S.EV_ACCEPTED
         for seq, oid, acct, sym, side, code, reason, px, qty, leaves, ts in zip(*(c.tolist() for c in cols)):
             row = seq - base
             r = owner[row] if 0 <= row < len(owner) and eid_l[row] == oid else None
@@ -479,17 +485,27 @@ class Core:
             rep = {"type": "report", "event": _EV[code], "reason": _RN[reason], "order_id": coid,
                    "symbol": sym, "side": SIDE_NAME.get(side, ""), "price": px, "qty": qty,
                    "leaves_qty": leaves, "seq": seq, "ts_ns": ts}
-            if r is not None:
+            if r is not None:                # this batch's own row: to the connection that sent it
                 rep["req_id"] = r.req_id
                 if r.fut is not None:
                     r.reports.append(rep)
                 else:
+                    if code == EV_ACC and leaves:
+                        entered[oid] = r.session
                     acts.append((r.session.push, rep))
-            ss = sessions.get(acct)
-            if ss:
-                for s in ss:
-                    if r is None or s is not r.session:
-                        acts.append((s.push, dict(rep)))
+                if leaves == 0 and code != EV_ACC and entered:
+                    entered.pop(oid, None)
+                continue
+            # an order from an earlier batch (a maker fill, an expiry, a kill switch): to the
+            # connection that entered it while it is open, else to every connection of the account
+            s = entered.get(oid)
+            if s is not None and not s.closed:
+                acts.append((s.push, rep))
+            else:
+                for s in sessions.get(acct, ()):
+                    acts.append((s.push, dict(rep)))
+            if leaves == 0 and code != EV_ACC:
+                entered.pop(oid, None)
 
     def _fanout(self, md: dict, acts: list) -> None:
         for sym, msg in md.items():
