@@ -142,7 +142,7 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
             reps = await submit_rows(key, rows, req_id_of(m) if isinstance(m, dict) else None)
         except BadRequest as e:
             return _err(e)
-        return {"reports": reps}
+        return Response(orjson.dumps({"reports": reps}), media_type="application/json")
 
     @app.delete("/v1/orders/{order_id}")
     async def cancel_order(order_id: str, req: HttpRequest):
