@@ -37,3 +37,22 @@ def test_fsync_policies_survive_a_restart(make_server, policy):
         o = c.get("/v1/orders/9").json()
         assert (o["status"], o["leaves_qty"], o["price"]) == ("OPEN", 2, 7)
         assert c.get("/v1/book/1").json()["asks"] == [[7, 2, 1]]
+
+
+@pytest.mark.parametrize("server,named", [
+    ({"max_finished_orders": -1}, "max_finished_orders"),
+    ({"max_trades_kept": 0}, "max_trades_kept"),
+    ({"journal_archive_dir": 5}, "journal_archive_dir"),
+    ({"journal_dir": "j", "journal_archive_dir": "j"}, "journal_archive_dir"),
+    ({"fsync": "sometimes"}, "fsync"),
+    ({"batch_max_rows": 0}, "batch_max_rows"),
+    ({"colour": 1}, "colour"),
+])
+def test_config_errors_name_the_key(tmp_path, server, named):
+    from hpte.engine.server.config import ConfigError, ServerConfig
+
+    with pytest.raises(ConfigError, match=named):
+        ServerConfig.from_dict({"server": server}, base=tmp_path)
+    ok = ServerConfig.from_dict({"server": {"journal_archive_dir": "arch", "max_finished_orders": 0}}, base=tmp_path)
+    assert ok.journal_archive_dir == (tmp_path / "arch").resolve() and ok.max_finished_orders == 0
+    assert ServerConfig.from_dict({"server": {"journal_archive_dir": ""}}).journal_archive_dir is None
