@@ -295,6 +295,11 @@ class Core:
             aux = asyncio.ensure_future(self._sync_every())
         elif self.cfg.fsync == "batch":
             aux = asyncio.ensure_future(self._syncer())
+        if aux is not None:
+            def aux_done(t: asyncio.Task) -> None:
+                if not t.cancelled() and t.exception() is not None:
+                    self.log(f"hpte serve: error: the journal's fsync task stopped: {t.exception()!r}")
+            aux.add_done_callback(aux_done)
         try:
             while not self.stopping:
                 if not self.queue:

@@ -25,6 +25,7 @@ import pickle
 import shutil
 import signal
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,6 +164,7 @@ class JournalWriter:
         self.segment_bytes = segment_bytes
         segs = _segments(self.dir)
         self.fd = -1
+        self.lock = threading.Lock()   # sync (a thread) against roll and close (another thread)
         if segs:
             self._open(segs[-1])
         else:
@@ -187,13 +189,15 @@ class JournalWriter:
     def roll(self) -> None:
         """Start a new segment at the next record (at a snapshot, so that segments end where
         snapshots begin and can be retired whole); a no-op when the current one is empty."""
-        if self.size:
-            self._roll()
+        with self.lock:
+            if self.size:
+                self._roll()
 
     def append(self, kind: int, payload: bytes) -> int:
         """Write one record (not yet fsynced); returns its number."""
         if self.size >= self.segment_bytes:
-            self._roll()
+            with self.lock:
+                self._roll()
         rec = frame(kind, self.next, payload)
         if self.crash is not None and kind == K_ORDERS and self.crash.due("torn_record"):
             os.write(self.fd, rec[:len(rec) // 2])          # crash test: a torn write, then SIGKILL
@@ -209,15 +213,17 @@ class JournalWriter:
         return self.next - 1
 
     def sync(self) -> None:
-        if self.unsynced:
-            self.unsynced = 0
-            os.fsync(self.fd)
+        with self.lock:
+            if self.unsynced and self.fd >= 0:
+                self.unsynced = 0
+                os.fsync(self.fd)
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.fsync(self.fd)
-            os.close(self.fd)
-            self.fd = -1
+        with self.lock:
+            if self.fd >= 0:
+                os.fsync(self.fd)
+                os.close(self.fd)
+                self.fd = -1
 
 
 # ---- snapshots -----------------------------------------------------------------------------

@@ -26,17 +26,30 @@ def test_batches_cut_by_size_after_waiting(make_server):
     ws.close()
 
 
-@pytest.mark.parametrize("policy", ["always", "batch", "interval"])
-def test_fsync_policies_survive_a_restart(make_server, policy):
-    srv = make_server({"fsync": policy})
-    with srv.client("t1") as c:
-        assert c.post("/v1/orders", json={"order_id": 9, "symbol": 1, "side": "sell", "price": 7, "qty": 2}).status_code == 200
-    srv.stop()                   # graceful: the journal is closed (fsynced) on the way out
+def test_fsync_policies_survive_a_restart(make_server):
+    """One journal served in turn under each policy (the policy is not part of the journal):
+    what each acknowledged is there after each restart."""
+    from .conftest import write_config
+
+    srv = make_server({"fsync": "always"})
+    placed = []
+    for i, policy in enumerate(("always", "batch", "interval")):
+        if i:
+            srv.stop()               # graceful: the journal is closed (fsynced) on the way out
+            write_config(srv.dir, {"fsync": policy})
+            srv.start()
+        with srv.client("t1") as c:
+            for oid in placed:       # what the earlier policies acknowledged
+                o = c.get(f"/v1/orders/{oid}").json()
+                assert (o["status"], o["leaves_qty"], o["price"]) == ("OPEN", 2, 7 + oid), (policy, o)
+            oid = 9 + i
+            assert c.post("/v1/orders", json={"order_id": oid, "symbol": 1, "side": "sell", "price": 7 + oid,
+                                              "qty": 2}).status_code == 200
+            placed.append(oid)
+    srv.stop()
     srv.start()
     with srv.client("t1") as c:
-        o = c.get("/v1/orders/9").json()
-        assert (o["status"], o["leaves_qty"], o["price"]) == ("OPEN", 2, 7)
-        assert c.get("/v1/book/1").json()["asks"] == [[7, 2, 1]]
+        assert c.get("/v1/book/1").json()["asks"] == [[7 + oid, 2, 1] for oid in placed]
 
 
 @pytest.mark.parametrize("server,named", [

@@ -369,3 +369,31 @@ def test_kill9_at_chosen_crash_points(make_server):
         assert srv.proc.returncode == -9, (point, srv.output()[-2000:])
         last = (point, pending)
     assert any(archive.glob("seg-*.hpj")) and len(list(srv.journal.glob("snap-*.pkl"))) == 2
+
+
+def test_bulk_accept_equals_the_per_event_loop():
+    """The order-table rows of accepted new orders made in bulk equal the per-event loop's, on
+    random batches with cancels, replaces, IOCs, market orders and repeated ids (where the bulk
+    path must step aside)."""
+    class Loop(Gateway):
+        BULK_MIN = 1 << 62
+
+    rng = np.random.default_rng(23)
+    fast, slow = Gateway([0, 1], max_finished=300), Loop([0, 1], max_finished=300)
+    for k in range(12):
+        n = int(rng.integers(40, 400))
+        b = _finish_flow(rng, k, n)
+        b["order_type"] = (rng.random(n) < 0.05).astype(np.uint8)              # some market orders
+        rep = rng.random(n) < 0.1
+        if k:
+            b["action"][rep] = S.ACT_REPLACE
+            b["order_id"][rep] = b["client_order_id"][rep] = rng.integers(1, 400 * k, int(rep.sum())).astype(np.uint64)
+        if k % 3 == 2:                                                          # a repeated new id
+            b["order_id"][5] = b["client_order_id"][5] = b["order_id"][3]
+            b["action"][3] = b["action"][5] = S.ACT_NEW
+        ra, _, ma = fast.apply_orders({c: v.copy() for c, v in b.items()}, replay=True)
+        rb, _, mb = slow.apply_orders({c: v.copy() for c, v in b.items()}, replay=True)
+        assert ma == mb
+        assert fast.orders == slow.orders and list(fast.finished) == list(slow.finished), k
+        assert fast.forgotten == slow.forgotten and fast.ids == slow.ids
+    assert len(fast.orders) > 100 and sum(fast.forgotten.values()) > 0
