@@ -266,6 +266,7 @@ class Core:
         self.order_sessions.setdefault(s.account, set()).add(s)
 
     def unregister(self, s: Session) -> None:
+        s.out.clear()           # Core.entered may keep the session (of open orders) a while
         self.order_sessions.get(s.account, set()).discard(s)
         for sym in s.symbols:
             self.md_subs.get(sym, set()).discard(s)
