@@ -275,6 +275,9 @@ def test_segments_retired_and_recovery_reads_from_newest_snapshot(tmp_path):
             assert [p.name for p in sorted(archive.glob("seg-*.hpj"))] == [f"seg-{r:016d}.hpj" for r in (0, 4)]
             g0, _f, _e, _c, start = replay_journal(d, archive)         # the whole history, from record 0
             assert start == 0 and g0.engine.seq == gw.engine.seq and g0.orders == gw.orders
+        else:                                      # offline replay from the oldest snapshot kept
+            g0, fills, _e, _c, start = replay_journal(d)
+            assert start == 8 and len(fills) == 4 and g0.engine.seq == gw.engine.seq and g0.orders == gw.orders
         g1, nxt, rep = recover(d, archive)
         assert nxt == 12 and "snapshot at record 12" in rep[0] and "replayed 0 records" in rep[-1]
         assert g1.orders == gw.orders and g1.levels(0) == gw.levels(0)
