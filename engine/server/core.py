@@ -587,6 +587,8 @@ class Core:
             f"hpte_journal_segments_retired_total {self.m['segments_retired']}",
             "# TYPE hpte_queue_rows gauge", f"hpte_queue_rows {self.queued_rows}",
             "# TYPE hpte_journal_unsynced_records gauge", f"hpte_journal_unsynced_records {self.journal.unsynced}",
+            "# HELP hpte_journal_pending_batches batches matched and waiting for their fsync before delivery",
+            "# TYPE hpte_journal_pending_batches gauge", f"hpte_journal_pending_batches {len(self.pending)}",
             "# TYPE hpte_journal_bytes_total counter", f"hpte_journal_bytes_total {self.journal.bytes_written}",
             "# TYPE hpte_journal_next_record gauge", f"hpte_journal_next_record {self.journal.next}",
             "# TYPE hpte_connected_clients gauge",

@@ -44,6 +44,7 @@ def test_place_fill_cancel_replace(shared_server):
         assert "positions" not in a.get("/v1/account").json()       # no --risk
         m = httpx.get(s.url + "/metrics").text
         assert "hpte_orders_total" in m and "hpte_ack_latency_seconds_bucket" in m
+        assert "hpte_journal_pending_batches 0" in m and "hpte_journal_segments_retired_total" in m
 
 
 def test_account_isolation(shared_server):
