@@ -95,11 +95,19 @@ class Gateway:
         """Engine ids for a batch about to be journaled (updates the id map for NEW rows). For
         CANCEL / REPLACE rows without a symbol (sym_given 0) the order's own symbol and side are
         filled in, in place."""
-        out = np.empty(len(coid), np.uint64)
+        n = len(coid)
         ids, orders = self.ids, self.orders
         nxt = self.next_eid
+        acc_l, coid_l = account.tolist(), coid.tolist()
+        if n >= self.BULK_MIN and (action == S.ACT_NEW).all():     # a bulk entry of new orders
+            keys = [(a << 64) | c for a, c in zip(acc_l, coid_l)]
+            if len(set(keys)) == n and ids.keys().isdisjoint(keys):
+                ids.update(zip(keys, range(nxt, nxt + n)))
+                self.next_eid = nxt + n
+                return np.arange(nxt, nxt + n, dtype=np.uint64)
+        out = np.empty(n, np.uint64)
         fresh: dict[int, tuple[int, int]] = {}
-        acc_l, coid_l, act_l = account.tolist(), coid.tolist(), action.tolist()
+        act_l = action.tolist()
         for i in range(len(out)):
             key = (acc_l[i] << 64) | coid_l[i]
             eid = ids.get(key)
