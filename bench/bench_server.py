@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -78,6 +79,13 @@ def wait_ready(url: str, proc, timeout=300) -> None:
         except httpx.TransportError:
             time.sleep(0.1)
     raise RuntimeError(f"{url} not ready")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(lat_ns: list) -> dict:
@@ -223,6 +231,8 @@ def main() -> None:
     ap.add_argument("--phases", default="echo,ws-json,ws-paced,arrow,rest")
     ap.add_argument("--max-messages", type=int, default=2_000_000, help="per client and phase")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="run the gateway under cProfile and write its stats here (slows it down)")
     ap.add_argument("--echo-server", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.echo_server is not None:
@@ -237,7 +247,8 @@ def main() -> None:
     try:
         echo = subprocess.Popen([sys.executable, __file__, "--echo-server", str(ep)])
         procs.append(echo)
-        gw = subprocess.Popen([sys.executable, "-m", "hpte", "serve", "--config", str(cfg), "--port", str(gp)],
+        prof = ["-m", "cProfile", "-o", str(a.profile)] if a.profile else []
+        gw = subprocess.Popen([sys.executable, *prof, "-m", "hpte", "serve", "--config", str(cfg), "--port", str(gp)],
                               stderr=subprocess.DEVNULL)
         procs.append(gw)
         wait_ready(f"http://127.0.0.1:{gp}/v1/health", gw)
@@ -255,26 +266,37 @@ def main() -> None:
             # echo: the same-size messages; the "ack" is the echo itself
             def make_echo(c):
                 return lambda i: sample[:-1] + f',"e":{c * 10_000_000 + i}}}'
+            c0 = cpu_s(echo.pid)
             n, el, lat = await phase_ws(f"ws://127.0.0.1:{ep}/echo", None, a.clients, a.seconds, a.window,
                                         a.max_messages, make_echo,
                                         lambda raw: orjson.loads(raw)["e"] % 10_000_000 if raw else None)
-            res["echo"] = {"msgs": n, "seconds": el, "per_s": n / el, **pct(lat)}
+            res["echo"] = {"msgs": n, "seconds": el, "per_s": n / el, **pct(lat),
+                           "server_cpu_us": (cpu_s(echo.pid) - c0) / max(n, 1) * 1e6}
 
             ph = set(a.phases.split(","))
+            mark = [cpu_s(gw.pid)]
+
+            def cpu(n):
+                """The gateway's CPU per order since the last call (the phase just run)."""
+                c = cpu_s(gw.pid)
+                us = (c - mark[0]) / max(n, 1) * 1e6
+                mark[0] = c
+                return {"server_cpu_us": us}
 
             def make_order(c):
                 return lambda i: order_msg(c * 10_000_000 + i, i)
             if "ws-json" in ph:
                 n, el, lat = await phase_ws(f"ws://127.0.0.1:{gp}/v1/ws/orders", hdr, a.clients, a.seconds,
                                             a.window, a.max_messages, make_order, json_ack)
-                res["ws-json"] = {"msgs": n, "seconds": el, "per_s": n / el, **pct(lat)}
+                res["ws-json"] = {"msgs": n, "seconds": el, "per_s": n / el, **pct(lat), **cpu(n)}
 
             def make_paced(c):
                 return lambda i: order_msg(100_000_000 + c * 10_000_000 + i, i)
             if "ws-paced" in ph:
                 n, el, lat = await phase_ws(f"ws://127.0.0.1:{gp}/v1/ws/orders", hdr, a.clients, a.seconds, 10_000,
                                             a.max_messages, make_paced, json_ack, rate=a.paced_rate)
-                res["ws-paced"] = {"msgs": n, "seconds": el, "per_s": n / el, "target_per_s": a.paced_rate, **pct(lat)}
+                res["ws-paced"] = {"msgs": n, "seconds": el, "per_s": n / el, "target_per_s": a.paced_rate, **pct(lat),
+                                   **cpu(n)}
 
             def make_frame(c):
                 def mk(i):
@@ -284,24 +306,30 @@ def main() -> None:
                 n, el, lat = await phase_ws(f"ws://127.0.0.1:{gp}/v1/ws/orders", hdr, 1, a.seconds, 2,
                                             max(1, 20_000_000 // a.frame_rows), make_frame, json_ack)
                 res["arrow"] = {"frames": n, "rows": n * a.frame_rows, "seconds": el,
-                                "per_s": n * a.frame_rows / el, **pct(lat)}
+                                "per_s": n * a.frame_rows / el, **pct(lat), **cpu(n * a.frame_rows)}
             if "rest" in ph:
                 n, el, lat = await phase_rest(f"http://127.0.0.1:{gp}", a.clients, a.seconds, a.max_messages)
-                res["rest"] = {"msgs": n, "seconds": el, "per_s": n / el, **pct(lat)}
+                res["rest"] = {"msgs": n, "seconds": el, "per_s": n / el, **pct(lat), **cpu(n)}
 
         asyncio.run(run_all())
     finally:
         for p in procs:
-            p.terminate()
+            if a.profile and p is procs[-1]:
+                p.send_signal(signal.SIGINT)     # uvicorn re-raises it: cProfile writes on KeyboardInterrupt
+            else:
+                p.terminate()
             try:
-                p.wait(10)
+                p.wait(60 if a.profile else 10)
             except subprocess.TimeoutExpired:
                 p.kill()
     base = res["echo"]["per_s"]
-    print(f"{'phase':<10} {'orders/s':>12} {'vs echo':>8} {'p50 us':>9} {'p99 us':>9} {'p99.9 us':>9}")
+    print(f"{'phase':<10} {'orders/s':>12} {'vs echo':>8} {'p50 us':>9} {'p99 us':>9} {'p99.9 us':>9} "
+          f"{'srv cpu us/order':>17} {'vs echo':>8}")
+    cbase = res["echo"]["server_cpu_us"]
     for k, v in res.items():
         f = lambda x: f"{x:9.0f}" if x is not None else f"{'-':>9}"
-        print(f"{k:<10} {v['per_s']:12,.0f} {v['per_s'] / base:8.2f} {f(v['p50_us'])} {f(v['p99_us'])} {f(v['p999_us'])}")
+        print(f"{k:<10} {v['per_s']:12,.0f} {v['per_s'] / base:8.2f} {f(v['p50_us'])} {f(v['p99_us'])} {f(v['p999_us'])} "
+              f"{v['server_cpu_us']:17.2f} {v['server_cpu_us'] / cbase:8.2f}")
     print(f"clients {a.clients}, window {a.window}, frame rows {a.frame_rows}, paced {a.paced_rate:,.0f}/s, "
           f"{a.seconds:g} s per phase; fsync={a.fsync}; cpu {os.cpu_count()}")
     if a.json:

@@ -39,15 +39,17 @@ def serve(
         cfg.journal_dir = journal_dir.resolve()
     if not cfg.keys:
         typer.echo("hpte serve: warning: no [[keys]] configured; every request will be refused", err=True)
+    limits = None
     if risk is not None:
         from hpte.engine.risk.limits import RiskLimits
         try:
-            RiskLimits.load(risk)
+            limits = RiskLimits.load(risk)
         except (ValueError, OSError) as e:
             _fail("serve", str(e))
-    # warm the matching kernels before accepting connections (numba caches them on disk)
+    # warm the matching kernels (and the risk ones when --risk is on) before accepting
+    # connections: numba caches them on disk, but a cold cache compiles for tens of seconds
     from hpte.engine.engine import Engine
-    Engine().submit_order(0, 1, 1, 100, 1)
+    Engine(risk=limits).submit_order(0, 1, 1, 100, 1)
 
     def log(line: str) -> None:
         typer.echo(line, err=True)
@@ -72,8 +74,10 @@ def replay(
     events: Annotated[Path | None, typer.Option("--events", help="Where to write the order events.")] = None,
     book: Annotated[Path | None, typer.Option("--book", help="Where to write the final L3 book.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+    archive: Annotated[Path | None, typer.Option("--archive", help="Where retired segments were archived (journal_archive_dir), to replay from record 0.")] = None,
 ) -> None:
-    """Replay a journal from its first record (no snapshot) for audit: fills, events, book."""
+    """Replay a journal for audit: fills, events, book. From its first record when it (with
+    --archive) still starts at record 0, else from the oldest snapshot it still follows."""
     from hpte.engine import schema as S
     from hpte.engine.io import concat_columns, events_table, write_columns, write_table
     from hpte.engine.server.journal import JournalError, read_records
@@ -82,7 +86,7 @@ def replay(
     if not (directory / "meta.json").is_file():
         _fail("journal replay", f"{directory}: not a journal directory (no meta.json)")
     try:
-        gw, fl, ev, cut = replay_journal(directory)
+        gw, fl, ev, cut, start = replay_journal(directory, archive)
     except JournalError as e:
         _fail("journal replay", str(e))
     if cut is not None:
@@ -93,7 +97,9 @@ def replay(
         write_table(events, events_table(concat_columns(ev, S.EVENT_COLUMNS)))
     if book is not None:
         write_columns(book, gw.engine.book_l3(), S.L3_SCHEMA)
-    s = {"records": gw.recno, "input_rows": gw.engine.seq, "fills": sum(len(f["seq"]) for f in fl),
+    if start:
+        typer.echo(f"records before {start} were retired: replayed from the snapshot at record {start}", err=True)
+    s = {"from_record": start, "records": gw.recno, "input_rows": gw.engine.seq, "fills": sum(len(f["seq"]) for f in fl),
          "events": sum(len(e["seq"]) for e in ev), "resting": int(gw.engine.store.resting()),
          "torn_tail_bytes": cut.bytes_cut if cut else 0}
     if as_json:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,19 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
     async def lifespan(app):
         core = Core(cfg, risk_path, log=log)
         state["core"] = core
+        # The order table and the id map are millions of small long-lived objects: with the
+        # default thresholds the cyclic GC walks them over and over (half the writer's time on
+        # Arrow frames). Collect the young generation every 50,000 allocations instead of 700,
+        # and move the recovered state out of the collector's sight.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         task = asyncio.ensure_future(core.run())
+
+        def writer_done(t: asyncio.Task) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                log(f"hpte serve: error: the writer stopped: {t.exception()!r}")
+        task.add_done_callback(writer_done)
         log(f"hpte serve: ready (engine seq {core.gw.engine.seq}, journal {cfg.journal_dir})")
         try:
             yield
@@ -137,7 +150,7 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
             reps = await submit_rows(key, rows, req_id_of(m) if isinstance(m, dict) else None)
         except BadRequest as e:
             return _err(e)
-        return {"reports": reps}
+        return Response(orjson.dumps({"reports": reps}), media_type="application/json")
 
     @app.delete("/v1/orders/{order_id}")
     async def cancel_order(order_id: str, req: HttpRequest):
@@ -176,9 +189,15 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
         try:
             key = auth(req.headers)
             coid = coid_of(order_id)
-            o = core().gw.order(key.account, coid)
+            gw = core().gw
+            o = gw.order(key.account, coid)
             if o is None:
-                raise BadRequest("order_id", f"unknown order {coid}", "UNKNOWN_ORDER")
+                ret = gw.retention(key.account)
+                msg = f"unknown order {coid}"
+                if ret["finished_orders_forgotten"]:
+                    msg += (f" (or one of this account's {ret['finished_orders_forgotten']} finished orders no longer "
+                            f"held: the server keeps the newest {ret['max_finished_orders']} finished orders)")
+                raise BadRequest("order_id", msg, "UNKNOWN_ORDER", ret)
         except BadRequest as e:
             return _err(e)
         return order_view(o)
@@ -192,9 +211,10 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
                 raise BadRequest("status", f"status must be open or all, got {status!r}")
         except BadRequest as e:
             return _err(e)
-        out = [order_view(o) for o in core().gw.orders.values()
+        gw = core().gw
+        out = [order_view(o) for o in gw.orders.values()
                if o[0] == key.account and (status == "all" or o[8] in LIVE)]
-        return {"orders": out}
+        return {"orders": out, **gw.retention(key.account)}
 
     # ---- market data ---------------------------------------------------------------------
     def symbol_of(text: str) -> int:
@@ -220,7 +240,9 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
 
     @app.get("/v1/trades/{symbol}")
     async def get_trades(symbol: str, req: HttpRequest, since: int = 0, limit: int = 1000):
-        """Trades with trade seq > since: [trade_seq, ts_ns, price, qty, taker_side]."""
+        """Trades with trade seq > since: [trade_seq, ts_ns, price, qty, taker_side]. The newest
+        max_trades_kept per symbol are held: first_held_seq is the oldest, and missing counts
+        the trades after `since` that are no longer held."""
         try:
             auth(req.headers)
             s = symbol_of(symbol)
@@ -228,9 +250,7 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
                 raise BadRequest("since" if since < 0 else "limit", "since must be >= 0 and limit in [1, 100000]")
         except BadRequest as e:
             return _err(e)
-        tr = core().gw.trades.get(s, ())
-        out = [t for t in tr if t[0] > since][:limit]
-        return {"symbol": s, "last_seq": core().gw.trade_seq.get(s, 0), "trades": out}
+        return core().gw.trades_since(s, since, limit)
 
     @app.get("/v1/account")
     async def account(req: HttpRequest):
@@ -241,7 +261,8 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
             return _err(e)
         gw = core().gw
         d = {"account": key.account, "role": key.role,
-             "open_orders": sum(1 for o in gw.orders.values() if o[0] == key.account and o[8] in LIVE)}
+             "open_orders": sum(1 for o in gw.orders.values() if o[0] == key.account and o[8] in LIVE),
+             **gw.retention(key.account)}
         risk = gw.engine.risk
         if risk is not None:
             p = risk.positions()
@@ -331,34 +352,43 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
         return None
 
     async def serve_ws(ws: WebSocket, s: Session, handle) -> None:
+        """Receive on this task, send on the session's pump task. Receiving is a plain loop over
+        the ASGI receive (no task per message); when the pump ends (the session closed past its
+        backlog) it closes the socket with the reason and cancels the receiving task."""
+        recv = ws.receive
+        me = asyncio.current_task()
+
         async def send(data):
             if type(data) is tuple:
                 await ws.send_bytes(data[0])
             else:
                 await ws.send_text(data.decode())
 
-        pump = asyncio.ensure_future(s.pump(send))
+        async def pump():
+            try:
+                await s.pump(send)
+            except Exception:          # the peer went away mid-send: stop receiving too
+                s.closed = True
+            if s.close_reason:
+                with contextlib.suppress(Exception):
+                    await ws.close(1008, s.close_reason[:120])
+            me.cancel()
+
+        pt = asyncio.ensure_future(pump())
         try:
-            while True:
-                recv = asyncio.ensure_future(ws.receive())
-                done, _ = await asyncio.wait({recv, pump}, return_when=asyncio.FIRST_COMPLETED)
-                if pump in done:
-                    recv.cancel()
-                    if s.closed:
-                        with contextlib.suppress(Exception):
-                            await ws.close(1008, s.close_reason[:120])
-                    return
-                msg = recv.result()
+            while not s.closed:
+                msg = await recv()
                 if msg["type"] == "websocket.disconnect":
                     return
                 handle(msg.get("text"), msg.get("bytes"))
-        except (WebSocketDisconnect, RuntimeError):
+        except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
             return
         finally:
             s.closed = True
             s.ready.set()
             core().unregister(s)
-            pump.cancel()
+            if not pt.done() and pt is not asyncio.current_task():
+                pt.cancel()
 
     @app.websocket("/v1/ws/orders")
     async def ws_orders(ws: WebSocket):

@@ -5,6 +5,7 @@
     batch_max_rows = 4096          # a micro-batch is cut at this many rows ...
     batch_wait_us = 0              # ... or after waiting this long for more (0: what is queued)
     journal_dir = "journal"        # relative to the config file
+    journal_archive_dir = ""       # retired segments are moved here ("": deleted)
     fsync = "batch"                # always | batch | interval
     fsync_interval_ms = 10
     snapshot_every_batches = 10000
@@ -14,6 +15,8 @@
     max_queue_rows = 1000000       # requests beyond this are refused OVERLOADED
     md_backlog = 10000             # market-data messages queued for one client before it is disconnected
     orders_backlog = 1000000       # execution reports queued for one order-entry connection, likewise
+    max_finished_orders = 1000000  # finished orders held for GET (oldest forgotten first); pinned in the journal
+    max_trades_kept = 100000       # trades held per symbol for GET /v1/trades; pinned in the journal
     stp = "none"
 
     [[keys]]
@@ -62,6 +65,9 @@ class ServerConfig:
     md_backlog: int = 10_000
     orders_backlog: int = 1_000_000
     stp: str = "none"
+    journal_archive_dir: Path | None = None
+    max_finished_orders: int = 1_000_000
+    max_trades_kept: int = 100_000
     keys: dict[str, ApiKey] = field(default_factory=dict)
 
     @classmethod
@@ -89,7 +95,8 @@ class ServerConfig:
                 "fsync_interval_ms": (1, 60_000), "snapshot_every_batches": (1, 1 << 40),
                 "segment_bytes": (1 << 12, 1 << 40), "max_message_bytes": (64, 1 << 26),
                 "max_frame_bytes": (64, 1 << 31), "max_queue_rows": (1, 1 << 40),
-                "md_backlog": (1, 1 << 30), "orders_backlog": (1, 1 << 30)}
+                "md_backlog": (1, 1 << 30), "orders_backlog": (1, 1 << 30),
+                "max_finished_orders": (0, 1 << 40), "max_trades_kept": (1, 1 << 32)}
         for k, (lo, hi) in ints.items():
             if k in s:
                 v = s.pop(k)
@@ -118,10 +125,19 @@ class ServerConfig:
             if not isinstance(v, str) or not v:
                 fail(f"[server] journal_dir must be a path, got {v!r}")
             c.journal_dir = Path(v)
+        if "journal_archive_dir" in s:
+            v = s.pop("journal_archive_dir")
+            if not isinstance(v, str):
+                fail(f"[server] journal_archive_dir must be a path (or \"\" to delete retired segments), got {v!r}")
+            c.journal_archive_dir = Path(v) if v else None
         if s:
             fail(f"[server] unknown key {sorted(s)[0]!r}")
         if not c.journal_dir.is_absolute():
             c.journal_dir = (base / c.journal_dir).resolve()
+        if c.journal_archive_dir is not None and not c.journal_archive_dir.is_absolute():
+            c.journal_archive_dir = (base / c.journal_archive_dir).resolve()
+        if c.journal_archive_dir is not None and c.journal_archive_dir == c.journal_dir:
+            fail("[server] journal_archive_dir must differ from journal_dir")
         keys = doc.get("keys", [])
         if not isinstance(keys, list):
             fail("keys must be an array of tables ([[keys]])")

@@ -30,12 +30,14 @@ FIELDS = {"new": {"type", "req_id", "order_id", "symbol", "side", "price", "qty"
 
 
 class BadRequest(ValueError):
-    def __init__(self, field: str | None, msg: str, code: str = "BAD_REQUEST"):
+    def __init__(self, field: str | None, msg: str, code: str = "BAD_REQUEST", extra: dict | None = None):
         super().__init__(msg)
-        self.field, self.code = field, code
+        self.field, self.code, self.extra = field, code, extra
 
     def body(self, req_id=None) -> dict:
         d = {"type": "error", "code": self.code, "error": str(self), "field": self.field}
+        if self.extra:
+            d.update(self.extra)
         if req_id is not None:
             d["req_id"] = req_id
         return d

@@ -1,30 +1,41 @@
-"""Offline replay of a journal from its first record (no snapshot), for audit and tests."""
+"""Offline replay of a journal, for audit and tests: from its first record when the journal (with
+its archive, when retired segments were archived) still starts at record 0, else from the oldest
+valid snapshot that the segments held still follow (the summary says which)."""
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 from . import journal as J
+from .core import _fresh_gateway, apply_record
 from .state import Gateway
 
 
-def replay_journal(d: str | Path):
-    """(gateway, [fills], [events], cut) of a whole journal; files are not modified."""
+def replay_journal(d: str | Path, archive: str | Path | None = None):
+    """(gateway, [fills], [events], cut, from_record) of a journal; files are not modified.
+    from_record is 0 for a whole replay, else the record number of the snapshot it starts at."""
     d = Path(d)
     meta = json.loads((d / "meta.json").read_text())
-    risk = None
-    if meta.get("risk_toml") is not None:
-        from hpte.engine.risk.limits import RiskLimits
-        risk = RiskLimits.from_toml(meta["risk_toml"], source=f"{d}/meta.json")
-    gw = Gateway(meta["symbols"], stp=meta["stp"], risk=risk)
-    recs, _nxt, cut = J.read_records(d, repair=False)
+    segs = J.segment_firsts([archive, d])
+    start = segs[0][0] if segs else 0
+    if start == 0:
+        gw = _fresh_gateway(meta, f"{d}/meta.json")
+    else:
+        gw = None
+        for recno, p in sorted(J.snapshots(d)):          # oldest first: the longest replay
+            blob = J.snapshot_blob(p) if recno >= start else None
+            if blob is not None:
+                gw = Gateway.restore(pickle.loads(blob))
+                break
+        if gw is None:
+            raise J.JournalError(f"{d}: records 0 to {start - 1} were retired and no valid snapshot "
+                                 f"follows them (pass the archive directory)")
+        start = gw.recno
+    recs, _nxt, cut = J.read_records(d, start=start, repair=False, archive=archive)
     fills, events = [], []
     for _recno, kind, payload in recs:
-        if kind == J.K_ORDERS:
-            b = J.decode_batch(payload)
-            res, _b, _md = gw.apply_orders({n: b.column(n).to_numpy() for n in b.schema.names}, replay=True)
-        else:
-            res, _b, _md = gw.apply_command(json.loads(payload))
+        res, _b, _md = apply_record(gw, kind, payload)
         fills.append({k: res.fills[k] for k in res.fills})
         events.append({k: res.events[k] for k in res.events})
-    return gw, fills, events, cut
+    return gw, fills, events, cut, start

@@ -21,7 +21,8 @@ from hpte.engine.engine import Engine
 
 JOURNAL_SCHEMA = pa.schema(list(S.ORDER_SCHEMA) + [pa.field("client_order_id", pa.uint64(), nullable=False)])
 LIVE = ("OPEN", "PARTIALLY_FILLED")
-TRADES_KEPT = 100_000
+TRADES_KEPT = 100_000             # default of max_trades_kept (per symbol)
+FINISHED_KEPT = 1_000_000         # default of max_finished_orders (whole server)
 # order table row: [account, client id, symbol, side, price, qty, leaves, filled, status, reason,
 #                   order_type, tif]
 O_ACCT, O_COID, O_SYM, O_SIDE, O_PX, O_QTY, O_LEAVES, O_FILLED, O_STATUS, O_REASON, O_OT, O_TIF = range(12)
@@ -44,15 +45,26 @@ def engine_from_state(d: dict) -> Engine:
 
 
 class Gateway:
-    def __init__(self, symbols, stp: str = "none", risk=None):
+    """Memory is bounded by the live orders plus `max_finished` finished orders (filled,
+    cancelled, expired or rejected; the oldest finished are forgotten first, with their client
+    ids) plus `max_trades` trades per symbol. Both limits are part of the journal's metadata:
+    eviction is driven by the journaled inputs alone, so replay forgets exactly what the live
+    server forgot."""
+
+    def __init__(self, symbols, stp: str = "none", risk=None, max_finished: int = FINISHED_KEPT,
+                 max_trades: int = TRADES_KEPT):
         self.engine = Engine(stp=stp, risk=risk)
         self.symbols = tuple(symbols)
         self.ids: dict[int, int] = {}          # account << 64 | client id -> engine id
         self.next_eid = 1
         self.orders: dict[int, list] = {}      # engine id -> order table row
+        self.max_finished = int(max_finished)
+        self.max_trades = int(max_trades)
+        self.finished: deque[int] = deque()    # engine ids in the order they finished
+        self.forgotten: dict[int, int] = {}    # account -> finished orders no longer held
         self.md_seq = {s: 0 for s in self.symbols}
         self.trade_seq = {s: 0 for s in self.symbols}
-        self.trades = {s: deque(maxlen=TRADES_KEPT) for s in self.symbols}
+        self.trades = {s: deque(maxlen=self.max_trades) for s in self.symbols}
         self.recno = 0                         # next journal record number
         self.batches = 0
 
@@ -83,11 +95,19 @@ class Gateway:
         """Engine ids for a batch about to be journaled (updates the id map for NEW rows). For
         CANCEL / REPLACE rows without a symbol (sym_given 0) the order's own symbol and side are
         filled in, in place."""
-        out = np.empty(len(coid), np.uint64)
+        n = len(coid)
         ids, orders = self.ids, self.orders
         nxt = self.next_eid
+        acc_l, coid_l = account.tolist(), coid.tolist()
+        if n >= self.BULK_MIN and (action == S.ACT_NEW).all():     # a bulk entry of new orders
+            keys = [(a << 64) | c for a, c in zip(acc_l, coid_l)]
+            if len(set(keys)) == n and ids.keys().isdisjoint(keys):
+                ids.update(zip(keys, range(nxt, nxt + n)))
+                self.next_eid = nxt + n
+                return np.arange(nxt, nxt + n, dtype=np.uint64)
+        out = np.empty(n, np.uint64)
         fresh: dict[int, tuple[int, int]] = {}
-        acc_l, coid_l, act_l = account.tolist(), coid.tolist(), action.tolist()
+        act_l = action.tolist()
         for i in range(len(out)):
             key = (acc_l[i] << 64) | coid_l[i]
             eid = ids.get(key)
@@ -166,7 +186,11 @@ class Gateway:
             EV_ACC, EV_REJ, EV_F, EV_PF, EV_C, EV_X, EV_R, NEW = (
                 S.EV_ACCEPTED, S.EV_REJECTED, S.EV_FILLED, S.EV_PARTIALLY_FILLED, S.EV_CANCELLED, S.EV_EXPIRED,
                 S.EV_REPLACED, S.ACT_NEW)
-            for j in range(len(seq)):
+            fin = self.finished
+            todo = range(len(seq))
+            if cols is not None and ev.n_rows >= self.BULK_MIN:
+                todo = self._bulk_accept(ev, base, cols, oid)
+            for j in todo:
                 c = code[j]
                 o = orders.get(oid[j])
                 if c == EV_ACC or (c == EV_REJ and cols is not None and (o is None or o[O_STATUS] not in LIVE)):
@@ -175,15 +199,21 @@ class Gateway:
                         continue
                     orders[oid[j]] = [acct[j], c_coid[r], sym[j], side[j], c_px[r], c_qty[r], leaves[j], 0,
                                       "OPEN" if c == EV_ACC else "REJECTED", _RN[reason[j]], c_ot[r], c_tif[r]]
+                    if c == EV_REJ:
+                        fin.append(oid[j])
                 elif o is None:
                     continue
                 elif c == EV_F or c == EV_PF:
                     o[O_FILLED] += qty[j]
                     o[O_LEAVES] = leaves[j]
                     o[O_STATUS] = _EV[c]
+                    if c == EV_F:
+                        fin.append(oid[j])
                 elif c == EV_C or c == EV_X:
                     o[O_LEAVES] = leaves[j]
                     if leaves[j] == 0:
+                        if o[O_STATUS] in LIVE:
+                            fin.append(oid[j])
                         o[O_STATUS] = _EV[c]
                     o[O_REASON] = _RN[reason[j]]
                 elif c == EV_R:
@@ -192,6 +222,9 @@ class Gateway:
                     o[O_LEAVES] = leaves[j]
                     if leaves[j] == 0 and o[O_STATUS] in LIVE:
                         o[O_STATUS] = "CANCELLED"
+                        fin.append(oid[j])
+            if len(fin) > self.max_finished:
+                self._forget()
         md: dict[int, dict] = {}
         de = res.deltas
         if de.n_rows:
@@ -209,7 +242,7 @@ class Gateway:
                 tr = [t, ts, p, q, sd]
                 dq = self.trades.get(s)
                 if dq is None:
-                    dq = self.trades[s] = deque(maxlen=TRADES_KEPT)
+                    dq = self.trades[s] = deque(maxlen=self.max_trades)
                 dq.append(tr)
                 m = md.get(s)
                 if m is None:
@@ -219,6 +252,74 @@ class Gateway:
             n = self.md_seq[s] = self.md_seq.get(s, 0) + 1
             m["type"], m["symbol"], m["seq"] = "update", s, n
         return md
+
+    BULK_MIN = 64          # events in a result from which new orders' rows are made in bulk
+
+    def _bulk_accept(self, ev, base: int, cols: dict, oid: list):
+        """The order-table rows of this batch's accepted new orders, made at once from the
+        columns (what the per-event loop does for each ACCEPTED event of a NEW row), when none
+        of their engine ids is in the table already and none repeats; returns the indices of
+        the events left for the loop (all of them when the bulk path does not apply). An
+        order's ACCEPTED is its first event, so taking them first keeps each order's events in
+        order."""
+        code = ev["event"]
+        acc = np.flatnonzero(code == S.EV_ACCEPTED)
+        if not acc.size:
+            return range(len(oid))
+        r = ev["seq"][acc].astype(np.int64) - base
+        ok = (r >= 0) & (r < len(cols["order_id"]))
+        r = np.where(ok, r, 0)
+        ok &= (cols["order_id"][r] == ev["order_id"][acc]) & (cols["action"][r] == S.ACT_NEW)
+        a, r = acc[ok], r[ok]
+        a_oid = ev["order_id"][a].tolist()
+        orders = self.orders
+        if len(set(a_oid)) != len(a_oid) or not orders.keys().isdisjoint(a_oid):
+            return range(len(oid))
+        n = len(a_oid)
+        rows = zip(ev["account"][a].tolist(), cols["client_order_id"][r].tolist(), ev["symbol"][a].tolist(),
+                   ev["side"][a].tolist(), cols["price_ticks"][r].tolist(), cols["qty"][r].tolist(),
+                   ev["leaves_qty"][a].tolist(), [0] * n, ["OPEN"] * n, [_RN[x] for x in ev["reason"][a].tolist()],
+                   cols["order_type"][r].tolist(), cols["tif"][r].tolist())
+        orders.update(zip(a_oid, map(list, rows)))
+        rest = np.ones(len(oid), bool)
+        rest[a] = False
+        return np.flatnonzero(rest).tolist()
+
+    def _forget(self) -> None:
+        """Drop the oldest finished orders past `max_finished` (and their client ids: a later
+        cancel of such an id is UNKNOWN_ORDER, a later new order with it is a new order). An id
+        that became live again (a reused engine id) is skipped."""
+        fin, orders, ids, lost = self.finished, self.orders, self.ids, self.forgotten
+        while len(fin) > self.max_finished:
+            eid = fin.popleft()
+            o = orders.get(eid)
+            if o is None or o[O_STATUS] in LIVE:
+                continue
+            del orders[eid]
+            key = (o[O_ACCT] << 64) | o[O_COID]
+            if ids.get(key) == eid:
+                del ids[key]
+            lost[o[O_ACCT]] = lost.get(o[O_ACCT], 0) + 1
+
+    def retention(self, account: int) -> dict:
+        """What this gateway no longer holds for an account (for the GET endpoints)."""
+        return {"max_finished_orders": self.max_finished,
+                "finished_orders_forgotten": self.forgotten.get(account, 0)}
+
+    def trades_since(self, symbol: int, since: int, limit: int) -> dict:
+        """Trades with trade seq > since, and the range still held (older ones are forgotten
+        past max_trades per symbol): `first_held_seq` and `missing` (trades in (since,
+        first_held_seq) that are no longer held)."""
+        tr = self.trades.get(symbol, ())
+        last = self.trade_seq.get(symbol, 0)
+        first = tr[0][0] if tr else last + 1
+        out = []
+        if since < last:
+            start = max(0, since + 1 - first)          # trade seqs are dense: index = seq - first
+            for k in range(start, min(len(tr), start + limit)):
+                out.append(tr[k])
+        return {"symbol": symbol, "last_seq": last, "first_held_seq": first,
+                "max_trades_kept": self.max_trades, "missing": max(0, first - since - 1), "trades": out}
 
     # ---- reads -----------------------------------------------------------------------------
     def levels(self, symbol: int, depth: int | None = None) -> dict:

@@ -54,7 +54,8 @@ class Server:
         self.proc = None
         self.start()
 
-    def start(self) -> None:
+    def start(self, env: dict | None = None) -> None:
+        """Start (again) on a fresh port; `env` adds environment variables (crash tests)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws = f"ws://127.0.0.1:{self.port}"
@@ -62,7 +63,8 @@ class Server:
         if self.risk is not None:
             cmd += ["--risk", str(self.risk)]
         self.log = open(self.dir / f"server-{self.port}.log", "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **env} if env else None)
         deadline = time.monotonic() + 300     # the first start compiles the kernels
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -44,6 +44,7 @@ def test_place_fill_cancel_replace(shared_server):
         assert "positions" not in a.get("/v1/account").json()       # no --risk
         m = httpx.get(s.url + "/metrics").text
         assert "hpte_orders_total" in m and "hpte_ack_latency_seconds_bucket" in m
+        assert "hpte_journal_pending_batches 0" in m and "hpte_journal_segments_retired_total" in m
 
 
 def test_account_isolation(shared_server):
@@ -140,3 +141,38 @@ def test_bad_input_other_endpoints(shared_server):
     with shared_server.client("admin") as adm:
         r = adm.post("/v1/admin/kill-switch", json={"on": "yes"})
         assert r.status_code == 400 and r.json()["field"] == "on"
+
+
+def test_forgotten_orders_and_trades_are_reported(make_server):
+    """max_finished_orders = 2, max_trades_kept = 2: the GET endpoints say what is no longer
+    held; the limits are pinned in the journal (a restart with others is refused, naming them)."""
+    from hpte.engine.server.config import ServerConfig
+    from hpte.engine.server.core import Core
+    from hpte.engine.server.journal import JournalError
+
+    srv = make_server({"max_finished_orders": 2, "max_trades_kept": 2})
+    with srv.client("t1") as a, srv.client("t2") as b:
+        assert a.post("/v1/orders", json=order(10, "sell", 100, 3, symbol=1)).status_code == 200
+        for i in (1, 2, 3):                                  # 3 trades; t2's 3 and t1's 10 finish
+            assert b.post("/v1/orders", json=order(i, "buy", 100, 1, symbol=1)).json()["reports"][-1]["event"] == "FILLED"
+        t = a.get("/v1/trades/1", params={"since": 0}).json()
+        assert (t["last_seq"], t["first_held_seq"], t["missing"], t["max_trades_kept"]) == (3, 2, 1, 2)
+        assert [x[0] for x in t["trades"]] == [2, 3]
+        assert a.get("/v1/trades/1", params={"since": 2}).json()["missing"] == 0
+        for i in (1, 2, 3, 4):                               # then t1's 1..4 finish (cancelled)
+            a.post("/v1/orders", json=order(i, "buy", 50 + i, 1, symbol=0))
+            assert a.delete(f"/v1/orders/{i}").json()["reports"][0]["event"] == "CANCELLED"
+        r = a.get("/v1/orders/1")
+        assert r.status_code == 404 and r.json()["code"] == "UNKNOWN_ORDER"
+        assert (r.json()["finished_orders_forgotten"], r.json()["max_finished_orders"]) == (3, 2)
+        assert "no longer held" in r.json()["error"]
+        assert a.get("/v1/orders/3").json()["status"] == "CANCELLED"
+        lst = a.get("/v1/orders", params={"status": "all"}).json()
+        assert [o["order_id"] for o in lst["orders"]] == [3, 4] and lst["finished_orders_forgotten"] == 3
+        assert b.get("/v1/account").json()["finished_orders_forgotten"] == 3
+        assert b.get("/v1/orders/1").status_code == 404
+    srv.stop()
+    cfg = ServerConfig.load(srv.config)
+    cfg.max_finished_orders = 5
+    with pytest.raises(JournalError, match="max_finished_orders"):
+        Core(cfg)

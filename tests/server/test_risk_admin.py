@@ -46,6 +46,6 @@ def test_risk_admin_and_recovery(make_server, tmp_path):
             assert a.get("/v1/book/0").json() == books
             r = b.post("/v1/orders", json={"order_id": 7, "symbol": 0, "side": "sell", "price": 1, "qty": 1})
             assert r.json()["reports"][0]["reason"] == "KILL_SWITCH"      # the kill switch survived
-    gw, _f, _e, _c = replay_journal(srv.journal)
+    gw, _f, _e, _c, _s = replay_journal(srv.journal)
     assert gw.engine.seq == srv.health()["engine_seq"]
     assert order_view(gw.order(1, 2)) == before["a"][1]

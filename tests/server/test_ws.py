@@ -300,3 +300,26 @@ def test_slow_consumer_disconnected(make_server):
             slow.recv(timeout=30)
     assert e.value.rcvd is not None and e.value.rcvd.code == 1008 and "backlog" in e.value.rcvd.reason
     ws.close()
+
+
+def test_reports_of_resting_orders_go_to_the_entering_connection(shared_server):
+    """Two connections of one account: a later fill of an order rests on the connection that
+    entered it only; once that connection is gone, the account's other connections get it."""
+    s = shared_server
+    a1, a2 = ws_connect(s, "/v1/ws/orders", "t1"), ws_connect(s, "/v1/ws/orders", "t1")
+    b = ws_connect(s, "/v1/ws/orders", "t2")
+    a1.send('{"type": "new", "req_id": 1, "order_id": 7001, "symbol": 2, "side": "sell", "price": 777000, "qty": 5}')
+    recv_until(a1, lambda m: m.get("type") == "report")
+    b.send('{"type": "new", "req_id": 1, "order_id": 7002, "symbol": 2, "side": "buy", "price": 777000, "qty": 2}')
+    recv_until(b, lambda m: m.get("type") == "report" and m["event"] == "FILLED")
+    got = recv_until(a1, lambda m: m.get("type") == "report")
+    assert (got[-1]["event"], got[-1]["order_id"], got[-1]["qty"], got[-1]["leaves_qty"]) == ("PARTIALLY_FILLED", 7001, 2, 3)
+    a2.send('{"type": "ping", "req_id": "p"}')          # a2 saw no report of a1's order
+    assert [m["type"] for m in recv_until(a2, lambda m: m.get("type") == "pong")] == ["pong"]
+    a1.close()
+    time.sleep(0.2)
+    b.send('{"type": "new", "req_id": 2, "order_id": 7003, "symbol": 2, "side": "buy", "price": 777000, "qty": 3}')
+    got = recv_until(a2, lambda m: m.get("type") == "report")
+    assert (got[-1]["event"], got[-1]["order_id"], got[-1]["leaves_qty"]) == ("FILLED", 7001, 0)
+    for ws in (a2, b):
+        ws.close()
