@@ -121,6 +121,27 @@ def relayout_cpu(S, T, nbooks_old):
 
 
 @njit(cache=True)
+def index_ids_cpu(S, b):
+    """Fill book b's id table (S.tab from bk[b, F_TOFF], bk[b, F_TMASK] + 1 entries, all 0 on
+    entry) from its resting and parked orders: after its pool and table moved (between kernel
+    calls only; engine/book_state.py BookStore._move_pool)."""
+    bk = S.bk
+    so = bk[b, F_LOFF]
+    sp = bk[b, F_POFF]
+    toff = bk[b, F_TOFF]
+    tmask = bk[b, F_TMASK]
+    for lv in range(bk[b, F_NLEV]):
+        s = S.lv_head[so + lv] if S.lv_cnt[so + lv] > 0 else -1
+        while s >= 0:
+            id_insert(S.tab, toff, tmask, S.o_id[sp + s], s)
+            s = S.o_next[sp + s]
+    s = bk[b, F_PHEAD]
+    while s >= 0:
+        id_insert(S.tab, toff, tmask, S.o_id[sp + s], s)
+        s = S.o_next[sp + s]
+
+
+@njit(cache=True)
 def move_ladder_cpu(S, b, loff, nlev, base):
     """Move book b's ladder to `nlev` levels starting at flat level `loff` with level 0 at price
     `base` (between kernel calls only). The new region must be unused (head/tail -1, counts 0,
