@@ -73,6 +73,7 @@ class _OneRow:
         self.force[0] = 0
 
 
+_NO_ROWS3 = np.empty((0, 3), np.int64)   # run_chunk_cpu's row_start / row_count when it records nothing
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
@@ -271,13 +272,14 @@ class Engine:
         pos = 0
         seq = self.seq
         while True:
-            args = match_seq_args(one.I, self.store.S, O, one.book, pos, seq, self.stp)
             if one.fn is None:
+                args = match_seq_args(one.I, self.store.S, O, one.book, pos, seq, self.stp)
                 st, pos = run_chunk_cpu(*args)
                 # later calls skip numba's dispatch (typing ~30 arrays costs ~3.5 us a call)
                 one.fn = run_chunk_cpu.overloads[tuple(numba.typeof(a) for a in args)].entry_point
-            else:
-                st, pos = one.fn(*args)
+            else:   # match_seq_args, spelled out (one row)
+                st, pos = one.fn(one.I, self.store.S, O, one.book, one.book, False, 0, pos, 1, _NO_ROWS3, _NO_ROWS3,
+                                 False, seq, self.stp)
             if st == K.ST_OK:
                 break
             O = self._grow(st, b, pos, one.I, O, 0)
