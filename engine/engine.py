@@ -19,7 +19,9 @@ import numba
 import numpy as np
 
 from hpte.kernels import book as K
-from hpte.kernels.match_cpu import gather_rows_cpu, match_seq_args, match_seq_cpu, match_seq_risk_cpu, run_chunk_cpu
+from hpte.kernels.match_cpu import (
+    gather_rows_cpu, match_seq_args, match_seq_cpu, match_seq_risk_cpu, route_by_book_cpu, run_chunk_cpu,
+)
 from hpte.kernels.snapshot import auction_apply_cpu, l3_cpu, levels_cpu, parked_cpu, remove_orders_cpu
 
 from . import schema as S
@@ -302,9 +304,11 @@ class Engine:
 
     def _submit_parallel(self, I: Inputs, books: np.ndarray, n: int, want=(True, True, True), copy: bool = True):
         """Books in parallel on `threads` threads; outputs merged back into arrival order."""
-        route = np.argsort(books, kind="stable")
-        sb = books[route]
-        book_starts = np.flatnonzero(np.diff(sb)) + 1          # route positions where a book begins
+        counts = np.bincount(books, minlength=self.store.n_books)
+        first = np.cumsum(counts) - counts                      # route position of each book's first row
+        route = np.empty(n, np.int64)
+        route_by_book_cpu(books, first.copy(), route)           # = np.argsort(books, kind="stable")
+        book_starts = first[counts > 0][1:]                     # route positions where a book begins
         n_chunks = min(self.threads * 4, book_starts.size + 1)
         targets = (np.arange(1, n_chunks) * n) // n_chunks
         cuts = np.unique(book_starts[np.minimum(np.searchsorted(book_starts, targets), book_starts.size - 1)])
