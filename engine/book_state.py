@@ -435,7 +435,7 @@ class BookStore:
             # centre each new ladder on the first positive limit price of a new order
             # F_BASE holds the first price until the book gets its ladder (centred on it)
             bk[:, K.F_BASE] = _first_prices(new, symbol, px, action, otype, self.init_levels // 2)
-            self._relayout(np.vstack([self.S.bk, bk]))
+            self._add_books(bk)
             start = len(self.book_of_sorted)
             all_syms = np.concatenate([self.symbols, new])
             all_books = np.concatenate([self.book_of_sorted, np.arange(start, start + new.size)])
@@ -445,6 +445,24 @@ class BookStore:
                 self._lut = np.full(int(self.symbols[-1]) + 1, -1, np.int64)
                 self._lut[self.symbols] = self.book_of_sorted
         return self.book_of_sorted[np.searchsorted(self.symbols, symbol)]
+
+    def _add_books(self, bk: np.ndarray) -> None:
+        """Append new empty books (rows of bk: no ladder, no pool, a 2-entry id table). Their
+        id tables go into the free room at the end of the table array when it has room (the
+        other books are not copied: only the small bk array grows), else every book is laid out
+        afresh."""
+        S = self.S
+        tsize = bk[:, K.F_TMASK] + 1
+        need = int(tsize.sum())
+        if self.n_books == 0 or self.t_end + need > S.tab.shape[0]:
+            self._relayout(np.vstack([S.bk, bk]))
+            return
+        bk = bk.copy()
+        bk[:, K.F_TOFF] = self.t_end + np.concatenate([[0], np.cumsum(tsize)[:-1]])
+        bk[:, K.F_POFF] = self.p_end       # no slots yet
+        bk[:, K.F_LOFF] = 0                # no levels yet
+        self.t_end += need
+        self.S = S._replace(bk=np.vstack([S.bk, bk]))
 
     def books_by_symbol(self) -> np.ndarray:
         """Book indices in ascending symbol order."""
