@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hpte.kernels import book as K
-from hpte.kernels.match_cpu import move_ladder_cpu, relayout_cpu
+from hpte.kernels.match_cpu import index_ids_cpu, move_ladder_cpu, relayout_cpu
 
 from . import schema as Sch
 
@@ -333,6 +333,8 @@ def _first_prices(new: np.ndarray, symbol, px, action, otype, default: int, chun
     return p0
 
 
+# the per-order (pool slot) arrays of State: what moves when one book's pool moves (_move_pool)
+POOL_ARRAYS = ("o_id", "o_qty", "o_px", "o_next", "o_prev", "o_acct", "o_flags", "o_arow")
 LUT_MAX_SYMBOL = 1 << 22  # symbols below this get a direct symbol -> book lookup table
 MAX_LEVELS_MULTIPLE = 4096  # Engine(max_levels=...) stays a multiple of this (the API's rule)
 INIT_LEVELS = 128   # a book's first ladder (levels, centred on its first price); grows by doubling
@@ -356,6 +358,8 @@ class BookStore:
         self.book_of_sorted = np.empty(0, dtype=np.int64)  # book index of each sorted symbol
         self._lut = np.empty(0, dtype=np.int64)             # symbol -> book (-1 unknown), small symbols
         self.risk_rows = bool(risk_rows)   # keep o_arow (4 bytes a pool slot) for the risk kernel
+        self.relayouts = 0      # every book laid out afresh (growth without free room, new books)
+        self.pool_moves = 0     # one book's pool moved alone into free room
         self.S = self._alloc(np.zeros((0, K.NF), dtype=np.int64))
 
     # ---- geometry ------------------------------------------------------------------------
@@ -371,9 +375,13 @@ class BookStore:
         bk[:, K.F_POFF] = np.concatenate([[0], np.cumsum(pcap)[:-1]]) if len(bk) else 0
         bk[:, K.F_TOFF] = np.concatenate([[0], np.cumsum(tsize)[:-1]]) if len(bk) else 0
         L, P, T = int(nlev.sum()), int(pcap.sum()), int(tsize.sum())
-        self.l_end = L
+        self.l_end, self.p_end, self.t_end = L, P, T
         # room for ladders that grow (move_ladder_cpu); whole bm0 words (a multiple of 64 levels)
         L = -(-(L + L // 2 + 16 * K.LEVEL_BLOCK) // K.LEVEL_BLOCK) * K.LEVEL_BLOCK
+        # room for pools (and their id tables) that grow (_move_pool): a quarter more, at least
+        # a few first pools
+        P += P // 4 + 4 * self.init_pool
+        T += T // 4 + 8 * self.init_pool
         arr = {
             "lv_head": np.full(L, -1, np.int32), "lv_tail": np.full(L, -1, np.int32),
             "lv_qty": np.zeros(L, np.int64), "lv_cnt": np.zeros(L, np.int32),
@@ -386,6 +394,7 @@ class BookStore:
         return State(bk=bk, **arr)
 
     def _relayout(self, bk_new: np.ndarray) -> None:
+        self.relayouts += 1
         n_old = self.n_books
         T = self._alloc(bk_new)
         if n_old:
@@ -426,7 +435,7 @@ class BookStore:
             # centre each new ladder on the first positive limit price of a new order
             # F_BASE holds the first price until the book gets its ladder (centred on it)
             bk[:, K.F_BASE] = _first_prices(new, symbol, px, action, otype, self.init_levels // 2)
-            self._relayout(np.vstack([self.S.bk, bk]))
+            self._add_books(bk)
             start = len(self.book_of_sorted)
             all_syms = np.concatenate([self.symbols, new])
             all_books = np.concatenate([self.book_of_sorted, np.arange(start, start + new.size)])
@@ -436,6 +445,24 @@ class BookStore:
                 self._lut = np.full(int(self.symbols[-1]) + 1, -1, np.int64)
                 self._lut[self.symbols] = self.book_of_sorted
         return self.book_of_sorted[np.searchsorted(self.symbols, symbol)]
+
+    def _add_books(self, bk: np.ndarray) -> None:
+        """Append new empty books (rows of bk: no ladder, no pool, a 2-entry id table). Their
+        id tables go into the free room at the end of the table array when it has room (the
+        other books are not copied: only the small bk array grows), else every book is laid out
+        afresh."""
+        S = self.S
+        tsize = bk[:, K.F_TMASK] + 1
+        need = int(tsize.sum())
+        if self.n_books == 0 or self.t_end + need > S.tab.shape[0]:
+            self._relayout(np.vstack([S.bk, bk]))
+            return
+        bk = bk.copy()
+        bk[:, K.F_TOFF] = self.t_end + np.concatenate([[0], np.cumsum(tsize)[:-1]])
+        bk[:, K.F_POFF] = self.p_end       # no slots yet
+        bk[:, K.F_LOFF] = 0                # no levels yet
+        self.t_end += need
+        self.S = S._replace(bk=np.vstack([S.bk, bk]))
 
     def books_by_symbol(self) -> np.ndarray:
         """Book indices in ascending symbol order."""
@@ -467,25 +494,68 @@ class BookStore:
         ladder = (bk[:, K.F_NLEV] == 0) & (new_rows > 0)
         if not (grow.any() or ladder.any()):
             return 0
-        bk = bk.copy()
         gi = np.flatnonzero(grow)
         pcap = np.maximum(np.maximum(want[gi], 2 * bk[gi, K.F_PCAP]), self.init_pool)
-        bk[gi, K.F_PCAP] = pcap
-        bk[gi, K.F_TMASK] = [_pow2(2 * int(c)) - 1 for c in pcap]
+        tsize = np.array([_pow2(2 * int(c)) for c in pcap], np.int64)
         li = np.flatnonzero(ladder)
+        S = self.S
+        if (self.p_end + int(pcap.sum()) <= S.o_id.shape[0] and self.t_end + int(tsize.sum()) <= S.tab.shape[0]
+                and self.l_end + li.size * self.init_levels <= S.lv_head.shape[0]):
+            # everything fits in the free room: only the books that grow move (their own size),
+            # the others stay where they are
+            for b, c, t in zip(gi.tolist(), pcap.tolist(), tsize.tolist()):
+                self._move_pool(b, c, t)
+            for b in li.tolist():
+                base = int(bk[b, K.F_BASE]) - self.init_levels // 2
+                move_ladder_cpu(S, b, self.l_end, self.init_levels, base)
+                self.l_end += self.init_levels
+            return int(np.count_nonzero(grow | ladder))
+        bk = bk.copy()
+        bk[gi, K.F_PCAP] = pcap
+        bk[gi, K.F_TMASK] = tsize - 1
         bk[li, K.F_NLEV] = self.init_levels
         bk[li, K.F_BASE] -= self.init_levels // 2
         self._relayout(bk)
         return int(np.count_nonzero(grow | ladder))
 
     def grow_pool(self, b: int) -> None:
-        """Book b's pool is full: double it, and in the same relayout double every other book
-        whose pool is at least 3/4 full (books fill at similar rates; growing them together
-        keeps the number of relayouts logarithmic rather than one per book)."""
+        """Book b's pool is full: double it. When the free room at the end of the pool and
+        id-table arrays holds the larger pool, book b alone moves there (_move_pool: its own
+        slots are copied, its id table rebuilt; the old place is a hole until the next
+        relayout). Else every book is laid out afresh, and in the same relayout every other
+        book whose pool is at least 3/4 full doubles too (books fill at similar rates; growing
+        them together keeps the number of relayouts logarithmic rather than one per book)."""
         bk = self.S.bk
+        pcap = max(2 * int(bk[b, K.F_PCAP]), self.init_pool)
+        tsize = _pow2(2 * pcap)
+        if self.p_end + pcap <= self.S.o_id.shape[0] and self.t_end + tsize <= self.S.tab.shape[0]:
+            self._move_pool(b, pcap, tsize)
+            return
         full = ((bk[:, K.F_NREST] + bk[:, K.F_NPARK]) * 4 >= bk[:, K.F_PCAP] * 3) & (bk[:, K.F_PCAP] > 0)
         full[b] = True
         self._grow_pools(np.flatnonzero(full), 2 * bk[:, K.F_PCAP])
+
+    def _move_pool(self, b: int, pcap: int, tsize: int) -> None:
+        """Move book b's pool to `pcap` slots at the end of the laid-out pool (p_end) and its id
+        table to `tsize` entries at t_end (between kernel calls only; the room there is unused:
+        fresh from _alloc). Slots keep their local numbers, so links, the free list and the
+        levels stay valid: only the per-order arrays of POOL_ARRAYS are copied (a per-order
+        array added to State is one more name there) and the id table is rebuilt."""
+        S = self.S
+        bk = S.bk
+        src, hw, dst = int(bk[b, K.F_POFF]), int(bk[b, K.F_HW]), self.p_end
+        for name in POOL_ARRAYS:
+            a = getattr(S, name)
+            if a.shape[0]:                 # o_arow is empty without risk
+                a[dst:dst + hw] = a[src:src + hw]
+        bk[b, K.F_POFF] = dst
+        bk[b, K.F_PCAP] = pcap
+        bk[b, K.F_TOFF] = self.t_end
+        bk[b, K.F_TMASK] = tsize - 1
+        self.p_end += pcap
+        self.t_end += tsize
+        self.pool_moves += 1
+        index_ids_cpu(S, b)
 
     def _grow_pools(self, idx: np.ndarray, want: np.ndarray) -> int:
         if idx.size == 0:

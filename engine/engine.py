@@ -11,13 +11,17 @@ row at a time (README, "Matching semantics").
 """
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numba
 import numpy as np
 
 from hpte.kernels import book as K
-from hpte.kernels.match_cpu import gather_rows_cpu, match_books_cpu, match_seq_cpu, match_seq_risk_cpu
+from hpte.kernels.match_cpu import (
+    gather_rows_cpu, match_seq_args, match_seq_cpu, match_seq_risk_cpu, route_by_book_cpu, run_chunk_cpu,
+)
 from hpte.kernels.snapshot import auction_apply_cpu, l3_cpu, levels_cpu, parked_cpu, remove_orders_cpu
 
 from . import schema as S
@@ -69,6 +73,21 @@ class _OneRow:
                 raise TypeError(f"expected an integer, got {v!r}")
             a[0] = v
         self.force[0] = 0
+
+
+_NO_ROWS3 = np.empty((0, 3), np.int64)   # run_chunk_cpu's row_start / row_count when it records nothing
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    """The process-wide pool of `threads` worker threads of the parallel CPU path (shared by
+    every Engine: the work is in nogil kernels, the threads only carry the calls)."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hpte-match")
+        return pool
 
 
 # a stream with no rows, shared by the results of one-row calls (nothing to copy)
@@ -256,12 +275,13 @@ class Engine:
         seq = self.seq
         while True:
             if one.fn is None:
-                args = (one.I, self.store.S, O, one.book, pos, seq, self.stp)
-                st, pos = match_seq_cpu(*args)
+                args = match_seq_args(one.I, self.store.S, O, one.book, pos, seq, self.stp)
+                st, pos = run_chunk_cpu(*args)
                 # later calls skip numba's dispatch (typing ~30 arrays costs ~3.5 us a call)
-                one.fn = match_seq_cpu.overloads[tuple(numba.typeof(a) for a in args)].entry_point
-            else:
-                st, pos = one.fn(one.I, self.store.S, O, one.book, pos, seq, self.stp)
+                one.fn = run_chunk_cpu.overloads[tuple(numba.typeof(a) for a in args)].entry_point
+            else:   # match_seq_args, spelled out (one row)
+                st, pos = one.fn(one.I, self.store.S, O, one.book, one.book, False, 0, pos, 1, _NO_ROWS3, _NO_ROWS3,
+                                 False, seq, self.stp)
             if st == K.ST_OK:
                 break
             O = self._grow(st, b, pos, one.I, O, 0)
@@ -284,9 +304,11 @@ class Engine:
 
     def _submit_parallel(self, I: Inputs, books: np.ndarray, n: int, want=(True, True, True), copy: bool = True):
         """Books in parallel on `threads` threads; outputs merged back into arrival order."""
-        route = np.argsort(books, kind="stable")
-        sb = books[route]
-        book_starts = np.flatnonzero(np.diff(sb)) + 1          # route positions where a book begins
+        counts = np.bincount(books, minlength=self.store.n_books)
+        first = np.cumsum(counts) - counts                      # route position of each book's first row
+        route = np.empty(n, np.int64)
+        route_by_book_cpu(books, first.copy(), route)           # = np.argsort(books, kind="stable")
+        book_starts = first[counts > 0][1:]                     # route positions where a book begins
         n_chunks = min(self.threads * 4, book_starts.size + 1)
         targets = (np.arange(1, n_chunks) * n) // n_chunks
         cuts = np.unique(book_starts[np.minimum(np.searchsorted(book_starts, targets), book_starts.size - 1)])
@@ -297,20 +319,27 @@ class Engine:
         pos, status = lo.copy(), np.zeros(lo.size, np.int64)
         row_start = np.zeros((n, 3), np.int64)
         row_count = np.zeros((n, 3), np.int64)
-        prev = numba.get_num_threads()
-        numba.set_num_threads(self.threads)
-        try:
-            while True:
-                match_books_cpu(I, self.store.S, O, books, route, lo, hi, pos, status,
-                                row_start, row_count, self.seq, self.stp)
-                todo = np.flatnonzero(status != K.ST_OK)
-                if todo.size == 0:
-                    break
-                for c in todo:
-                    row = int(route[pos[c]])
-                    O = self._grow(int(status[c]), int(books[row]), row, I, O, int(c))
-        finally:
-            numba.set_num_threads(prev)
+        pool = _thread_pool(self.threads)
+        S_, seq, stp = self.store.S, self.seq, self.stp
+
+        def chunk(c: int) -> None:   # one chunk of books into its own region (run_chunk_cpu drops the GIL)
+            st, j = run_chunk_cpu(I, S_, O, books, route, True, c, int(pos[c]), int(hi[c]),
+                                  row_start, row_count, True, seq, stp)
+            status[c] = st
+            pos[c] = j
+
+        todo = np.arange(lo.size)
+        while True:
+            # every chunk of this round runs to its end or to its first need; state and outputs
+            # are grown only between rounds, when no thread runs
+            list(pool.map(chunk, todo.tolist()))
+            todo = np.flatnonzero(status != K.ST_OK)
+            if todo.size == 0:
+                break
+            for c in todo:
+                row = int(route[pos[c]])
+                O = self._grow(int(status[c]), int(books[row]), row, I, O, int(c))
+            S_ = self.store.S
         self._bufs.adopt(O, want)
         # arrival order: each row's outputs go where the sequential path would put them
         chunk_of = np.empty(n, np.int64)
@@ -330,7 +359,10 @@ class Engine:
                 self._gather._ensure(k, total)
                 dst = self._gather.bufs[k][:total]
             src_start = row_start[:, k] + starts[chunk_of, k]
-            gather_rows_cpu(getattr(O, f), src_start, row_count, k, dst_start, dst)
+            src = getattr(O, f)
+            cut = [(n * t) // self.threads for t in range(self.threads + 1)]
+            list(pool.map(lambda t: gather_rows_cpu(src, src_start, row_count, k, dst_start, dst, cut[t], cut[t + 1]),
+                          range(self.threads)))
             out.append(Rows(dst, cols))
         return tuple(out)
 

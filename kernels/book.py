@@ -41,6 +41,8 @@ import numpy as np
 from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import register_jitable
 
+from . import _inline_typing  # noqa: F401  (compile time: inlined functions are not compiled on their own)
+
 from hpte.kernels.risk.breaker import (
     B_VELOCITY_TICKS, B_VELOCITY_WINDOW_NS, INT64_MIN, K_STATE, K_VA_PX, K_VA_TS, UNSET,
     band_limits, brk_begin_row, brk_pause, velocity_breach, velocity_trade,

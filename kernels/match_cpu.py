@@ -1,12 +1,17 @@
 """CPU drivers around the shared per-row step of kernels/book.py.
 
-``match_seq_cpu``: rows in arrival order, any mix of books, outputs written in arrival order to
-region 0. Stops at the first row that needs more capacity and says which (ST_*), so the engine
-can grow and resume at that row; rows before it are fully applied.
+``run_chunk_cpu``: the one compiled copy of the per-row step on the CPU. Rows (in arrival order,
+or through a route) into one output region; stops at the first row that needs more capacity and
+says which (ST_*), so the engine can grow and resume at that row; rows before it are fully
+applied. Compiled ``nogil``: the engine runs books in parallel by calling it from Python threads
+(engine/engine.py ``_submit_parallel``), each thread on its own chunk of books writing its own
+output region, then ``gather_rows_cpu`` puts every row's outputs back in arrival order. That
+gives exactly the outputs of the sequential path, since a row's outputs depend only on its own
+book's history. (A ``parallel=True`` prange driver compiled a second copy of the whole step:
+minutes of cold compilation for the same machine code.)
 
-``match_books_cpu``: books in parallel (prange over chunks of books, each writing its own
-output region), then ``gather_rows_cpu`` puts every row's outputs back in arrival order. Gives
-exactly the outputs of match_seq_cpu: a row's outputs depend only on its own book's history.
+``match_seq_cpu``: the sequential path, run_chunk_cpu over rows start.. into region 0 (a plain
+Python call, so that it shares run_chunk_cpu's compiled code instead of compiling it again).
 
 ``relayout_cpu``: copies every book from one state layout into a larger one (between kernel
 calls only) and rebuilds bitmaps and id tables.
@@ -14,7 +19,7 @@ calls only) and rebuilds bitmaps and id tables.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .book import (
     F_ASK, F_BASE, F_BID, F_HW, F_LOFF, F_NLEV, F_PHEAD, F_POFF, F_SYM, F_TMASK, F_TOFF, ST_OK, bit_clear,
@@ -24,15 +29,24 @@ from hpte.kernels.risk.breaker import brk_end_row
 from hpte.kernels.risk.checks import PREFETCH, prefetch
 
 
-@njit(cache=True)
+_NO_ROWS = np.empty((0, 3), np.int64)
+
+
 def match_seq_cpu(I, S, O, books, start, seq0, stp):
     """Process rows start.. of I in order into region 0. books: int64[n] dense book of each row.
 
     Returns (status, row): status ST_OK and row == n when done, else the ST_* need and the row
-    that must be retried after growing. (The row loop is run_chunk_cpu without a route.)
+    that must be retried after growing. (run_chunk_cpu without a route; a Python function, so
+    the step is compiled once, in run_chunk_cpu, not again inside a jitted wrapper.)
     """
-    none = np.empty((0, 3), np.int64)
-    return run_chunk_cpu(I, S, O, books, books, False, 0, start, I.ts.shape[0], none, none, False, seq0, stp)
+    return run_chunk_cpu(I, S, O, books, books, False, 0, int(start), I.ts.shape[0], _NO_ROWS, _NO_ROWS,
+                         False, int(seq0), int(stp))
+
+
+def match_seq_args(I, S, O, books, start, seq0, stp):
+    """The arguments match_seq_cpu passes to run_chunk_cpu (for callers that keep the compiled
+    entry point of run_chunk_cpu and call it without numba's dispatch)."""
+    return (I, S, O, books, books, False, 0, int(start), I.ts.shape[0], _NO_ROWS, _NO_ROWS, False, int(seq0), int(stp))
 
 
 @njit(cache=True, _nrt=False)
@@ -107,6 +121,27 @@ def relayout_cpu(S, T, nbooks_old):
 
 
 @njit(cache=True)
+def index_ids_cpu(S, b):
+    """Fill book b's id table (S.tab from bk[b, F_TOFF], bk[b, F_TMASK] + 1 entries, all 0 on
+    entry) from its resting and parked orders: after its pool and table moved (between kernel
+    calls only; engine/book_state.py BookStore._move_pool)."""
+    bk = S.bk
+    so = bk[b, F_LOFF]
+    sp = bk[b, F_POFF]
+    toff = bk[b, F_TOFF]
+    tmask = bk[b, F_TMASK]
+    for lv in range(bk[b, F_NLEV]):
+        s = S.lv_head[so + lv] if S.lv_cnt[so + lv] > 0 else -1
+        while s >= 0:
+            id_insert(S.tab, toff, tmask, S.o_id[sp + s], s)
+            s = S.o_next[sp + s]
+    s = bk[b, F_PHEAD]
+    while s >= 0:
+        id_insert(S.tab, toff, tmask, S.o_id[sp + s], s)
+        s = S.o_next[sp + s]
+
+
+@njit(cache=True)
 def move_ladder_cpu(S, b, loff, nlev, base):
     """Move book b's ladder to `nlev` levels starting at flat level `loff` with level 0 at price
     `base` (between kernel calls only). The new region must be unused (head/tail -1, counts 0,
@@ -139,12 +174,13 @@ def move_ladder_cpu(S, b, loff, nlev, base):
     bk[b, F_BASE] = base
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, nogil=True, _nrt=False)
 def run_chunk_cpu(I, S, O, books, route, use_route, c, lo, hi, row_start, row_count, record, seq0, stp):
     """Rows route[lo:hi] (or lo:hi when not use_route) into region c, in order; stops at the
     first row that needs room. Returns (status, position reached). With `record`, notes each
     row's output rows relative to the start of region c (regions are back to back: region c
-    starts at O.cap[c - 1]). This is the one place the per-row step is compiled (inlined)."""
+    starts at O.cap[c - 1]). This is the one place the per-row step is compiled (inlined) for the
+    CPU; it releases the GIL, so threads may run it on disjoint books and regions at once."""
     fb = O.cap[c - 1, 0] if c > 0 else 0
     eb = O.cap[c - 1, 1] if c > 0 else 0
     db = O.cap[c - 1, 2] if c > 0 else 0
@@ -169,29 +205,26 @@ def run_chunk_cpu(I, S, O, books, route, use_route, c, lo, hi, row_start, row_co
     return ST_OK, hi
 
 
-@njit(cache=True, parallel=True)
-def match_books_cpu(I, S, O, books, route, chunk_lo, chunk_hi, pos, status, row_start, row_count, seq0, stp):
-    """Books in parallel: chunk c owns the rows route[chunk_lo[c]:chunk_hi[c]] (all rows of a
-    contiguous range of books, in arrival order within each book) and writes to region c.
-
-    pos[c] is where chunk c resumes (in route order); on return status[c] is ST_OK with
-    pos[c] == chunk_hi[c], or the ST_* need of row route[pos[c]]. For every processed row i,
-    row_start[i, k] / row_count[i, k] give where its outputs of stream k landed (relative to
-    its region). The per-chunk work is a separate compiled function so that the parallel
-    region stays small (numba's parfor passes are slow on the big inlined step).
-    """
-    for c in prange(chunk_lo.shape[0]):
-        st, j = run_chunk_cpu(I, S, O, books, route, True, c, pos[c], chunk_hi[c], row_start, row_count, True, seq0, stp)
-        status[c] = st
-        pos[c] = j
+@njit(cache=True, nogil=True)
+def route_by_book_cpu(books, next_pos, route):
+    """Counting sort of rows by book, stable: route[next_pos[b]...] = the rows of book b in
+    arrival order. books: int64[n]; next_pos: int64[nbooks], on entry the first route position
+    of each book (exclusive prefix sum of the book counts), on return the end of each book;
+    route: int64[n], written. O(n), against O(n log n) for numpy's stable argsort."""
+    for i in range(books.shape[0]):
+        b = books[i]
+        route[next_pos[b]] = i
+        next_pos[b] += 1
 
 
-@njit(cache=True, parallel=True)
-def gather_rows_cpu(src, src_start, row_count, k, dst_start, dst):
-    """Copy every input row's output rows of stream k from src (region layout) to dst in
-    arrival order: dst[dst_start[i]:dst_start[i]+row_count[i, k]] = src[src_start[i]:...]."""
+@njit(cache=True, nogil=True)
+def gather_rows_cpu(src, src_start, row_count, k, dst_start, dst, lo, hi):
+    """Copy the output rows of stream k of input rows lo..hi-1 from src (region layout) to dst
+    in arrival order: dst[dst_start[i]:dst_start[i]+row_count[i, k]] = src[src_start[i]:...].
+    src, dst: int64[rows, ncol]; src_start, dst_start: int64[n]; row_count: int64[n, 3].
+    Releases the GIL: threads may copy disjoint row ranges at once."""
     ncol = src.shape[1]
-    for i in prange(row_count.shape[0]):
+    for i in range(lo, hi):
         a = src_start[i]
         d = dst_start[i]
         for t in range(row_count[i, k]):

@@ -25,7 +25,7 @@ from hpte.engine.engine import Engine
 IMPLS: dict[str, Callable[..., object]] = {
     "reference": ReferenceEngine,
     "engine": lambda stp="none": Engine(stp=stp),
-    # books matched in parallel (prange over chunks of books), outputs merged to arrival order
+    # books matched in parallel (Python threads over chunks of books), outputs merged to arrival order
     "engine-2threads": lambda stp="none": Engine(stp=stp, threads=2),
 }
 

@@ -188,3 +188,17 @@ def test_submit_order_rejects_values_that_do_not_fit():
         eng.submit_order(10, 1, 1, 100, 1)
         eng.submit_order(9, 2, 1, 100, 1)
     assert eng.store.resting() == 1 and eng.seq == 1
+
+
+@pytest.mark.parametrize("n,nbooks", [(0, 3), (1, 1), (997, 7), (20_000, 1000)])
+def test_route_by_book_is_a_stable_sort_by_book(n, nbooks):
+    """The parallel path's routing kernel against numpy's stable argsort (its reference)."""
+    from hpte.kernels.match_cpu import route_by_book_cpu
+    books = np.random.default_rng(n).integers(0, nbooks, n).astype(np.int64)
+    counts = np.bincount(books, minlength=nbooks)
+    first = np.cumsum(counts) - counts
+    nxt = first.copy()
+    route = np.full(n, -1, np.int64)
+    route_by_book_cpu(books, nxt, route)
+    np.testing.assert_array_equal(route, np.argsort(books, kind="stable"))
+    np.testing.assert_array_equal(nxt, first + counts)

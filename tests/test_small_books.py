@@ -89,3 +89,60 @@ def test_growing_ladders_match_the_reference(n_books, threads):
             np.testing.assert_array_equal(eng.book_l3()[k], v, err_msg=k)
         for k, v in ref.book_levels().items():
             np.testing.assert_array_equal(eng.book_levels()[k], v, err_msg=k)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_growing_pools_move_alone_and_match_the_reference(threads):
+    """Book 0 grows its pool from a few slots to thousands while six other books hold orders:
+    growth moves book 0's pool alone into free room (no copy of the other books) until the room
+    is used up, then lays every book out afresh; both give the reference's outputs and books."""
+    rng = np.random.default_rng(5 + threads)
+    n = 5000
+    sym = np.where(rng.random(n) < 0.7, 0, rng.integers(1, 7, n)).astype(np.uint32)
+    side = rng.choice(np.array([1, -1], np.int8), n)
+    # mostly passive orders (they rest and pile up), a few crossing ones, a few cancels
+    px = (1000 - side.astype(np.int64) * rng.integers(1, 50, n)).astype(np.int64)
+    cross = rng.random(n) < 0.05
+    px[cross] = 1000 + side[cross].astype(np.int64) * 30
+    action = np.where(rng.random(n) < 0.1, 1, 0).astype(np.uint8)
+    oid = np.arange(1, n + 1, dtype=np.uint64)
+    prev = np.maximum(np.arange(n) - rng.integers(1, 300, n), 0)
+    oid = np.where(action == 1, oid[prev], oid).astype(np.uint64)
+    cols = {"ts_ns": np.arange(n, dtype=np.int64), "order_id": oid, "side": side, "price_ticks": px,
+            "qty": rng.integers(1, 20, n).astype(np.int64), "action": action, "symbol": sym}
+    ref = ReferenceEngine()
+    want = ref.submit(cols)
+    for sizes in (1, 97):
+        eng = Engine(threads=threads)
+        got = [eng.submit(b) for b in split_batches(cols, sizes)]
+        g = type("R", (), {s: _concat(got, s) for s in ("fills", "events", "deltas")})
+        _assert_same(g, want, f"threads {threads} batches {sizes}")
+        assert eng.store.resting() > 2000
+        assert eng.store.pool_moves >= 3 and eng.store.relayouts >= 3, (eng.store.pool_moves, eng.store.relayouts)
+        for k, v in ref.book_l3().items():
+            np.testing.assert_array_equal(eng.book_l3()[k], v, err_msg=k)
+        for k, v in ref.book_levels().items():
+            np.testing.assert_array_equal(eng.book_levels()[k], v, err_msg=k)
+
+
+def test_new_books_one_at_a_time_are_appended_and_match_the_reference():
+    """Symbols arriving one per batch (the gateway's case): a new book's id table goes into the
+    free room without laying out every book again, most of the time; outputs and books equal
+    the reference's."""
+    rng = np.random.default_rng(11)
+    n = 1200
+    sym = np.repeat(np.arange(300, dtype=np.uint32), 4)        # each symbol's first order opens its book
+    side = rng.choice(np.array([1, -1], np.int8), n)
+    cols = {"ts_ns": np.arange(n, dtype=np.int64), "order_id": np.arange(1, n + 1, dtype=np.uint64),
+            "side": side, "price_ticks": (500 - side.astype(np.int64) * rng.integers(-2, 5, n)).astype(np.int64),
+            "qty": rng.integers(1, 9, n).astype(np.int64), "symbol": sym}
+    want = ReferenceEngine()
+    w = want.submit(cols)
+    eng = Engine()
+    got = [eng.submit(b) for b in split_batches(cols, 4)]
+    g = type("R", (), {s: _concat(got, s) for s in ("fills", "events", "deltas")})
+    _assert_same(g, w, "one new book per batch")
+    assert eng.store.n_books == 300
+    assert eng.store.relayouts < 100, eng.store.relayouts
+    for k, v in want.book_l3().items():
+        np.testing.assert_array_equal(eng.book_l3()[k], v, err_msg=k)
