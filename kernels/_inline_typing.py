@@ -13,7 +13,8 @@ events, fresh cache: the standalone ``process_row`` and ``step`` builds were ~11
 (``generic`` also asks the implementation's dispatcher for its call template, which compiles it.)
 The patch marks the dispatcher that ``_build_impl`` makes for the implementation as one that may
 not compile (``_can_compile = False``), only for templates made by ``register_jitable`` with
-``inline="always"`` (their overload function just returns the Python function). Both requests
+``inline="always"`` (their overload function just returns the Python function) around functions
+defined in hpte's own modules: other numba code in the same process is left exactly as it is. Both requests
 then fold the argument types without compiling; typing errors still surface, from the type
 inference that ``generic`` runs on the implementation, and a call site that failed to inline
 would fail to lower as it does without the patch (numba stores no compiled code for it). Anything unexpected in
@@ -36,8 +37,10 @@ def _install() -> bool:
     def _build_impl(self, cache_key, args, kws):
         ovf = getattr(self, "_overload_func", None)
         inline = getattr(self, "_inline", None)
+        key_module = getattr(getattr(self, "key", None), "__module__", None) or ""
         if not (inline is not None and inline.is_always_inline and ovf is not None
-                and ovf.__qualname__.startswith("register_jitable.")):
+                and ovf.__qualname__.startswith("register_jitable.")
+                and key_module.startswith("hpte.")):
             return build(self, cache_key, args, kws)
         jitter = self._get_jit_decorator()
 
