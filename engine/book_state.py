@@ -356,6 +356,7 @@ class BookStore:
         self.book_of_sorted = np.empty(0, dtype=np.int64)  # book index of each sorted symbol
         self._lut = np.empty(0, dtype=np.int64)             # symbol -> book (-1 unknown), small symbols
         self.risk_rows = bool(risk_rows)   # keep o_arow (4 bytes a pool slot) for the risk kernel
+        self.matching = None   # engine/matching.py MatchingConfig: algorithm columns of new books
         self.S = self._alloc(np.zeros((0, K.NF), dtype=np.int64))
 
     # ---- geometry ------------------------------------------------------------------------
@@ -426,6 +427,8 @@ class BookStore:
             # centre each new ladder on the first positive limit price of a new order
             # F_BASE holds the first price until the book gets its ladder (centred on it)
             bk[:, K.F_BASE] = _first_prices(new, symbol, px, action, otype, self.init_levels // 2)
+            if self.matching is not None:
+                self.matching.fill_bk(bk)      # F_ALGO ... F_LMM0 + k: the book's algorithm
             self._relayout(np.vstack([self.S.bk, bk]))
             start = len(self.book_of_sorted)
             all_syms = np.concatenate([self.symbols, new])
