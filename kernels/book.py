@@ -365,6 +365,18 @@ def mul_div_floor(a, b, c):
 
 
 @register_jitable
+def pro_share(left, rem, tp):
+    """The pro-rata share floor(left * rem / tp) (left < tp, rem <= tp): a multiply and a compare
+    when it is 0 (most orders of a deep level against a small aggressor), else the division."""
+    if left < 3037000499 and rem < 3037000499:
+        p = left * rem
+        if p < tp:
+            return np.int64(0)
+        return p // tp
+    return mul_div_floor(left, rem, tp)
+
+
+@register_jitable
 def is_lmm(bk, b, acct):
     """Is `acct` one of book b's lead-market-maker accounts?"""
     for k in range(bk[b, F_NLMM]):
@@ -562,9 +574,10 @@ def rest_price(R, sr, side, px):
 # branches of the closure at compile time, so the plain build carries none of it.
 # ---------------------------------------------------------------------------------------------
 def _make_step(RISK):
-    # stp_self, fill_maker and alloc_level are called, not inlined at IR level: they are off
-    # the FIFO fast path (self-trades; books with another algorithm), and inlining them as well
-    # made the cold compile of the step several times longer.
+    # stp_self and alloc_level are called, not inlined at IR level: they are off the FIFO fast
+    # path (self-trades; books with another algorithm), and inlining them as well made the cold
+    # compile of the step several times longer. fill_maker (once per fill) is inlined into
+    # alloc_level.
 
     @register_jitable(inline="always")
     def fok_fillable(S, b, side, is_market, px, acct, qty, stp, R, sr, ts):
@@ -689,7 +702,7 @@ def _make_step(RISK):
             emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REPLACED, R_SELF_TRADE, tpx, d, q)
         return q, stopped, removed_q, removed_n
 
-    @register_jitable
+    @register_jitable(inline="always")
     def fill_maker(S, O, r, b, seq, ts, sym, oid, acct, side, q, poff, g, s, lp, f, R, tar, sr, npx):
         """The taker (leaves q) fills f lots against the maker at local slot s of global level g
         (price lp): the fill row, the maker's and the taker's events; a maker filled completely
@@ -801,7 +814,7 @@ def _make_step(RISK):
                             x = min(rem, fb)
                             rem -= x
                             fb -= x
-                        a = mul_div_floor(left, rem, Tp)
+                        a = pro_share(left, rem, Tp)
                         if a >= mina:
                             res_b -= a
                         s = S.o_next[poff + s]
@@ -827,7 +840,7 @@ def _make_step(RISK):
                         rem -= x
                         fifo_b -= x
                     if pro:
-                        a = mul_div_floor(left, rem, Tp)
+                        a = pro_share(left, rem, Tp)
                         if a >= mina:
                             rem -= a
                     if res_b > 0:

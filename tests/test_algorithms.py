@@ -309,3 +309,22 @@ def test_risk_kernel_runs_the_same_allocation(rng):
         assert_same(b.fills, a.fills, S.FILL_COLUMNS, f"{stp}: fills")
         assert_same(b.events, a.events, S.EVENT_COLUMNS, f"{stp}: events")
         assert_same(b.deltas, a.deltas, S.DELTA_COLUMNS, f"{stp}: deltas")
+
+
+# --------------------------------------------------------------------------- stateful
+from hypothesis.stateful import initialize  # noqa: E402
+from test_book_stateful import BookMachine  # noqa: E402
+
+
+class AlgoBookMachine(BookMachine):
+    """tests/test_book_stateful.py's machine (never crossed, quantity conserved per order, time
+    priority kept within a level, L2 deltas rebuild the book) on books with other algorithms."""
+
+    @initialize(stp=st.sampled_from(list(S.STP_NAMES)), matching=ALGOS)
+    def start(self, stp, matching):
+        self.stp = stp
+        self.eng = Engine(stp=stp, matching=matching)
+
+
+TestAlgoBook = AlgoBookMachine.TestCase
+TestAlgoBook.settings = settings(max_examples=15, stateful_step_count=30, deadline=None)
