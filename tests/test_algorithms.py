@@ -328,3 +328,17 @@ class AlgoBookMachine(BookMachine):
 
 TestAlgoBook = AlgoBookMachine.TestCase
 TestAlgoBook.settings = settings(max_examples=15, stateful_step_count=30, deadline=None)
+
+
+def test_cli_demo_algorithms():
+    from typer.testing import CliRunner
+
+    from hpte.cli.main import app
+    r = CliRunner().invoke(app, ["demo", "--algorithms", "-n", "2000"])
+    assert r.exit_code == 0, r.output
+    lines = {ln.split()[0]: ln for ln in r.output.splitlines() if ln.startswith("  ") and "order 1:" in ln}
+    assert "order 1:  3  order 2:  7  order 3: 15" in lines["pro-rata"]          # README's example
+    assert "order 1: 10  order 2:  5  order 3: 10" in lines["allocation"]
+    assert "order 1: 10  order 2: 10  order 3:  5" in lines["fifo-lmm"]
+    assert "order 1: 10  order 2: 15  order 3:  0" in lines["fifo"]
+    assert r.output.count("\n  threshold-pro-rata ") == 2      # the example and the generated book
