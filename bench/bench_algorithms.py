@@ -4,10 +4,9 @@ The flow is FORMATS.md's benchmark flow, ``generate_flow(N, seed=0)`` (one book,
 cancel / 10% IOC). Every algorithm matches the same flow as one batch on a fresh Engine, best of
 ``--repeats`` (perf_counter around ``submit``; numba compile excluded by a warm-up on a small
 slice first), interleaved (fifo, pro-rata, ..., fifo, pro-rata, ...) so that a noisy machine
-hurts every algorithm alike. Reports events/s and the ratio to fifo, plus fills and fill rows per
-aggressor fill (how finely each algorithm splits), and checks that every algorithm conserved
-quantity (sum of fills = the same taker quantity traded is not required: algorithms move
-different makers, so later rows differ; each run's own books are checked for conservation).
+hurts every algorithm alike. Reports events/s and the ratio to fifo, fills, and fill rows per
+aggressor per price level (how finely each algorithm splits), and checks each run's quantity
+conservation (ACCEPTED lots = 2 x filled + cancelled/expired + resting at the end).
 
     .venv/bin/python bench/bench_algorithms.py [--events 2000000] [--repeats 3] [--json OUT]
 """
