@@ -34,6 +34,18 @@ def _device(cmd: str, device: str) -> str:
 DEVICE_HELP = "Where to match: cpu, gpu (a CUDA GPU; error when there is none) or auto (the GPU when there is one)."
 
 
+def _matching(cmd: str, algo: str, path: Path | None):
+    """--algo / --matching as a MatchingConfig (one-line error naming the option or key, exit 1)."""
+    from hpte.engine.matching import MatchingConfig, MatchingConfigError, make_algo
+
+    try:
+        if path is not None:
+            return MatchingConfig.load(path)
+        return MatchingConfig(make_algo(algo))
+    except MatchingConfigError as e:
+        _fail(cmd, str(e) if path is not None else f"--algo: {e.problem}")
+
+
 def _count(n) -> str:
     return "not written" if n is None else f"{n:,}"
 
@@ -73,6 +85,8 @@ def match(
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "cpu",
     risk: Annotated[Path | None, typer.Option("--risk", help="Risk limits and circuit breakers (TOML, README 'Risk limits'): pre-trade checks and breakers inside matching.")] = None,
     positions: Annotated[Path | None, typer.Option("--positions", help="With --risk: where to write the final positions per account and symbol.")] = None,
+    algo: Annotated[str, typer.Option("--algo", help="Matching algorithm of every book: fifo, pro-rata, allocation, split, fifo-lmm, threshold-pro-rata (README 'Matching algorithms').")] = "fifo",
+    matching: Annotated[Path | None, typer.Option("--matching", help="Matching algorithm per symbol (TOML: [defaults], [symbols.ID]); overrides --algo.")] = None,
 ) -> None:
     """Match an order file and write fills (and events, and the final book).
 
@@ -95,6 +109,7 @@ def match(
     elif positions is not None:
         _fail("match", "--positions needs --risk")
 
+    cfg = _matching("match", algo, matching)
     if stp not in S.STP_NAMES:
         _fail("match", f"--stp must be one of {', '.join(S.STP_NAMES)}, got {stp!r}")
     if batch_size is not None and batch_size < 1:
@@ -114,7 +129,7 @@ def match(
 
             from .notice import compiling_notice
             run = match_file(orders, fills, events, book, batch_size, stp, progress, device=device, risk=limits,
-                             positions=positions, keep=itch is not None, notice=compiling_notice)
+                             positions=positions, keep=itch is not None, notice=compiling_notice, matching=cfg)
             if itch is not None:
                 from hpte.engine.md.itch_out import write_match_itch
                 run.extra["itch_messages"] = write_match_itch(itch, run).messages
@@ -173,9 +188,14 @@ def demo(
     books: Annotated[int, typer.Option("--books", "-b", help="Books (symbols).")] = 4,
     seed: Annotated[int, typer.Option("--seed", "-s", help="Random seed.")] = 0,
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "cpu",
+    algorithms: Annotated[bool, typer.Option("--algorithms", help="Instead: one book per matching algorithm; show how each split the same aggressors' quantity (README 'Matching algorithms').")] = False,
 ) -> None:
     """The main job on an embedded default: generate a multi-book flow, match it, write Parquet
     outputs and a depth plot, print a summary and the throughput."""
+    if algorithms:
+        if events < 1:
+            _fail("demo", "--events must be at least 1")
+        return _demo_algorithms(min(events, 200_000), seed, device)
     from hpte.engine import io
     from hpte.engine.device import DeviceError
     from hpte.engine.gen import generate_flow
@@ -232,3 +252,46 @@ def _depth_plot(levels: dict, path: Path) -> Path | None:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def _demo_algorithms(n_events: int, seed: int, device: str) -> None:
+    """``hpte demo --algorithms``: the README's example level under every preset (who got how
+    many lots, and by which rule), then one generated flow matched under every preset."""
+    import numpy as np
+
+    from hpte.engine.engine import Engine
+    from hpte.engine.gen import generate_flow
+    from hpte.engine.matching import PRESETS
+
+    device = _device("demo", device)
+    lmm = {"fifo-lmm": {"lmm_accounts": [3]}}
+    rows = [(1, S.SELL, 100, 10, 1), (2, S.SELL, 100, 30, 2), (3, S.SELL, 100, 60, 3), (9, S.BUY, 100, 25, 4)]
+    cols = {name: np.zeros(len(rows), dt) for name, dt, _r, _d in S.ORDER_COLUMNS}
+    for k, (oid, side, px, qty, acct) in enumerate(rows):
+        cols["ts_ns"][k], cols["order_id"][k], cols["side"][k] = k, oid, side
+        cols["price_ticks"][k], cols["qty"][k], cols["account"][k] = px, qty, acct
+    cols["tif"][-1] = S.TIF_IOC
+    typer.echo("asks at 100 in time order: order 1 (account 1, 10 lots; first on the side: TOP), order 2 "
+               "(account 2, 30), order 3 (account 3, 60; the LMM of fifo-lmm); a buy IOC of 25 lots:")
+    for name in PRESETS:
+        eng = Engine(matching={"defaults": {"algorithm": name, **lmm.get(name, {})}}, device=device)
+        f = eng.submit(cols).fills
+        got = dict(zip(f["maker_order_id"].tolist(), f["qty"].tolist()))
+        a = eng.matching.default
+        how = {"fifo": "time priority", "pro-rata": f"floor(25 x q / 100), min {a.min_alloc}; residual in time priority",
+               "allocation": f"TOP first, then pro rata (min {a.min_alloc}) of the rest",
+               "split": f"{a.fifo_pct}% in time priority, then pro rata (min {a.min_alloc})",
+               "fifo-lmm": f"{a.lmm_pct}% to the LMM, the rest in time priority",
+               "threshold-pro-rata": f"TOP first, then pro rata with threshold {a.min_alloc}"}[name]
+        split = "  ".join(f"order {m}: {got.get(m, 0):>2}" for m in (1, 2, 3))
+        typer.echo(f"  {name:<19} {split}   ({how})")
+    typer.echo(f"\none generated book ({n_events:,} events, seed {seed}) under every algorithm:")
+    flow = generate_flow(n_events, n_books=1, seed=seed)
+    typer.echo(f"  {'algorithm':<19} {'fills':>8} {'lots':>10} {'makers per aggressor level':>27} {'resting':>8}")
+    for name in PRESETS:
+        eng = Engine(matching={"defaults": {"algorithm": name, **({"lmm_accounts": [1, 2, 3]} if name == "fifo-lmm" else {})}},
+                     device=device)
+        f = eng.submit(flow).fills
+        keys = np.unique(np.stack([f["seq"], f["price_ticks"]]), axis=1).shape[1] if len(f["seq"]) else 0
+        typer.echo(f"  {name:<19} {len(f['seq']):>8,} {int(f['qty'].sum()):>10,} "
+                   f"{len(f['seq']) / max(keys, 1):>27.2f} {int(eng.book_l3()['qty'].size):>8,}")

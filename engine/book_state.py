@@ -360,6 +360,7 @@ class BookStore:
         self.risk_rows = bool(risk_rows)   # keep o_arow (4 bytes a pool slot) for the risk kernel
         self.relayouts = 0      # every book laid out afresh (growth without free room, new books)
         self.pool_moves = 0     # one book's pool moved alone into free room
+        self.matching = None   # engine/matching.py MatchingConfig: algorithm columns of new books
         self.S = self._alloc(np.zeros((0, K.NF), dtype=np.int64))
 
     # ---- geometry ------------------------------------------------------------------------
@@ -435,6 +436,8 @@ class BookStore:
             # centre each new ladder on the first positive limit price of a new order
             # F_BASE holds the first price until the book gets its ladder (centred on it)
             bk[:, K.F_BASE] = _first_prices(new, symbol, px, action, otype, self.init_levels // 2)
+            if self.matching is not None:
+                self.matching.fill_bk(bk)      # F_ALGO ... F_LMM0 + k: the book's algorithm
             self._add_books(bk)
             start = len(self.book_of_sorted)
             all_syms = np.concatenate([self.symbols, new])

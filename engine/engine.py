@@ -31,6 +31,7 @@ from .book_state import (
 )
 from .device import resolve_device
 from .io import InputError, _exact, order_columns
+from .matching import resolve_matching
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
@@ -131,10 +132,17 @@ class Engine:
         for come back empty and cost nothing; the streams written hold exactly the rows of a run
         that writes all three. ``submit(batch, outputs=...)`` overrides this per call. (On a GPU
         every stream is still written and those not asked for are dropped.)
+    algo : str
+        Matching algorithm of every book (README "Matching algorithms"): "fifo" (default),
+        "pro-rata", "allocation", "split", "fifo-lmm", "threshold-pro-rata", with their
+        default parameters.
+    matching : MatchingConfig, dict, path to a matching TOML file, or None
+        Algorithm and parameters per symbol (engine/matching.py); overrides `algo`.
+        Raises MatchingConfigError (a ValueError) naming the bad key.
     """
 
     def __init__(self, stp: str = "none", threads: int | None = 1, max_levels: int = 1 << 24,
-                 device: str = "cpu", risk=None, outputs="all"):
+                 device: str = "cpu", risk=None, outputs="all", algo: str = "fifo", matching=None):
         if stp not in S.STP_NAMES:
             raise ValueError(f"unknown stp mode {stp!r}; expected one of {', '.join(S.STP_NAMES)}")
         self.stp_name = stp
@@ -146,6 +154,7 @@ class Engine:
             raise ValueError(f"threads must be at least 1, got {threads}")
         self.threads = numba.config.NUMBA_NUM_THREADS if threads is None else min(int(threads), numba.config.NUMBA_NUM_THREADS)
         self.store = BookStore(max_levels=max_levels, risk_rows=risk is not None)
+        self.matching = resolve_matching(algo, matching)
         self.seq = 0             # seq of the next input row
         self.last_ts = None
         self.grow_counts = {"pool": 0, "ladder": 0, "output": 0}
@@ -157,6 +166,7 @@ class Engine:
         if self.device == "gpu":
             from .gpu import GpuMatcher   # lazy: numba.cuda / CuPy only on the GPU path
             self._gpu = GpuMatcher(self, self.device_info)
+        self.store.matching = None if self.matching.is_fifo() else self.matching
         self._one = None                  # preallocated one-row input/output for submit_order
         self._book_of_symbol: dict[int, int] = {}
         self.risk = None

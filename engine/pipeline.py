@@ -121,10 +121,11 @@ def warm_up(device: str = "cpu", risk: bool = False) -> float:
 def match_columns(cols: Columns, batch_size: int | None = None, stp: str = "none",
                   progress: Callable[[int], None] | None = None, engine: Engine | None = None,
                   device: str = "cpu", risk=None, outputs="all",
-                  sink: Callable[[Rows, Rows, Rows], None] | None = None) -> MatchRun:
+                  sink: Callable[[Rows, Rows, Rows], None] | None = None, matching=None) -> MatchRun:
     """Match order columns in batches of `batch_size` rows (None = all at once) on `device`
     ("cpu", "gpu" or "auto"; engine/device.py; ignored when `engine` is given), with risk
-    checks and breakers when `risk` (RiskLimits or a TOML path) is given.
+    checks and breakers when `risk` (RiskLimits or a TOML path) is given, and the books' matching
+    algorithms from `matching` (engine/matching.py: a MatchingConfig, dict or TOML path).
 
     outputs: the streams to write ("all", or any of "fills", "events", "deltas"; Engine).
     sink: when given, each batch's outputs go to ``sink(fills, events, deltas)`` as views of the
@@ -133,7 +134,7 @@ def match_columns(cols: Columns, batch_size: int | None = None, stp: str = "none
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     want = parse_outputs(outputs)
-    eng = engine if engine is not None else Engine(stp=stp, device=device, risk=risk)
+    eng = engine if engine is not None else Engine(stp=stp, device=device, risk=risk, matching=matching)
     compile_s = warm_up(eng.device, eng.risk is not None)
     n = len(cols["ts_ns"])
     step = n if not batch_size else batch_size
@@ -166,7 +167,7 @@ def match_columns(cols: Columns, batch_size: int | None = None, stp: str = "none
 def match_file(orders: str | Path, fills: str | Path, events: str | Path | None = None,
                book: str | Path | None = None, batch_size: int | None = None, stp: str = "none",
                progress: Callable[[int, int], None] | None = None, device: str = "cpu", risk=None,
-               positions: str | Path | None = None, keep: bool = False, notice=None) -> MatchRun:
+               positions: str | Path | None = None, keep: bool = False, notice=None, matching=None) -> MatchRun:
     """``hpte match``: read, match, write. Raises io.InputError for bad files.
 
     Only the streams that are written are asked of the kernels (fills; order events when
@@ -181,7 +182,7 @@ def match_file(orders: str | Path, fills: str | Path, events: str | Path | None 
     n = len(cols["ts_ns"])
     prog = None if progress is None else (lambda d: progress(d, n))
     if keep:
-        run = match_columns(cols, batch_size, stp, prog, device=device, risk=risk)
+        run = match_columns(cols, batch_size, stp, prog, device=device, risk=risk, matching=matching)
         write_outputs(run, fills, events, book)
     else:
         fw = TableWriter(fills, S.FILL_SCHEMA)
@@ -194,7 +195,7 @@ def match_file(orders: str | Path, fills: str | Path, events: str | Path | None 
             for a in range(0, e.n_rows if ew is not None else 0, WRITE_SLICE):
                 ew.write(events_table(dict(Rows(e.raw[a:a + WRITE_SLICE], e.cols))))
         try:
-            run = match_columns(cols, batch_size, stp, prog, device=device, risk=risk,
+            run = match_columns(cols, batch_size, stp, prog, device=device, risk=risk, matching=matching,
                                 outputs=("fills", "events") if events is not None else ("fills",), sink=sink)
         finally:
             fw.close()

@@ -83,7 +83,24 @@ F_SYM = 14      # symbol of this book
 F_PHEAD = 15    # (risk) first parked order (local slot), -1 none: orders taken while the
 F_PTAIL = 16    #   symbol is paused wait outside the ladder, in arrival order, for the auction
 F_NPARK = 17    # parked orders
-NF = 20
+# Matching algorithm of the book (README "Matching algorithms"; engine/matching.py sets them)
+F_ALGO = 18     # optional allocation steps, ALG_* bits; 0 = FIFO (the fast path)
+F_MINALLOC = 19  # pro-rata step: an allocation below this many lots becomes 0
+F_FIFOPCT = 20  # FIFO-share step: percent of what is left, allocated in time priority
+F_LMMPCT = 21   # LMM step: percent of what is left, to the lead-market-maker accounts
+F_TOPB = 22     # TOP order of the bid side: local slot + 1, 0 = none
+F_TOPA = 23     # TOP order of the ask side: local slot + 1, 0 = none
+F_NLMM = 24     # lead-market-maker accounts of the book (at most MAX_LMM)
+F_LMM0 = 25     # the LMM accounts: bk[b, F_LMM0 : F_LMM0 + F_NLMM]
+MAX_LMM = 7
+NF = 32
+
+# Allocation steps (bits of bk[b, F_ALGO]); steps 0 (R >= T: everything fills) and 5 (FIFO
+# residual) always apply, so a book with no bit set is plain FIFO
+ALG_TOP = 1
+ALG_LMM = 2
+ALG_FIFO = 4
+ALG_PRO = 8
 
 LEVEL_BLOCK = 64    # ladder sizes and offsets are multiples of this (one bm0 word); a ladder may
                     # be empty (0 levels: a book that never held an order)
@@ -279,8 +296,95 @@ def level_append(S, poff, g, s):
 
 @register_jitable
 def slot_free(S, b, poff, s):
+    """Return local slot s to book b's free list; an order leaving the book loses TOP."""
     S.o_next[poff + s] = np.int32(S.bk[b, F_FREE])
     S.bk[b, F_FREE] = s
+    if S.bk[b, F_TOPB] == s + 1:
+        S.bk[b, F_TOPB] = 0
+    if S.bk[b, F_TOPA] == s + 1:
+        S.bk[b, F_TOPA] = 0
+
+
+@register_jitable
+def top_lose(S, b, s):
+    """Local slot s (replaced) is no longer its side's TOP order."""
+    if S.bk[b, F_TOPB] == s + 1:
+        S.bk[b, F_TOPB] = 0
+    if S.bk[b, F_TOPA] == s + 1:
+        S.bk[b, F_TOPA] = 0
+
+
+@register_jitable
+def top_gain(S, b, s, side, lvl):
+    """A NEW order (local slot s, about to rest at local level lvl) becomes its side's TOP order
+    when the book's algorithm has the TOP step and lvl is strictly better than the side's best
+    before it arrived (or the side is empty). Call before add_resting."""
+    bk = S.bk
+    if (bk[b, F_ALGO] & ALG_TOP) == 0:
+        return
+    if side == BUY:
+        if bk[b, F_BID] < 0 or lvl > bk[b, F_BID]:
+            bk[b, F_TOPB] = s + 1
+    else:
+        if bk[b, F_ASK] < 0 or lvl < bk[b, F_ASK]:
+            bk[b, F_TOPA] = s + 1
+
+
+@register_jitable
+def mul_div_floor(a, b, c):
+    """floor(a * b / c) for int64 0 <= a, 0 <= b, 0 < c with a <= c or b <= c (so the quotient
+    fits in 64 bits), exact: the product is formed in 128 bits when it could overflow."""
+    if a < 3037000499 and b < 3037000499:          # a * b < 2**63
+        return (a * b) // c
+    m32 = np.uint64(0xFFFFFFFF)
+    s32 = np.uint64(32)
+    ua = np.uint64(a)
+    ub = np.uint64(b)
+    a0 = ua & m32
+    a1 = ua >> s32
+    b0 = ub & m32
+    b1 = ub >> s32
+    p00 = a0 * b0
+    p01 = a0 * b1
+    p10 = a1 * b0
+    mid = (p00 >> s32) + (p01 & m32) + (p10 & m32)
+    lo = (p00 & m32) | (mid << s32)
+    hi = a1 * b1 + (p01 >> s32) + (p10 >> s32) + (mid >> s32)
+    uc = np.uint64(c)
+    rem = np.uint64(0)
+    qt = np.uint64(0)
+    for i in range(127, -1, -1):                    # binary long division of (hi, lo) by c
+        if i >= 64:
+            bit = (hi >> np.uint64(i - 64)) & _U1
+        else:
+            bit = (lo >> np.uint64(i)) & _U1
+        rem = (rem << _U1) | bit
+        if rem >= uc:
+            rem = rem - uc
+            if i < 64:
+                qt = qt | (_U1 << np.uint64(i))
+    return np.int64(qt)
+
+
+@register_jitable
+def pro_share(left, rem, tp):
+    """The pro-rata share floor(left * rem / tp) (left < tp, rem <= tp): a multiply and a compare
+    when it is 0 (most orders of a deep level against a small aggressor), else the division."""
+    if left < 3037000499 and rem < 3037000499:
+        p = left * rem
+        if p < tp:
+            return np.int64(0)
+        return p // tp
+    return mul_div_floor(left, rem, tp)
+
+
+@register_jitable
+def is_lmm(bk, b, acct):
+    """Is `acct` one of book b's lead-market-maker accounts?"""
+    for k in range(bk[b, F_NLMM]):
+        if bk[b, F_LMM0 + k] == acct:
+            return True
+    return False
 
 
 @register_jitable
@@ -472,6 +576,10 @@ def rest_price(R, sr, side, px):
 # branches of the closure at compile time, so the plain build carries none of it.
 # ---------------------------------------------------------------------------------------------
 def _make_step(RISK):
+    # stp_self and alloc_level are called, not inlined at IR level: they are off the FIFO fast
+    # path (self-trades; books with another algorithm), and inlining them as well made the cold
+    # compile of the step several times longer. fill_maker (once per fill) is inlined into
+    # alloc_level.
 
     @register_jitable(inline="always")
     def fok_fillable(S, b, side, is_market, px, acct, qty, stp, R, sr, ts):
@@ -513,6 +621,17 @@ def _make_step(RISK):
                 avail += S.lv_qty[g]
                 if avail >= qty:
                     return True
+            elif bk[b, F_ALGO] != 0:
+                # other algorithms resolve self-trades at a level before allocating: any own
+                # order at a level the taker reaches stops it (as one first in time would)
+                s = S.lv_head[g]
+                while s >= 0:
+                    if S.o_acct[poff + s] == acct:
+                        return False
+                    s = S.o_next[poff + s]
+                avail += S.lv_qty[g]
+                if avail >= qty:
+                    return True
             else:
                 s = S.lv_head[g]
                 while s >= 0:
@@ -528,6 +647,226 @@ def _make_step(RISK):
                 g = scan_down(S.bm0, S.bm1, g - 1, loff)
             lvl = -1 if g < 0 else g - loff
         return False
+
+    @register_jitable
+    def stp_self(S, O, r, b, seq, ts, sym, oid, acct, side, tpx, q, stp, poff, g, s, lp, R, tar, sr, npx):
+        """Self-trade prevention between the taker (leaves q) and its own resting order at local
+        slot s of global level g (price lp), by mode `stp` (README). Returns (taker leaves after,
+        taker stopped, quantity taken off the level, orders taken off the level); the caller
+        settles the level's quantity and delta."""
+        ms = poff + s
+        mq = S.o_qty[ms]
+        macct = S.o_acct[ms]
+        mid = S.o_id[ms]
+        maker_side = SELL if side == BUY else BUY
+        stopped = False
+        removed_q = 0
+        removed_n = 0
+        if stp == STP_CANCEL_NEWEST:
+            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_CANCELLED, R_SELF_TRADE, tpx, q, 0)
+            if RISK:
+                risk_release_book(tar, sr, side, q, npx, True, R.acct, R.pair)
+            return 0, True, 0, 0
+        if stp == STP_CANCEL_OLDEST or stp == STP_CANCEL_BOTH:
+            emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_CANCELLED, R_SELF_TRADE, lp, mq, 0)
+            if RISK:
+                risk_release_book(np.int64(S.o_arow[ms]), sr, maker_side, mq, lp, True, R.acct, R.pair)
+            S.o_qty[ms] = 0
+            removed_q += mq
+            drop_maker(S, b, poff, g, s, mid)
+            removed_n += 1
+            if stp == STP_CANCEL_BOTH:
+                emit_event(O, r, seq, ts, sym, oid, acct, side, EV_CANCELLED, R_SELF_TRADE, tpx, q, 0)
+                if RISK:
+                    risk_release_book(tar, sr, side, q, npx, True, R.acct, R.pair)
+                q = 0
+                stopped = True
+            return q, stopped, removed_q, removed_n
+        # STP_DECREMENT
+        d = min(q, mq)
+        mq -= d
+        q -= d
+        if RISK:
+            risk_release_book(np.int64(S.o_arow[ms]), sr, maker_side, d, lp, mq == 0, R.acct, R.pair)
+            risk_release_book(tar, sr, side, d, npx, q == 0, R.acct, R.pair)
+        S.o_qty[ms] = mq
+        removed_q += d
+        if mq == 0:
+            emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_CANCELLED, R_SELF_TRADE, lp, d, 0)
+            drop_maker(S, b, poff, g, s, mid)
+            removed_n += 1
+        else:
+            emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_REPLACED, R_SELF_TRADE, lp, d, mq)
+        if q == 0:
+            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_CANCELLED, R_SELF_TRADE, tpx, d, 0)
+            stopped = True
+        else:
+            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REPLACED, R_SELF_TRADE, tpx, d, q)
+        return q, stopped, removed_q, removed_n
+
+    @register_jitable(inline="always")
+    def fill_maker(S, O, r, b, seq, ts, sym, oid, acct, side, q, poff, g, s, lp, f, R, tar, sr, npx):
+        """The taker (leaves q) fills f lots against the maker at local slot s of global level g
+        (price lp): the fill row, the maker's and the taker's events; a maker filled completely
+        leaves the book (level count, id index, pool; the level's quantity is settled by the
+        caller). Returns (taker leaves after, 1 if the maker left the book else 0)."""
+        ms = poff + s
+        mq = S.o_qty[ms] - f
+        macct = S.o_acct[ms]
+        mid = S.o_id[ms]
+        maker_side = SELL if side == BUY else BUY
+        q -= f
+        S.o_qty[ms] = mq
+        emit_fill(O, r, seq, ts, sym, oid, mid, acct, macct, side, lp, f)
+        if RISK:
+            risk_fill(R, sr, ts, tar, side, npx, q == 0, np.int64(S.o_arow[ms]), mq == 0, lp, f)
+        gone = 0
+        if mq == 0:
+            emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_FILLED, R_NONE, lp, f, 0)
+            drop_maker(S, b, poff, g, s, mid)
+            gone = 1
+        else:
+            emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_PARTIALLY_FILLED, R_NONE, lp, f, mq)
+        if q == 0:
+            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_FILLED, R_NONE, lp, f, 0)
+        else:
+            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_PARTIALLY_FILLED, R_NONE, lp, f, q)
+        return q, gone
+
+    @register_jitable
+    def alloc_level(S, O, r, b, seq, ts, oid, acct, side, tpx, q, stp, g, lp, R, tar, sr, npx):
+        """Allocate the taker's leaves q among the orders of global level g (price lp) by book b's
+        algorithm (bk[b, F_ALGO] != 0; README "Matching algorithms"):
+
+        self-trade prevention first (the taker's own orders at the level, in time priority, by
+        mode `stp`), then with R = q and T = the level's quantity: 0. R >= T: every order fills
+        completely; else 1. TOP, 2. LMM, 3. FIFO share, 4. pro rata (floor(R' q'_i / T'), below
+        min_alloc -> 0), 5. FIFO residual, each optional step by its ALG_* bit. One pass sums the
+        pro-rata allocations, a second emits one fill per maker (its steps added up) in time
+        priority; the running budgets of steps 2, 3 and 5 are recomputed in the same order in
+        both passes, so nothing is stored per order. Settles the level (quantity, totals, one
+        delta, emptied level). Returns (taker leaves after, stopped by STP)."""
+        bk = S.bk
+        sym = bk[b, F_SYM]
+        poff = bk[b, F_POFF]
+        algo = bk[b, F_ALGO]
+        maker_side = SELL if side == BUY else BUY
+        stopped = False
+        removed_q = 0
+        removed_n = 0
+        if stp != STP_NONE:
+            s = S.lv_head[g]
+            while s >= 0:
+                nxt = S.o_next[poff + s]
+                if S.o_acct[poff + s] == acct:
+                    q, stopped, dq, dn = stp_self(S, O, r, b, seq, ts, sym, oid, acct, side, tpx, q, stp,
+                                                  poff, g, s, lp, R, tar, sr, npx)
+                    removed_q += dq
+                    removed_n += dn
+                    if stopped:
+                        break
+                s = nxt
+        if not stopped and q > 0:
+            T = S.lv_qty[g] - removed_q
+            full = q >= T                      # step 0
+            top = -1
+            topa = 0
+            lmm_b = 0
+            fifo_b = 0
+            left = 0
+            Tp = 1
+            res_b = 0
+            mina = bk[b, F_MINALLOC]
+            if not full:
+                left = q
+                if (algo & ALG_TOP) != 0:      # step 1
+                    t = (bk[b, F_TOPA] if maker_side == SELL else bk[b, F_TOPB]) - 1
+                    if t >= 0 and S.o_px[poff + t] == lp:
+                        top = t
+                        topa = min(left, S.o_qty[poff + t])
+                        left -= topa
+                if (algo & ALG_LMM) != 0 and left > 0:      # step 2: its budget, capped by the
+                    lmm_b = mul_div_floor(left, bk[b, F_LMMPCT], 100)   # LMM orders' leaves
+                    avail = 0
+                    s = S.lv_head[g]
+                    while s >= 0 and avail < lmm_b:
+                        if is_lmm(bk, b, S.o_acct[poff + s]):
+                            avail += S.o_qty[poff + s] - (topa if s == top else 0)
+                        s = S.o_next[poff + s]
+                    lmm_b = min(lmm_b, avail)
+                    left -= lmm_b
+                if (algo & ALG_FIFO) != 0 and left > 0:     # step 3
+                    fifo_b = mul_div_floor(left, bk[b, F_FIFOPCT], 100)
+                    left -= fifo_b
+                Tp = T - (q - left)            # the level's leaves after steps 1-3
+                res_b = left
+                if (algo & ALG_PRO) != 0 and left > 0:      # step 4, pass 1: sum of a_i
+                    lb = lmm_b
+                    fb = fifo_b
+                    s = S.lv_head[g]
+                    while s >= 0:
+                        rem = S.o_qty[poff + s]
+                        if s == top:
+                            rem -= topa
+                        if lb > 0 and is_lmm(bk, b, S.o_acct[poff + s]):
+                            x = min(rem, lb)
+                            rem -= x
+                            lb -= x
+                        if fb > 0:
+                            x = min(rem, fb)
+                            rem -= x
+                            fb -= x
+                        a = pro_share(left, rem, Tp)
+                        if a >= mina:
+                            res_b -= a
+                        s = S.o_next[poff + s]
+            # pass 2: one fill per maker, in time priority
+            pro = (algo & ALG_PRO) != 0 and left > 0
+            s = S.lv_head[g]
+            while s >= 0 and q > 0:
+                ms = poff + s
+                nxt = S.o_next[ms]
+                mq = S.o_qty[ms]
+                if full:
+                    f = mq
+                else:
+                    rem = mq
+                    if s == top:
+                        rem -= topa
+                    if lmm_b > 0 and is_lmm(bk, b, S.o_acct[ms]):
+                        x = min(rem, lmm_b)
+                        rem -= x
+                        lmm_b -= x
+                    if fifo_b > 0:
+                        x = min(rem, fifo_b)
+                        rem -= x
+                        fifo_b -= x
+                    if pro:
+                        a = pro_share(left, rem, Tp)
+                        if a >= mina:
+                            rem -= a
+                    if res_b > 0:
+                        x = min(rem, res_b)
+                        rem -= x
+                        res_b -= x
+                    f = mq - rem
+                if f > 0:
+                    q, gone = fill_maker(S, O, r, b, seq, ts, sym, oid, acct, side, q, poff, g, s, lp, f,
+                                         R, tar, sr, npx)
+                    removed_q += f
+                    removed_n += gone
+                s = nxt
+        if removed_q > 0:
+            S.lv_qty[g] -= removed_q
+            if maker_side == SELL:
+                bk[b, F_ASKQTY] -= removed_q
+            else:
+                bk[b, F_BIDQTY] -= removed_q
+            bk[b, F_NREST] -= removed_n
+            emit_delta(O, r, seq, ts, sym, maker_side, lp, S.lv_qty[g], S.lv_cnt[g])
+            if S.lv_cnt[g] == 0:
+                level_emptied(S, b, g - bk[b, F_LOFF], maker_side == SELL)
+        return q, stopped
 
     @register_jitable(inline="always")
     def match_taker(S, O, r, b, seq, ts, oid, acct, side, is_market, px, q, stp, R, tar, sr, npx):
@@ -550,6 +889,7 @@ def _make_step(RISK):
         stopped = False
         halt = 0
         maker_side = SELL if side == BUY else BUY
+        algo = bk[b, F_ALGO]
         if RISK:
             lo, hi = band_limits(R, sr)
         while q > 0:
@@ -585,6 +925,11 @@ def _make_step(RISK):
                     halt = 2
                     break
             g = loff + lvl
+            if algo != 0:
+                q, stopped = alloc_level(S, O, r, b, seq, ts, oid, acct, side, tpx, q, stp, g, lp, R, tar, sr, npx)
+                if stopped:
+                    break
+                continue
             s = S.lv_head[g]
             removed_q = 0
             removed_n = 0
@@ -595,48 +940,12 @@ def _make_step(RISK):
                 macct = S.o_acct[ms]
                 mid = S.o_id[ms]
                 if stp != STP_NONE and macct == acct:
-                    if stp == STP_CANCEL_NEWEST:
-                        emit_event(O, r, seq, ts, sym, oid, acct, side, EV_CANCELLED, R_SELF_TRADE, tpx, q, 0)
-                        if RISK:
-                            risk_release_book(tar, sr, side, q, npx, True, R.acct, R.pair)
-                        q = 0
-                        stopped = True
+                    q, stopped, dq, dn = stp_self(S, O, r, b, seq, ts, sym, oid, acct, side, tpx, q, stp,
+                                                  poff, g, s, lp, R, tar, sr, npx)
+                    removed_q += dq
+                    removed_n += dn
+                    if stopped:
                         break
-                    if stp == STP_CANCEL_OLDEST or stp == STP_CANCEL_BOTH:
-                        emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_CANCELLED, R_SELF_TRADE, lp, mq, 0)
-                        if RISK:
-                            risk_release_book(np.int64(S.o_arow[ms]), sr, maker_side, mq, lp, True, R.acct, R.pair)
-                        S.o_qty[ms] = 0
-                        removed_q += mq
-                        drop_maker(S, b, poff, g, s, mid)
-                        removed_n += 1
-                        if stp == STP_CANCEL_BOTH:
-                            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_CANCELLED, R_SELF_TRADE, tpx, q, 0)
-                            if RISK:
-                                risk_release_book(tar, sr, side, q, npx, True, R.acct, R.pair)
-                            q = 0
-                            stopped = True
-                            break
-                    else:  # STP_DECREMENT
-                        d = min(q, mq)
-                        mq -= d
-                        q -= d
-                        if RISK:
-                            risk_release_book(np.int64(S.o_arow[ms]), sr, maker_side, d, lp, mq == 0, R.acct, R.pair)
-                            risk_release_book(tar, sr, side, d, npx, q == 0, R.acct, R.pair)
-                        S.o_qty[ms] = mq
-                        removed_q += d
-                        if mq == 0:
-                            emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_CANCELLED, R_SELF_TRADE, lp, d, 0)
-                            drop_maker(S, b, poff, g, s, mid)
-                            removed_n += 1
-                        else:
-                            emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_REPLACED, R_SELF_TRADE, lp, d, mq)
-                        if q == 0:
-                            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_CANCELLED, R_SELF_TRADE, tpx, d, 0)
-                            stopped = True
-                        else:
-                            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REPLACED, R_SELF_TRADE, tpx, d, q)
                 else:
                     f = min(q, mq)
                     mq -= f
@@ -818,6 +1127,7 @@ def _make_step(RISK):
             if RISK and (paused or halt == 2):
                 park_append(S, b, s)
                 return ST_OK
+            top_gain(S, b, s, side, rpx - bk[b, F_BASE])
             g = add_resting(S, b, s)
             emit_delta(O, r, seq, ts, sym, side, rpx, S.lv_qty[g], S.lv_cnt[g])
             return ST_OK
@@ -890,6 +1200,7 @@ def _make_step(RISK):
                 park_append(S, b, s)
             else:
                 S.o_qty[ms] = q
+            top_lose(S, b, s)
             emit_event(O, r, seq, ts, sym, oid, acct, oside, EV_REPLACED, R_NONE, px, q, q)
             return ST_OK
         if px == opx and q <= lq:
@@ -900,6 +1211,7 @@ def _make_step(RISK):
             g = bk[b, F_LOFF] + (opx - bk[b, F_BASE])
             diff = lq - q
             S.o_qty[ms] = q
+            top_lose(S, b, s)
             emit_event(O, r, seq, ts, sym, oid, acct, oside, EV_REPLACED, R_NONE, px, q, q)
             if diff > 0:
                 S.lv_qty[g] -= diff
@@ -924,6 +1236,7 @@ def _make_step(RISK):
             if rr != 0:
                 return ST_OK
         g = remove_resting(S, b, s)
+        top_lose(S, b, s)
         emit_delta(O, r, seq, ts, sym, oside, opx, S.lv_qty[g], S.lv_cnt[g])
         emit_event(O, r, seq, ts, sym, oid, acct, oside, EV_REPLACED, R_NONE, px, q, q)
         S.o_px[ms] = rpx

@@ -165,3 +165,14 @@ def test_bench_gpu_side_under_the_simulator(tmp_path):
     refused = B.run_bench(books=(2,), batch_sizes=(100,), events=100, device="gpu")
     assert refused.gpu is None and "simulator" in refused.gpu_note
     assert [r["device"] for r in refused.rows] == ["cpu"]
+
+
+@pytest.mark.usefixtures("small_blocks")
+@pytest.mark.parametrize("stp", ("none", "decrement"))
+def test_matching_algorithms(stp, rng):
+    """The allocation steps (kernels/book.py alloc_level) on the device: a preset per book."""
+    matching = {"defaults": {"algorithm": "pro-rata"}, "symbols": {
+        "7": {"algorithm": "allocation"}, str(1 << 31): {"algorithm": "split", "fifo_pct": 30},
+        "12": {"algorithm": "fifo-lmm", "lmm_accounts": [1]}}}
+    cols = random_stream(rng, 400, n_symbols=4)      # symbols 0, 7, 2**31, 12
+    compare(cols, stp, sizes=(None, 37), matching=matching)

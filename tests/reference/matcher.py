@@ -26,7 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpte.engine import schema as S
+from hpte.kernels.book import ALG_FIFO, ALG_LMM, ALG_PRO, ALG_TOP
 from hpte.engine.io import order_columns
+from hpte.engine.matching import resolve_matching
 
 
 @dataclass
@@ -65,6 +67,16 @@ class _Book:
         self.symbol = symbol
         self.levels: dict[int, dict[int, deque]] = {S.BUY: {}, S.SELL: {}}
         self.orders: dict[int, _Order] = {}
+        self.algo = None            # engine/matching.py Algo, set by ReferenceEngine._book
+        self.top = {S.BUY: None, S.SELL: None}   # each side's TOP order (when still in the book)
+
+    def top_order(self, side: int):
+        """The side's TOP order, or None: it lost the status when it left the book or was
+        replaced (a replaced order is a new _Order object, or cleared by an in-place replace)."""
+        o = self.top[side]
+        if o is not None and self.orders.get(o.order_id) is o:
+            return o
+        return None
 
     def prices(self, side: int) -> list[int]:
         """Level prices of `side`, best first."""
@@ -93,10 +105,13 @@ def _crosses(side: int, price: int, market: bool, level_price: int) -> bool:
 class ReferenceEngine:
     """Plain-Python matcher with the real engine's API; `stp` is a key of schema.STP_NAMES."""
 
-    def __init__(self, stp: str = "none"):
+    def __init__(self, stp: str = "none", algo: str = "fifo", matching=None):
         if stp not in S.STP_NAMES:
             raise ValueError(f"stp={stp!r}: expected one of {sorted(S.STP_NAMES)}")
         self.stp = S.STP_NAMES[stp]
+        # which algorithm each book uses: the engine's own configuration parser (the allocation
+        # below is this file's own)
+        self.matching = resolve_matching(algo, matching)
         self.books: dict[int, _Book] = {}
         self.seq = 0
 
@@ -128,6 +143,7 @@ class ReferenceEngine:
         b = self.books.get(symbol)
         if b is None:
             b = self.books[symbol] = _Book(symbol)
+            b.algo = self.matching.algo_for(symbol)
         return b
 
     # ------------------------------------------------------------------ public API
@@ -258,9 +274,14 @@ class ReferenceEngine:
             return None
         # 3. accepted
         self._event(taker.order_id, taker.account, side, S.EV_ACCEPTED, S.R_NONE, taker.price, qty, qty)
+        own_best = book.best(side)
         # 4. match, 5. remainder
         self._match(book, taker)
         self._remainder(book, taker)
+        # TOP: a NEW order resting strictly better than its side's best before it came
+        if (book.algo.steps & ALG_TOP) and taker in book.levels[side].get(taker.price, ()):
+            if own_best is None or (taker.price > own_best if side == S.BUY else taker.price < own_best):
+                book.top[side] = taker
         return None
 
     def _fok_counted(self, book: _Book, taker: _Order) -> int:
@@ -269,6 +290,13 @@ class ReferenceEngine:
         for p in book.prices(opp):
             if not _crosses(taker.side, taker.price, taker.market, p):
                 break
+            if book.algo.steps:
+                # other algorithms resolve self-trades first at each level: an own order anywhere
+                # at the level stops the taker there
+                if self.stp != S.STP_NONE and any(o.account == taker.account for o in book.levels[opp][p]):
+                    return counted
+                counted += sum(o.leaves for o in book.levels[opp][p])
+                continue
             for o in book.levels[opp][p]:
                 if self.stp != S.STP_NONE and o.account == taker.account:
                     return counted
@@ -283,6 +311,63 @@ class ReferenceEngine:
             del book.levels[o.side][o.price]
         del book.orders[o.order_id]
 
+    def _self_trade(self, book: _Book, q: deque, taker: _Order, maker: _Order) -> bool:
+        """Self-trade prevention between the taker and its own resting `maker` (of level q), by
+        the engine's mode. Returns True when the taker is stopped."""
+        stp = self.stp
+        if stp == S.STP_CANCEL_NEWEST:
+            self._event(taker.order_id, taker.account, taker.side, S.EV_CANCELLED,
+                        S.R_SELF_TRADE, taker.price, taker.leaves, 0)
+            taker.leaves = 0
+            return True
+        if stp in (S.STP_CANCEL_OLDEST, S.STP_CANCEL_BOTH):
+            self._event(maker.order_id, maker.account, maker.side, S.EV_CANCELLED,
+                        S.R_SELF_TRADE, maker.price, maker.leaves, 0)
+            maker.leaves = 0
+            q.remove(maker)
+            del book.orders[maker.order_id]
+            if stp == S.STP_CANCEL_OLDEST:
+                return False
+            self._event(taker.order_id, taker.account, taker.side, S.EV_CANCELLED,
+                        S.R_SELF_TRADE, taker.price, taker.leaves, 0)
+            taker.leaves = 0
+            return True
+        if stp == S.STP_DECREMENT:
+            d = min(taker.leaves, maker.leaves)
+            maker.leaves -= d
+            taker.leaves -= d
+            if maker.leaves == 0:
+                self._event(maker.order_id, maker.account, maker.side, S.EV_CANCELLED,
+                            S.R_SELF_TRADE, maker.price, d, 0)
+                q.remove(maker)
+                del book.orders[maker.order_id]
+            else:
+                self._event(maker.order_id, maker.account, maker.side, S.EV_REPLACED,
+                            S.R_SELF_TRADE, maker.price, d, maker.leaves)
+            if taker.leaves == 0:
+                self._event(taker.order_id, taker.account, taker.side, S.EV_CANCELLED,
+                            S.R_SELF_TRADE, taker.price, d, 0)
+                return True
+            self._event(taker.order_id, taker.account, taker.side, S.EV_REPLACED,
+                        S.R_SELF_TRADE, taker.price, d, taker.leaves)
+            return False
+        raise AssertionError(f"unknown stp mode {stp}")  # pragma: no cover
+
+    def _trade(self, book: _Book, q: deque, taker: _Order, maker: _Order, price: int, f: int):
+        """The taker fills f lots against `maker` of level q: fill row, maker and taker events."""
+        maker.leaves -= f
+        taker.leaves -= f
+        self._fill(taker, maker, price, f)
+        self._event(maker.order_id, maker.account, maker.side,
+                    S.EV_FILLED if maker.leaves == 0 else S.EV_PARTIALLY_FILLED,
+                    S.R_NONE, price, f, maker.leaves)
+        self._event(taker.order_id, taker.account, taker.side,
+                    S.EV_FILLED if taker.leaves == 0 else S.EV_PARTIALLY_FILLED,
+                    S.R_NONE, price, f, taker.leaves)
+        if maker.leaves == 0:
+            q.remove(maker)
+            del book.orders[maker.order_id]
+
     def _match(self, book: _Book, taker: _Order):
         opp = -taker.side
         stp = self.stp
@@ -295,70 +380,35 @@ class ReferenceEngine:
             q = book.levels[opp][p]
             touched = False
             stop = False
-            while q and taker.leaves > 0:
-                maker = q[0]
-                if stp == S.STP_NONE or maker.account != taker.account:
-                    f = min(taker.leaves, maker.leaves)
-                    maker.leaves -= f
-                    taker.leaves -= f
-                    self._fill(taker, maker, p, f)
-                    self._event(maker.order_id, maker.account, maker.side,
-                                S.EV_FILLED if maker.leaves == 0 else S.EV_PARTIALLY_FILLED,
-                                S.R_NONE, p, f, maker.leaves)
-                    self._event(taker.order_id, taker.account, taker.side,
-                                S.EV_FILLED if taker.leaves == 0 else S.EV_PARTIALLY_FILLED,
-                                S.R_NONE, p, f, taker.leaves)
-                    if maker.leaves == 0:
-                        q.popleft()
-                        del book.orders[maker.order_id]
-                    touched = True
-                elif stp == S.STP_CANCEL_NEWEST:
-                    self._event(taker.order_id, taker.account, taker.side, S.EV_CANCELLED,
-                                S.R_SELF_TRADE, taker.price, taker.leaves, 0)
-                    taker.leaves = 0
-                    stop = True
-                elif stp == S.STP_CANCEL_OLDEST:
-                    self._event(maker.order_id, maker.account, maker.side, S.EV_CANCELLED,
-                                S.R_SELF_TRADE, maker.price, maker.leaves, 0)
-                    maker.leaves = 0
-                    q.popleft()
-                    del book.orders[maker.order_id]
-                    touched = True
-                elif stp == S.STP_CANCEL_BOTH:
-                    self._event(maker.order_id, maker.account, maker.side, S.EV_CANCELLED,
-                                S.R_SELF_TRADE, maker.price, maker.leaves, 0)
-                    maker.leaves = 0
-                    q.popleft()
-                    del book.orders[maker.order_id]
-                    touched = True
-                    self._event(taker.order_id, taker.account, taker.side, S.EV_CANCELLED,
-                                S.R_SELF_TRADE, taker.price, taker.leaves, 0)
-                    taker.leaves = 0
-                    stop = True
-                elif stp == S.STP_DECREMENT:
-                    d = min(taker.leaves, maker.leaves)
-                    maker.leaves -= d
-                    taker.leaves -= d
-                    touched = True
-                    if maker.leaves == 0:
-                        self._event(maker.order_id, maker.account, maker.side, S.EV_CANCELLED,
-                                    S.R_SELF_TRADE, maker.price, d, 0)
-                        q.popleft()
-                        del book.orders[maker.order_id]
+            if book.algo.steps == 0:
+                # FIFO: makers in time priority, self-trades met in their place
+                while q and taker.leaves > 0:
+                    maker = q[0]
+                    if stp == S.STP_NONE or maker.account != taker.account:
+                        self._trade(book, q, taker, maker, p, min(taker.leaves, maker.leaves))
                     else:
-                        self._event(maker.order_id, maker.account, maker.side, S.EV_REPLACED,
-                                    S.R_SELF_TRADE, maker.price, d, maker.leaves)
-                    if taker.leaves == 0:
-                        self._event(taker.order_id, taker.account, taker.side, S.EV_CANCELLED,
-                                    S.R_SELF_TRADE, taker.price, d, 0)
-                        stop = True
-                    else:
-                        self._event(taker.order_id, taker.account, taker.side, S.EV_REPLACED,
-                                    S.R_SELF_TRADE, taker.price, d, taker.leaves)
-                else:  # pragma: no cover
-                    raise AssertionError(f"unknown stp mode {stp}")
-                if stop:
-                    break
+                        stop = self._self_trade(book, q, taker, maker)
+                        if stop and stp == S.STP_CANCEL_NEWEST:
+                            break
+                    touched = True
+                    if stop:
+                        break
+            else:
+                # other algorithms: the taker's own orders at the level first, then allocation
+                if stp != S.STP_NONE:
+                    for maker in list(q):
+                        if maker.account == taker.account:
+                            stop = self._self_trade(book, q, taker, maker)
+                            if stp != S.STP_CANCEL_NEWEST:
+                                touched = True
+                            if stop:
+                                break
+                if not stop and taker.leaves > 0:
+                    alloc = allocate(book.algo, list(q), taker.leaves, book.top_order(opp))
+                    for maker in list(q):          # time priority
+                        if alloc[maker] > 0:
+                            self._trade(book, q, taker, maker, p, alloc[maker])
+                            touched = True
             if not q:
                 del book.levels[opp][p]
             if touched:
@@ -420,6 +470,8 @@ class ReferenceEngine:
         if price == o.price and qty <= o.leaves:
             changed = qty < o.leaves
             o.leaves = qty
+            if book.top[o.side] is o:      # replaced in any way: no longer TOP
+                book.top[o.side] = None
             self._event(o.order_id, o.account, o.side, S.EV_REPLACED, S.R_NONE, price, qty, qty)
             if changed:
                 self._delta(book, o.side, price)
@@ -432,3 +484,52 @@ class ReferenceEngine:
         self._match(book, taker)
         self._remainder(book, taker)
         return None
+
+
+def allocate(algo, orders: list, R: int, top) -> dict:
+    """README "Matching algorithms": how R lots of a taker are split among `orders` (one price
+    level, time priority; none of the taker's account when STP is on). `top`: the makers' side's
+    TOP order (or None). Returns {order: lots}, summing to min(R, total leaves)."""
+    T = sum(o.leaves for o in orders)
+    alloc = {o: 0 for o in orders}
+    if R >= T:                                     # 0. everything fills
+        for o in orders:
+            alloc[o] = o.leaves
+        return alloc
+
+    def left(o):
+        return o.leaves - alloc[o]
+
+    if algo.steps & ALG_TOP and top is not None and top in alloc:      # 1. TOP
+        a = min(R, left(top))
+        alloc[top] += a
+        R -= a
+    if algo.steps & ALG_LMM:                       # 2. LMM share of what is left, time priority
+        budget = R * algo.lmm_pct // 100
+        for o in orders:
+            if o.account in algo.lmm_accounts:
+                a = min(left(o), budget)
+                alloc[o] += a
+                budget -= a
+                R -= a
+    if algo.steps & ALG_FIFO:                      # 3. FIFO share of what is left
+        budget = R * algo.fifo_pct // 100
+        for o in orders:
+            a = min(left(o), budget)
+            alloc[o] += a
+            budget -= a
+            R -= a
+    if algo.steps & ALG_PRO and R > 0:             # 4. pro rata on the leaves still open
+        Tp = sum(left(o) for o in orders)
+        share = {o: R * left(o) // Tp for o in orders}
+        for o in orders:
+            if share[o] >= algo.min_alloc:
+                alloc[o] += share[o]
+                R -= share[o]
+    for o in orders:                               # 5. FIFO residual
+        a = min(left(o), R)
+        alloc[o] += a
+        R -= a
+    assert R == 0, "allocation left quantity at a level that had more"
+    assert all(0 <= alloc[o] <= o.leaves for o in orders)
+    return alloc
