@@ -225,7 +225,8 @@ class Engine:
         elif parallel:
             fills, events, deltas = self._submit_parallel(I, books, n, want, copy)
         else:
-            O = self._bufs.one(want, n // 2 + 256, 2 * n + 256, n + n // 4 + 256)
+            nf, ne, nd = self._out_rows(n, 256)
+            O = self._bufs.one(want, nf, ne, nd)
             pos = 0
             while True:
                 st, pos = match_seq_cpu(I, self.store.S, O, books, pos, self.seq, self.stp)
@@ -325,7 +326,7 @@ class Engine:
         lo = np.concatenate([[0], cuts]).astype(np.int64)
         hi = np.concatenate([cuts, [n]]).astype(np.int64)
         rows = hi - lo
-        O = self._bufs.regions(want, np.stack([rows // 2 + 64, 2 * rows + 64, rows + rows // 4 + 64], axis=1))
+        O = self._bufs.regions(want, np.stack(self._out_rows(rows, 64), axis=1))
         pos, status = lo.copy(), np.zeros(lo.size, np.int64)
         row_start = np.zeros((n, 3), np.int64)
         row_count = np.zeros((n, 3), np.int64)
@@ -381,7 +382,8 @@ class Engine:
         from hpte.kernels.risk.checks import G_NEED_PX
         risk = self.risk
         ar, sr = risk._rows_for(c["account"], c["symbol"])
-        O = self._bufs.one(want, n // 2 + 256, 2 * n + 256, n + n // 4 + 256)
+        nf, ne, nd = self._out_rows(n, 256)
+        O = self._bufs.one(want, nf, ne, nd)
         pos = 0
         while True:
             st, pos = match_seq_risk_cpu(I, self.store.S, O, books, pos, self.seq, self.stp, risk.state(ar, sr))
@@ -556,6 +558,18 @@ class Engine:
             risk_release_many(risk._accts.lookup(ev["account"]), risk._syms.lookup(ev["symbol"]),
                               ev["side"].astype(np.int64), ev["qty"], ev["price_ticks"], risk.acct, risk.pair)
         return res
+
+    def _out_rows(self, rows, pad: int):
+        """Output rows (fills, events, deltas) a batch (or region) of `rows` input rows starts
+        with; ints or int64 arrays. A kernel that runs out stops and _grow re-maps and copies
+        every row written so far, so the first guess should rarely be short: under FIFO about
+        rows/2 fills and 2 x rows events; the other algorithms split an aggressor's quantity
+        among more makers at a level (pro-rata: 1.7x the fill rows of FIFO on the benchmark
+        flow, bench/RESULTS.md), so engines with any non-FIFO book start with 3/4 x rows fills
+        and 2.5 x rows events."""
+        if self.store.matching is None:
+            return rows // 2 + pad, 2 * rows + pad, rows + rows // 4 + pad
+        return rows * 3 // 4 + pad, 2 * rows + rows // 2 + pad, rows + rows // 4 + pad
 
     def _grow(self, st: int, b: int, row: int, I: Inputs, O, r: int, px: int | None = None, extra: int = 0):
         """Make room for row `row` of book b as the kernel asked; returns the outputs. px: the
