@@ -746,13 +746,13 @@ def _make_step(RISK):
         completely; else 1. TOP, 2. LMM, 3. FIFO share, 4. pro rata (floor(R' q'_i / T'), below
         min_alloc -> 0), 5. FIFO residual, each optional step by its ALG_* bit. Pass 1 sums the
         pro-rata allocations and records the recipients (a share >= max(min_alloc, 1), or the
-        TOP order) in time priority in S.o_scr[poff:poff + nrec]; a share reaches
-        max(min_alloc, 1) iff q'_i >= a threshold computed once, so only recipients divide, and
-        the pass stops once the orders not yet visited hold less than the threshold. Pass 2
-        emits one fill per maker (its steps added up) in time priority: it walks the level
-        while a running budget of steps 2, 3 or 5 is left (recomputed in the same order as in
-        pass 1), then jumps from recipient to recipient. Settles the level (quantity, totals,
-        one delta, emptied level). Returns (taker leaves after, stopped by STP)."""
+        TOP order) in time priority in S.o_scr[poff:poff + nrec]; it stops early once the
+        orders not yet visited hold too little for any share (floor(R' x rest / T') <
+        max(min_alloc, 1)). Pass 2 emits one fill per maker (its steps added up) in time
+        priority: it walks the level while a running budget of steps 2, 3 or 5 is left
+        (recomputed in the same order as in pass 1), then jumps from recipient to recipient.
+        Settles the level (quantity, totals, one delta, emptied level). Returns (taker leaves
+        after, stopped by STP)."""
         bk = S.bk
         sym = bk[b, F_SYM]
         poff = bk[b, F_POFF]
@@ -808,22 +808,17 @@ def _make_step(RISK):
                     left -= fifo_b
                 Tp = T - (q - left)            # the level's leaves after steps 1-3
                 res_b = left
-                # step 4, pass 1: sum of a_i, recipients in o_scr
+                minq = mina if mina > 1 else 1
+                # step 4, pass 1: sum of a_i, recipients in o_scr. No share reaches minq when
+                # minq > left (a_i <= left): then only the TOP order (if any) is recorded
                 if (algo & ALG_PRO) != 0 and left > 0:
-                    # a_i >= minq iff q'_i >= qthr = ceil(minq T' / left) (the least X with
-                    # floor(left X / T') >= minq: d or d + 1); none when minq > left (a_i <= left)
-                    minq = mina if mina > 1 else 1
-                    qthr = Tp + 1
-                    if minq <= left:
-                        d = mul_div_floor(minq, Tp, left)
-                        qthr = d if pro_share(left, d, Tp) >= minq else d + 1
                     lb = lmm_b
                     fb = fifo_b
                     rest = Tp                  # leaves after steps 1-3 of the orders not visited
                     topdone = top < 0 or topa == 0
                     s = S.lv_head[g]
                     while s >= 0:
-                        if topdone and rest < qthr:
+                        if topdone and (minq > left or pro_share(left, rest, Tp) < minq):
                             break              # no order from here on gets a share
                         rem = S.o_qty[poff + s]
                         rec = False
@@ -840,8 +835,9 @@ def _make_step(RISK):
                             rem -= x
                             fb -= x
                         rest -= rem
-                        if rem >= qthr:
-                            res_b -= pro_share(left, rem, Tp)
+                        a = pro_share(left, rem, Tp)
+                        if a >= minq:
+                            res_b -= a
                             rec = True
                         if rec:
                             S.o_scr[poff + nrec] = s
