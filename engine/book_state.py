@@ -51,7 +51,6 @@ class State(NamedTuple):
     o_flags: np.ndarray
     tab: np.ndarray
     o_arow: np.ndarray   # int32[P] risk account row of each order (engines with risk; else empty)
-    o_scr: np.ndarray    # int32[P] transient per-book scratch of alloc_level (never copied)
 
 
 class Outputs(NamedTuple):
@@ -334,8 +333,7 @@ def _first_prices(new: np.ndarray, symbol, px, action, otype, default: int, chun
     return p0
 
 
-# the per-order (pool slot) arrays of State: what moves when one book's pool moves (_move_pool);
-# o_scr is a per-slot scratch (one alloc_level call), not state, and is not listed
+# the per-order (pool slot) arrays of State: what moves when one book's pool moves (_move_pool)
 POOL_ARRAYS = ("o_id", "o_qty", "o_px", "o_next", "o_prev", "o_acct", "o_flags", "o_arow")
 LUT_MAX_SYMBOL = 1 << 22  # symbols below this get a direct symbol -> book lookup table
 MAX_LEVELS_MULTIPLE = 4096  # Engine(max_levels=...) stays a multiple of this (the API's rule)
@@ -393,9 +391,6 @@ class BookStore:
             "o_next": np.full(P, -1, np.int32), "o_prev": np.full(P, -1, np.int32),
             "o_acct": np.zeros(P, np.uint32), "o_flags": np.zeros(P, np.uint8),
             "tab": np.zeros(T, np.int32), "o_arow": np.zeros(P if self.risk_rows else 0, np.int32),
-            # scratch, not state: written and read within one alloc_level call (the pro-rata
-            # recipients of one level), so neither POOL_ARRAYS nor the relayout copy it
-            "o_scr": np.zeros(P, np.int32),
         }
         return State(bk=bk, **arr)
 

@@ -32,9 +32,6 @@ State tuple ``S`` (see engine/book_state.py for allocation):
   o_acct  uint32[P]      account
   o_flags uint8[P]       bit0 sell, bits1-2 tif, bit3 post-only
   tab     int32[T]       open-addressing id index: local slot + 1, 0 = empty
-  o_arow  int32[P]       risk account row of each order (risk engines; else empty)
-  o_scr   int32[P]       scratch of alloc_level: book b's [poff, poff + n) hold the local slots of
-                         a level's pro-rata recipients during one call (not state: never copied)
 """
 from __future__ import annotations
 
@@ -744,15 +741,11 @@ def _make_step(RISK):
         self-trade prevention first (the taker's own orders at the level, in time priority, by
         mode `stp`), then with R = q and T = the level's quantity: 0. R >= T: every order fills
         completely; else 1. TOP, 2. LMM, 3. FIFO share, 4. pro rata (floor(R' q'_i / T'), below
-        min_alloc -> 0), 5. FIFO residual, each optional step by its ALG_* bit. Pass 1 sums the
-        pro-rata allocations and records the recipients (a share >= max(min_alloc, 1), or the
-        TOP order) in time priority in S.o_scr[poff:poff + nrec]; it stops early once the
-        orders not yet visited hold too little for any share (floor(R' x rest / T') <
-        max(min_alloc, 1)). Pass 2 emits one fill per maker (its steps added up) in time
-        priority: it walks the level while a running budget of steps 2, 3 or 5 is left
-        (recomputed in the same order as in pass 1), then jumps from recipient to recipient.
-        Settles the level (quantity, totals, one delta, emptied level). Returns (taker leaves
-        after, stopped by STP)."""
+        min_alloc -> 0), 5. FIFO residual, each optional step by its ALG_* bit. One pass sums the
+        pro-rata allocations, a second emits one fill per maker (its steps added up) in time
+        priority; the running budgets of steps 2, 3 and 5 are recomputed in the same order in
+        both passes, so nothing is stored per order. Settles the level (quantity, totals, one
+        delta, emptied level). Returns (taker leaves after, stopped by STP)."""
         bk = S.bk
         sym = bk[b, F_SYM]
         poff = bk[b, F_POFF]
@@ -784,7 +777,6 @@ def _make_step(RISK):
             Tp = 1
             res_b = 0
             mina = bk[b, F_MINALLOC]
-            nrec = 0
             if not full:
                 left = q
                 if (algo & ALG_TOP) != 0:      # step 1
@@ -808,24 +800,14 @@ def _make_step(RISK):
                     left -= fifo_b
                 Tp = T - (q - left)            # the level's leaves after steps 1-3
                 res_b = left
-                minq = mina if mina > 1 else 1
-                # step 4, pass 1: sum of a_i, recipients in o_scr. No share reaches minq when
-                # minq > left (a_i <= left): then only the TOP order (if any) is recorded
-                if (algo & ALG_PRO) != 0 and left > 0:
+                if (algo & ALG_PRO) != 0 and left > 0:      # step 4, pass 1: sum of a_i
                     lb = lmm_b
                     fb = fifo_b
-                    rest = Tp                  # leaves after steps 1-3 of the orders not visited
-                    topdone = top < 0 or topa == 0
                     s = S.lv_head[g]
                     while s >= 0:
-                        if topdone and (minq > left or pro_share(left, rest, Tp) < minq):
-                            break              # no order from here on gets a share
                         rem = S.o_qty[poff + s]
-                        rec = False
                         if s == top:
                             rem -= topa
-                            rec = topa > 0
-                            topdone = True
                         if lb > 0 and is_lmm(bk, b, S.o_acct[poff + s]):
                             x = min(rem, lb)
                             rem -= x
@@ -834,30 +816,17 @@ def _make_step(RISK):
                             x = min(rem, fb)
                             rem -= x
                             fb -= x
-                        rest -= rem
                         a = pro_share(left, rem, Tp)
-                        if a >= minq:
+                        if a >= mina:
                             res_b -= a
-                            rec = True
-                        if rec:
-                            S.o_scr[poff + nrec] = s
-                            nrec += 1
                         s = S.o_next[poff + s]
             # pass 2: one fill per maker, in time priority
             pro = (algo & ALG_PRO) != 0 and left > 0
             s = S.lv_head[g]
-            k = 0                              # next recipient in o_scr
             while s >= 0 and q > 0:
-                if pro and lmm_b == 0 and fifo_b == 0 and res_b == 0:
-                    # only recorded recipients get anything from here on: jump to the next
-                    if k >= nrec:
-                        break
-                    s = S.o_scr[poff + k]
                 ms = poff + s
                 nxt = S.o_next[ms]
                 mq = S.o_qty[ms]
-                if k < nrec and S.o_scr[poff + k] == s:
-                    k += 1
                 if full:
                     f = mq
                 else:
