@@ -5,7 +5,9 @@
 seq: ``Engine(threads=1).submit`` of 100 rows over 3 books, ``submit_order``, ``book_l3``,
 ``book_levels``; par: ``Engine(threads=2).submit`` of the same; risk: an ``Engine(risk=...)``
 submit. Prints the CPU seconds of each part and the numba compilations (numba's
-"numba:compile" events) with their own CPU time (children excluded), largest first.
+"numba:compile" events) with their own CPU time (children excluded), largest first, then the
+functions compiled more than once (one compilation per signature: a second one is usually an int
+width or array layout that differs between call sites).
 """
 from __future__ import annotations
 
@@ -70,6 +72,14 @@ def main() -> None:
     print(f"numba compilations: {len(_rows)}, own CPU {sum(r[0] for r in _rows):.1f} s")
     for own, incl, name in sorted(_rows, reverse=True)[:15]:
         print(f"  own {own:6.1f} s  incl {incl:6.1f} s  {name}")
+    per: dict = {}
+    for own, _incl, name in _rows:
+        n, t = per.get(name, (0, 0.0))
+        per[name] = (n + 1, t + own)
+    many = sorted(((t, n, name) for name, (n, t) in per.items() if n > 1), reverse=True)
+    print(f"compiled more than once (one compilation per signature): {len(many)} functions")
+    for t, n, name in many:
+        print(f"  {n} x, own {t:6.1f} s  {name}")
 
 
 if __name__ == "__main__":
