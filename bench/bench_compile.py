@@ -1,10 +1,11 @@
 """Cold compilation, per compiled function: run in a fresh numba cache.
 
-    NUMBA_CACHE_DIR=$(mktemp -d) python bench/bench_compile.py [seq,par,risk]
+    NUMBA_CACHE_DIR=$(mktemp -d) python bench/bench_compile.py [seq,par,risk | warmrisk,warm]
 
 seq: ``Engine(threads=1).submit`` of 100 rows over 3 books, ``submit_order``, ``book_l3``,
 ``book_levels``; par: ``Engine(threads=2).submit`` of the same; risk: an ``Engine(risk=...)``
-submit. Prints the CPU seconds of each part and the numba compilations (numba's
+submit; warmrisk / warm: ``pipeline.warm_up`` with / without risk (what ``hpte match`` runs
+before its clock starts). Prints the CPU seconds of each part and the numba compilations (numba's
 "numba:compile" events) with their own CPU time (children excluded), largest first, then the
 functions compiled more than once (one compilation per signature: a second one is usually an int
 width or array layout that differs between call sites).
@@ -64,8 +65,11 @@ def main() -> None:
         elif part == "risk":
             from hpte.engine.risk.limits import RiskLimits
             Engine(risk=RiskLimits.from_toml("[defaults]\nmax_order_qty = 10")).submit(_batch(100, 3))
+        elif part in ("warmrisk", "warm"):
+            from hpte.engine.pipeline import warm_up
+            warm_up("cpu", part == "warmrisk")
         else:
-            raise SystemExit(f"unknown part {part!r}; expected seq, par or risk")
+            raise SystemExit(f"unknown part {part!r}; expected seq, par, risk, warmrisk or warm")
         now = time.process_time()
         print(f"{part}: {now - t:.1f} s CPU", flush=True)
         t = now
