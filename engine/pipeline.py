@@ -91,23 +91,24 @@ _WARM: dict = {}   # (device, risk) -> seconds its warm-up took in this process
 
 
 def warm_up(device: str = "cpu", risk: bool = False) -> float:
-    """Run every kernel once on a tiny input (compiles, or loads numba's cache); seconds taken.
-    With device "gpu" the CUDA matching kernel is compiled too; with `risk` the risk kernel.
-    Done once per process: later calls return the first call's seconds."""
+    """Run every kernel a run uses once on a tiny input (compiles, or loads numba's cache);
+    seconds taken. With device "gpu" the CUDA matching kernel is compiled too. With `risk` the
+    risk kernel and not the plain matching step (a risk run never calls it: building it cost
+    ~40 s CPU of a cold ``hpte match --risk``). Done once per process and key: later calls
+    return the first call's seconds."""
     key = (device, bool(risk))
     if key in _WARM:
         return _WARM[key]
     t0 = time.perf_counter()
-    if risk:
-        from hpte.engine.risk.limits import RiskLimits
-        Engine(risk=RiskLimits()).submit({"ts_ns": np.array([0], np.int64), "order_id": np.array([1], np.uint64),
-                                          "side": np.array([1], np.int8), "price_ticks": np.array([10], np.int64),
-                                          "qty": np.array([1], np.int64)})
     if device == "gpu":
         Engine(device="gpu").submit({"ts_ns": np.array([0], np.int64), "order_id": np.array([1], np.uint64),
                                      "side": np.array([1], np.int8), "price_ticks": np.array([10], np.int64),
                                      "qty": np.array([1], np.int64)})
-    e = Engine()
+    if risk:
+        from hpte.engine.risk.limits import RiskLimits
+        e = Engine(risk=RiskLimits())
+    else:
+        e = Engine()
     e.submit({"ts_ns": np.array([0, 1], np.int64), "order_id": np.array([1, 2], np.uint64),
               "side": np.array([1, -1], np.int8), "price_ticks": np.array([10, 10], np.int64),
               "qty": np.array([2, 1], np.int64), "tif": np.array([3, 0], np.uint8)})

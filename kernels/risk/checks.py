@@ -670,11 +670,24 @@ def release_cpu(sr, oid, q, acct, pair, g, omap, released):
 # is compiled once, not inlined (inlining them at each call site of the matching step made its
 # compile ~10x slower), with plain array arguments (a short call).
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True, _nrt=False)
+@njit(cache=True, inline="always")
 def risk_row_book(ts, side, px, qty, action, otype, ar, sr, lv, lpx, acct, sym, pair, g):
     """Check a row that matching's own validation passed and commit it when it passes.
     side: the order's side; lv, lpx: a CANCEL's / REPLACE's open quantity and the price it counts
-    at. Returns (0, the price the order's open quantity now counts at) or (RR_* reason, 0)."""
+    at (all scalars integers, any width). Returns (0, the price the order's open quantity now
+    counts at) or (RR_* reason, 0).
+
+    A cast of the scalars to int64 inlined at the call site, around ``_risk_row_book``: the call
+    sites pass the side as int8 (a NEW's column value) or int64 (a resting order's), which
+    compiled the body twice (7 s CPU each, cold); every value here fits int64 unchanged."""
+    return _risk_row_book(np.int64(ts), np.int64(side), np.int64(px), np.int64(qty),
+                          np.int64(action), np.int64(otype), np.int64(ar), np.int64(sr),
+                          np.int64(lv), np.int64(lpx), acct, sym, pair, g)
+
+
+@njit(cache=True, _nrt=False)
+def _risk_row_book(ts, side, px, qty, action, otype, ar, sr, lv, lpx, acct, sym, pair, g):
+    """risk_row_book with int64 scalars (compiled once, called, not inlined)."""
     r, d_qty, d_not, pxu, tok_a, tok_p = check_core(ts, side, px, qty, action, otype, ar, sr, lv, lpx,
                                                     acct, sym, pair, g)
     if r != 0:
@@ -709,10 +722,20 @@ def risk_party_book(ar, sr, side, npx, done, px, q, acct, pair):
     position_move(ar, sr, side, px, q, acct, pair)
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, inline="always")
 def risk_release_book(ar, sr, side, q, npx, done, acct, pair):
     """q lots of an order went away without trading (expiry, STP, cancel by matching or by a
-    kill switch), counted at npx; done: nothing of the order is left open."""
+    kill switch), counted at npx; done: nothing of the order is left open. The scalars are
+    cast here (int64, bool), inlined at the call site, so that ``_risk_release_book`` is compiled
+    once (the call sites pass an int8 or an int64 side, a literal True or a bool: 4
+    compilations before)."""
+    _risk_release_book(np.int64(ar), np.int64(sr), np.int64(side), np.int64(q), np.int64(npx),
+                       bool(done), acct, pair)
+
+
+@njit(cache=True, _nrt=False)
+def _risk_release_book(ar, sr, side, q, npx, done, acct, pair):
+    """risk_release_book with int64 scalars (compiled once, called, not inlined)."""
     add_open(ar, sr, side, -q, -q * npx, acct, pair)
     if done:
         count_open(ar, sr, -1, acct, pair)

@@ -120,7 +120,7 @@ def trade_streams(draw, max_n=60, big=False):
     return trades, cuts
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(data=trade_streams(), every=st.sampled_from([1, 2, 7, 10, 1000]), buf=st.sampled_from([1, 3, 4096]),
        syms=st.sampled_from([1, 64]))
 def test_time_bars_chunks_equal_whole_equal_reference(data, every, buf, syms):
@@ -132,7 +132,7 @@ def test_time_bars_chunks_equal_whole_equal_reference(data, every, buf, syms):
     assert_bars_equal(chunked, ref)
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(data=trade_streams(), vsize=st.sampled_from([1, 5, 17, 100]), buf=st.sampled_from([1, 2, 4096]),
        syms=st.sampled_from([1, 64]))
 def test_volume_bars_chunks_equal_whole_equal_reference(data, vsize, buf, syms):

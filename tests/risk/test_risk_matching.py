@@ -373,15 +373,19 @@ def _band_check(out, toml=RANDOM_TOML, static=None):
     last: dict = {}
     f = out["fills"]
     static = {7: 100} if static is None else static
+    seqs, syms, pxs, sides = (f[c].tolist() for c in ("seq", "symbol", "price_ticks", "taker_side"))
+    # fills come in row order, so a row's fills are one run (a scan per row was quadratic)
+    assert all(a <= b for a, b in zip(seqs, seqs[1:])), "fills out of row order"
     k = 0
-    n = len(f["qty"])
+    n = len(seqs)
     while k < n:
-        seq = int(f["seq"][k])
-        row_fills = [j for j in range(k, n) if int(f["seq"][j]) == seq]
+        end = k
+        while end < n and seqs[end] == seqs[k]:
+            end += 1
         start_last = dict(last)
-        for j in row_fills:
-            s, px = int(f["symbol"][j]), int(f["price_ticks"][j])
-            if int(f["taker_side"][j]) != 0:
+        for j in range(k, end):
+            s, px = syms[j], pxs[j]
+            if sides[j] != 0:
                 ref = start_last.get(s, static.get(s))
                 if ref is not None:
                     d = ref * bps // 10_000
@@ -389,7 +393,7 @@ def _band_check(out, toml=RANDOM_TOML, static=None):
             else:
                 start_last[s] = px     # an auction resets the reference before the row's own trades
             last[s] = px
-        k = row_fills[-1] + 1
+        k = end
 
 
 @settings(max_examples=12, deadline=None)
