@@ -137,6 +137,18 @@ def test_state_hand_offs_between_batches():
     assert empty.events["seq"].size == 0
 
 
+@settings(max_examples=15)
+@given(cols=order_streams(max_rows=60, n_symbols=3, gtd=True), size=st.sampled_from([None, 1, 7]))
+def test_hypothesis_streams_gtd(cols, size):
+    """Good-till-date orders (expiry sweeps, EXPIRE_IN_PAST / INVALID_EXPIRE rejects)."""
+    from hpte.kernels import match_cuda
+    old, match_cuda.THREADS_PER_BLOCK = match_cuda.THREADS_PER_BLOCK, 2
+    try:
+        compare(cols, "none", sizes=(size,))
+    finally:
+        match_cuda.THREADS_PER_BLOCK = old
+
+
 @settings(max_examples=40)
 @given(cols=order_streams(max_rows=80, n_symbols=3), stp=st.sampled_from(STP_MODES),
        size=st.sampled_from([None, 1, 9]))
