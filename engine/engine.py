@@ -575,6 +575,10 @@ class Engine:
         elif st == K.ST_NEED_OUTPUT:
             nrest = int(self.store.S.bk[b, K.F_NREST])
             m = nrest if self.stp != S.STP_NONE else min(max(int(I.qty[row]), 0), nrest)
+            bk = self.store.S.bk
+            nexp = int(bk[b, K.F_NEXP])
+            if nexp and int(I.ts[row]) >= nexp:   # a good-till-date sweep is due before the row:
+                extra += nrest + int(bk[b, K.F_NPARK])   # up to every order of the book expires
             O = grow_outputs(O, r, np.array([m, 2 * m + 4 + extra, m + 3 + extra], np.int64))
             self.grow_counts["output"] += 1
         else:  # pragma: no cover - a kernel bug

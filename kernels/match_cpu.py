@@ -180,7 +180,8 @@ def run_chunk_cpu(I, S, O, books, route, use_route, c, lo, hi, row_start, row_co
     """Rows route[lo:hi] (or lo:hi when not use_route) into region c, in order; stops at the
     first row that needs room. Returns (status, position reached). With `record`, notes each
     row's output rows relative to the start of region c (regions are back to back: region c
-    starts at O.cap[c - 1]). This is the one place the per-row step is compiled (inlined) for the
+    starts at O.cap[c - 1]); a row that stops is marked (row_count[i, 0] = -1, its start kept)
+    so that outputs it wrote before stopping (a good-till-date sweep) stay its own on the retry. This is the one place the per-row step is compiled (inlined) for the
     CPU; it releases the GIL, so threads may run it on disjoint books and regions at once."""
     fb = O.cap[c - 1, 0] if c > 0 else 0
     eb = O.cap[c - 1, 1] if c > 0 else 0
@@ -191,8 +192,18 @@ def run_chunk_cpu(I, S, O, books, route, use_route, c, lo, hi, row_start, row_co
         f0 = O.cur[c, 0]
         e0 = O.cur[c, 1]
         d0 = O.cur[c, 2]
+        if record and row_count[i, 0] < 0:
+            # a retry: what the stopped attempt wrote (a good-till-date sweep) is the row's too
+            f0 = row_start[i, 0] + fb
+            e0 = row_start[i, 1] + eb
+            d0 = row_start[i, 2] + db
         st = process_row(I, S, O, c, i, books[i], seq0 + i, stp)
         if st != ST_OK:
+            if record and row_count[i, 0] >= 0:   # first stop of this row: where its outputs begin
+                row_start[i, 0] = f0 - fb
+                row_start[i, 1] = e0 - eb
+                row_start[i, 2] = d0 - db
+                row_count[i, 0] = -1
             return st, j
         j += 1
         if not record:

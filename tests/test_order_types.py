@@ -156,3 +156,32 @@ def test_gtd_matches_reference(stp, cols):
                 assert_same(got[key], ref[key], columns, f"{tag}: {key}")
             assert_same(got["end"].events, ref["end"].events, S.EVENT_COLUMNS, f"{tag}: end_session events")
             assert_same(got["end"].deltas, ref["end"].deltas, S.DELTA_COLUMNS, f"{tag}: end_session deltas")
+
+
+def test_gtd_expiry_releases_risk_open_orders():
+    """With risk limits, an expired GTD order no longer counts as open (risk_release_book): the
+    account's open orders and open notional go back to 0, and the outputs are the plain
+    engine's (no breaker configured)."""
+    from hpte.engine.risk.limits import RiskLimits
+    lim = RiskLimits.from_toml("[defaults]\nmax_order_qty = 100\nmax_open_orders = 5\n")
+    cols = rows_to_columns([row(100, 1, B, 99, 5, exp=150), row(101, 2, SL, 120, 3, exp=400),
+                            row(150, 3, SL, 130, 1, acct=2)])
+    risk_eng, plain = Engine(risk=lim), Engine()
+    a, b = risk_eng.submit(cols), plain.submit(cols)
+    assert_same(a.events, b.events, S.EVENT_COLUMNS, "events")
+    assert_same(a.deltas, b.deltas, S.DELTA_COLUMNS, "deltas")
+    acc = risk_eng.risk.accounts()
+    by = dict(zip(acc["account"].tolist(), zip(acc["open_orders"].tolist(), acc["open_notional"].tolist())))
+    assert by[1] == (1, 3 * 120) and by[2] == (1, 130)
+
+
+def test_gtd_sweep_then_row_that_must_grow_on_two_threads():
+    """A sweep written before the row stops for a ladder (a price far off) stays that row's
+    output on the retry (parallel path: per-row output records)."""
+    rows = [row(100 + k, k + 1, B, 100 + k % 5, 1, sym=k % 2, exp=500) for k in range(20)]
+    rows += [row(500, 90, SL, 100_000, 1, sym=0), row(500, 91, SL, 100_000, 1, sym=1)]
+    cols = rows_to_columns(rows)
+    ref = ReferenceEngine().submit(cols)
+    got = Engine(threads=2).submit(cols)
+    assert_same(got.events, ref.events, S.EVENT_COLUMNS, "events")
+    assert_same(got.deltas, ref.deltas, S.DELTA_COLUMNS, "deltas")
