@@ -1076,17 +1076,11 @@ def _make_step(RISK):
         Anything but ST_OK means the row was not applied: the caller grows what the status
         names and calls again for the same row (with RISK, breaker transitions that were due at
         the row's time may already have been written; they are not repeated).
-        I: input columns (ts, oid, side, px, qty, action, otype, tif, acct, post, force), length n.
+        I: input columns (ts, oid, side, px, qty, action, otype, tif, acct, post, force, exp), length n.
+        The drivers call ``gtd_due`` before it (good-till-date orders due at the row's ts expire
+        first; kept out of the inlined step, which measured ~5% slower on FIFO flows with it).
         """
         bk = S.bk
-        nexp = bk[b, F_NEXP]
-        if nexp != 0 and I.ts[i] >= nexp:     # good-till-date orders due: they go first
-            esr = 0
-            if RISK:
-                esr = R.sr[i]
-            st = expire_due(S, O, r, b, seq, I.ts[i], bk[b, F_SYM], R, esr)
-            if st != ST_OK:
-                return st
         q = I.qty[i]
         nrest = bk[b, F_NREST]
         if stp != STP_NONE:
@@ -1356,11 +1350,20 @@ def _make_step(RISK):
         emit_delta(O, r, seq, ts, sym, oside, rpx, S.lv_qty[g], S.lv_cnt[g])
         return ST_OK
 
-    return step, match_taker, fok_fillable
+    @register_jitable
+    def gtd_due(I, S, O, r, i, b, seq, R):
+        """Before input row i of book b: expire the book's good-till-date orders due at its ts
+        (``expire_due``). ST_OK, or ST_NEED_OUTPUT with nothing written."""
+        esr = 0
+        if RISK:
+            esr = R.sr[i]
+        return expire_due(S, O, r, b, seq, I.ts[i], S.bk[b, F_SYM], R, esr)
+
+    return step, match_taker, fok_fillable, gtd_due
 
 
-_step_plain, match_taker, fok_fillable = _make_step(False)
-process_row_risk, _match_taker_risk, _fok_fillable_risk = _make_step(True)
+_step_plain, match_taker, fok_fillable, gtd_due_plain = _make_step(False)
+process_row_risk, _match_taker_risk, _fok_fillable_risk, gtd_due_risk = _make_step(True)
 
 
 @register_jitable(inline="always")

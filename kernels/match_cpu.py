@@ -22,8 +22,8 @@ import numpy as np
 from numba import njit
 
 from .book import (
-    F_ASK, F_BASE, F_BID, F_HW, F_LOFF, F_NLEV, F_PHEAD, F_POFF, F_SYM, F_TMASK, F_TOFF, ST_OK, bit_clear,
-    bit_set, id_insert, process_row, process_row_risk,
+    F_ASK, F_BASE, F_BID, F_HW, F_LOFF, F_NEXP, F_NLEV, F_PHEAD, F_POFF, F_SYM, F_TMASK, F_TOFF, ST_OK, bit_clear,
+    bit_set, gtd_due_plain, gtd_due_risk, id_insert, process_row, process_row_risk,
 )
 from hpte.kernels.risk.breaker import brk_end_row
 from hpte.kernels.risk.checks import PREFETCH, prefetch
@@ -64,6 +64,10 @@ def match_seq_risk_cpu(I, S, O, books, start, seq0, stp, R):
             prefetch(R.acct, R.ar[k], -1)
             prefetch(R.pair, R.ar[k], R.sr[k])
         b = books[i]
+        if bk[b, F_NEXP] != 0 and I.ts[i] >= bk[b, F_NEXP]:   # good-till-date orders due first
+            st = gtd_due_risk(I, S, O, 0, i, b, seq0 + i, R)
+            if st != ST_OK:
+                return st, i
         st = process_row_risk(I, S, O, 0, i, b, seq0 + i, stp, R)
         if st != ST_OK:
             return st, i
@@ -197,7 +201,12 @@ def run_chunk_cpu(I, S, O, books, route, use_route, c, lo, hi, row_start, row_co
             f0 = row_start[i, 0] + fb
             e0 = row_start[i, 1] + eb
             d0 = row_start[i, 2] + db
-        st = process_row(I, S, O, c, i, books[i], seq0 + i, stp)
+        b = books[i]
+        st = ST_OK
+        if S.bk[b, F_NEXP] != 0 and I.ts[i] >= S.bk[b, F_NEXP]:   # good-till-date orders due first
+            st = gtd_due_plain(I, S, O, c, i, b, seq0 + i, None)
+        if st == ST_OK:
+            st = process_row(I, S, O, c, i, b, seq0 + i, stp)
         if st != ST_OK:
             if record and row_count[i, 0] >= 0:   # first stop of this row: where its outputs begin
                 row_start[i, 0] = f0 - fb
