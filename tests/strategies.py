@@ -284,6 +284,7 @@ def random_stream(rng: np.random.Generator, n: int, n_symbols: int = 3, n_accoun
     symbols = np.array([0, 7, 1 << 31, 12][: max(1, n_symbols)], dtype=np.uint32)
     cols = {name: np.empty(n, dtype=dt) for name, dt, _, _ in S.ORDER_COLUMNS}
     cols["ts_ns"][:] = 1_000_000 + np.cumsum(rng.integers(0, 3, n))
+    cols["expire_ts_ns"][:] = 0             # no good-till-date orders (order_streams(gtd=True) has them)
     used: list[int] = []
     sim = ReferenceEngine()                 # to know which orders are live
     owner: dict[int, tuple[int, int, int]] = {}
