@@ -52,7 +52,8 @@ class _OneRow:
         self.I = Inputs(ts=_ro(c["ts_ns"]), oid=_ro(c["order_id"]), side=_ro(c["side"]),
                         px=_ro(c["price_ticks"]), qty=_ro(c["qty"]), action=_ro(c["action"]),
                         otype=_ro(c["order_type"]), tif=_ro(c["tif"]), acct=_ro(c["account"]),
-                        post=_ro(c["post_only"]), force=_ro(self.force))
+                        post=_ro(c["post_only"]), force=_ro(self.force),
+                        exp=_ro(c["expire_ts_ns"]))
         self.book = np.zeros(1, np.int64)
         self.bufs = OutputBuffers()         # output rows, kept across calls
         self.fn = None                      # the compiled entry point, once known
@@ -217,7 +218,7 @@ class Engine:
         I = Inputs(ts=_ro(c["ts_ns"]), oid=_ro(c["order_id"]), side=_ro(c["side"]),
                    px=_ro(c["price_ticks"]), qty=_ro(c["qty"]), action=_ro(c["action"]),
                    otype=_ro(c["order_type"]), tif=_ro(c["tif"]), acct=_ro(c["account"]),
-                   post=_ro(c["post_only"]), force=_ro(force))
+                   post=_ro(c["post_only"]), force=_ro(force), exp=_ro(c["expire_ts_ns"]))
         if self.risk is not None:
             fills, events, deltas = self._submit_risk(I, books, c, n, want, copy)
         elif self._gpu is not None:
@@ -248,7 +249,8 @@ class Engine:
 
     def submit_order(self, ts_ns: int, order_id: int, side: int, price_ticks: int, qty: int,
                      action: int = S.ACT_NEW, order_type: int = S.OT_LIMIT, tif: int = S.TIF_GTC,
-                     account: int = 0, symbol: int = 0, post_only: int = 0, outputs=None) -> Result:
+                     account: int = 0, symbol: int = 0, post_only: int = 0, expire_ts_ns: int = 0,
+                     outputs=None) -> Result:
         """One order, the low-latency way: scalars in, no batch validation or allocation beyond
         the few output rows returned. Same semantics and outputs as ``submit`` of a one-row
         batch (values are range-checked the same way). outputs: as for ``submit``."""
@@ -256,12 +258,13 @@ class Engine:
         if self.risk is not None:
             return self.submit(outputs=want, batch={k: np.array([v], dt) for (k, dt, _r, _d), v in zip(
                 S.ORDER_COLUMNS, (ts_ns, order_id, side, price_ticks, qty, action, order_type, tif,
-                                  account, symbol, post_only))})
+                                  account, symbol, post_only, expire_ts_ns))})
         one = self._one
         if one is None:
             one = self._one = _OneRow()
         try:
-            one.set(ts_ns, order_id, side, price_ticks, qty, action, order_type, tif, account, symbol, post_only)
+            one.set(ts_ns, order_id, side, price_ticks, qty, action, order_type, tif, account, symbol, post_only,
+                    expire_ts_ns)
         except (OverflowError, ValueError, TypeError) as e:
             raise InputError(f"submit_order: {e}") from None
         if self.last_ts is not None and ts_ns < self.last_ts:
@@ -586,6 +589,10 @@ class Engine:
         elif st == K.ST_NEED_OUTPUT:
             nrest = int(self.store.S.bk[b, K.F_NREST])
             m = nrest if self.stp != S.STP_NONE else min(max(int(I.qty[row]), 0), nrest)
+            bk = self.store.S.bk
+            nexp = int(bk[b, K.F_NEXP])
+            if nexp and int(I.ts[row]) >= nexp:   # a good-till-date sweep is due before the row:
+                extra += nrest + int(bk[b, K.F_NPARK])   # up to every order of the book expires
             O = grow_outputs(O, r, np.array([m, 2 * m + 4 + extra, m + 3 + extra], np.int64))
             self.grow_counts["output"] += 1
         else:  # pragma: no cover - a kernel bug

@@ -284,7 +284,11 @@ class GpuMatcher:
                 m = nrest
             else:
                 m = xp.minimum(xp.maximum(dI.qty[row_out], 0), nrest)
-            need = xp.stack([m, 2 * m + 4, m + 3], axis=1)
+            # a good-till-date sweep due before the row: up to every order of the book expires
+            nexp = S.bk[b_out, K.F_NEXP]
+            x = xp.where((nexp != 0) & (dI.ts[row_out] >= nexp),
+                         S.bk[b_out, K.F_NREST] + S.bk[b_out, K.F_NPARK], 0)
+            need = xp.stack([m, 2 * m + 4 + x, m + 3 + x], axis=1)
             O = grow_outputs_xp(xp, O, r_out, need)
             eng.grow_counts["output"] += int(r_out.shape[0])
         other = B.to_host(xp.stack([st, row, b], axis=1)[~out_mask])

@@ -18,7 +18,7 @@ from hpte.kernels.enums import (  # noqa: F401  (re-exported: the one place they
     R_INVALID_TIF, R_INVALID_QTY, R_INVALID_PRICE, R_INVALID_POST_ONLY, R_DUPLICATE_ORDER_ID, R_UNKNOWN_ORDER,
     R_NOT_OWNER, R_POST_ONLY_WOULD_TAKE, R_SELF_TRADE, R_FOK_NOT_FILLABLE, R_END_OF_SESSION, R_PRICE_OUT_OF_RANGE,
     R_PRICE_BAND, R_LIMIT_STATE, R_VELOCITY, R_HALT, R_AUCTION, RR_MAX_ORDER_QTY, RR_MAX_ORDER_NOTIONAL,
-    RR_PRICE_COLLAR, RR_MAX_OPEN_ORDERS, RR_MAX_POSITION, RR_CREDIT_LIMIT, RR_MAX_ORDERS_PER_SECOND,
+    R_EXPIRE_TIME, R_EXPIRE_IN_PAST, R_INVALID_EXPIRE, RR_PRICE_COLLAR, RR_MAX_OPEN_ORDERS, RR_MAX_POSITION, RR_CREDIT_LIMIT, RR_MAX_ORDERS_PER_SECOND,
     RR_KILL_SWITCH, RR_SYMBOL_PAUSED, RR_NOT_PERMITTED, RR_NO_REFERENCE_PRICE, RR_RISK_OVERFLOW,
     EV_LIMIT_STATE, EV_PAUSED, EV_AUCTION, EV_RESUMED, EV_HALTED, TS_CONTINUOUS, TS_LIMIT, TS_PAUSED,
     TS_AUCTION, TS_HALTED,
@@ -76,6 +76,9 @@ REASON_NAMES = {
     R_VELOCITY: "VELOCITY",
     R_HALT: "HALT",
     R_AUCTION: "AUCTION",
+    R_EXPIRE_TIME: "EXPIRE_TIME",
+    R_EXPIRE_IN_PAST: "EXPIRE_IN_PAST",
+    R_INVALID_EXPIRE: "INVALID_EXPIRE",
     # risk limits (kernels/risk/checks.py): the limit's name in upper case, or a named state
     RR_MAX_ORDER_QTY: "MAX_ORDER_QTY",
     RR_MAX_ORDER_NOTIONAL: "MAX_ORDER_NOTIONAL",
@@ -106,6 +109,7 @@ ORDER_COLUMNS: tuple[tuple[str, np.dtype, bool, int], ...] = (
     ("account", np.dtype(np.uint32), False, 0),
     ("symbol", np.dtype(np.uint32), False, 0),
     ("post_only", np.dtype(np.uint8), False, 0),
+    ("expire_ts_ns", np.dtype(np.int64), False, 0),   # good-till-date: 0 = none
 )
 ORDER_DTYPE = np.dtype([(n, t) for n, t, _, _ in ORDER_COLUMNS], align=True)
 

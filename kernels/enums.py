@@ -60,6 +60,9 @@ R_LIMIT_STATE = 17         # breaker event cause: the book stayed at its band fo
 R_VELOCITY = 18            # breaker event cause: the price moved more than velocity_ticks
 R_HALT = 19                # breaker event cause: market-wide halt / resume by command
 R_AUCTION = 20             # fills and events of a reopening (or stand-alone) call auction
+R_EXPIRE_TIME = 21         # a good-till-date order reached its expire_ts_ns (EXPIRED event)
+R_EXPIRE_IN_PAST = 22      # NEW with expire_ts_ns at or before its own ts_ns
+R_INVALID_EXPIRE = 23      # NEW with a negative expire_ts_ns, or one on an order that cannot rest
 
 # Risk reject reasons (kernels/risk/checks.py; README "Risk limits")
 RR_MAX_ORDER_QTY = 100

@@ -22,8 +22,8 @@ import numpy as np
 from numba import njit
 
 from .book import (
-    F_ASK, F_BASE, F_BID, F_HW, F_LOFF, F_NLEV, F_PHEAD, F_POFF, F_SYM, F_TMASK, F_TOFF, ST_OK, bit_clear,
-    bit_set, id_insert, process_row, process_row_risk,
+    F_ASK, F_BASE, F_BID, F_HW, F_LOFF, F_NEXP, F_NLEV, F_PHEAD, F_POFF, F_SYM, F_TMASK, F_TOFF, ST_OK, bit_clear,
+    bit_set, gtd_due_plain, gtd_due_risk, id_insert, process_row, process_row_risk,
 )
 from hpte.kernels.risk.breaker import brk_end_row
 from hpte.kernels.risk.checks import PREFETCH, prefetch
@@ -64,6 +64,10 @@ def match_seq_risk_cpu(I, S, O, books, start, seq0, stp, R):
             prefetch(R.acct, R.ar[k], -1)
             prefetch(R.pair, R.ar[k], R.sr[k])
         b = books[i]
+        if bk[b, F_NEXP] != 0 and I.ts[i] >= bk[b, F_NEXP]:   # good-till-date orders due first
+            st = gtd_due_risk(I, S, O, 0, i, b, seq0 + i, R)
+            if st != ST_OK:
+                return st, i
         st = process_row_risk(I, S, O, 0, i, b, seq0 + i, stp, R)
         if st != ST_OK:
             return st, i
@@ -105,6 +109,7 @@ def relayout_cpu(S, T, nbooks_old):
             T.o_prev[tp + s] = S.o_prev[sp + s]
             T.o_acct[tp + s] = S.o_acct[sp + s]
             T.o_flags[tp + s] = S.o_flags[sp + s]
+            T.o_exp[tp + s] = S.o_exp[sp + s]
         if T.o_arow.shape[0] > 0:
             for s in range(S.bk[b, F_HW]):
                 T.o_arow[tp + s] = S.o_arow[sp + s]
@@ -179,7 +184,8 @@ def run_chunk_cpu(I, S, O, books, route, use_route, c, lo, hi, row_start, row_co
     """Rows route[lo:hi] (or lo:hi when not use_route) into region c, in order; stops at the
     first row that needs room. Returns (status, position reached). With `record`, notes each
     row's output rows relative to the start of region c (regions are back to back: region c
-    starts at O.cap[c - 1]). This is the one place the per-row step is compiled (inlined) for the
+    starts at O.cap[c - 1]); a row that stops is marked (row_count[i, 0] = -1, its start kept)
+    so that outputs it wrote before stopping (a good-till-date sweep) stay its own on the retry. This is the one place the per-row step is compiled (inlined) for the
     CPU; it releases the GIL, so threads may run it on disjoint books and regions at once."""
     fb = O.cap[c - 1, 0] if c > 0 else 0
     eb = O.cap[c - 1, 1] if c > 0 else 0
@@ -190,8 +196,23 @@ def run_chunk_cpu(I, S, O, books, route, use_route, c, lo, hi, row_start, row_co
         f0 = O.cur[c, 0]
         e0 = O.cur[c, 1]
         d0 = O.cur[c, 2]
-        st = process_row(I, S, O, c, i, books[i], seq0 + i, stp)
+        if record and row_count[i, 0] < 0:
+            # a retry: what the stopped attempt wrote (a good-till-date sweep) is the row's too
+            f0 = row_start[i, 0] + fb
+            e0 = row_start[i, 1] + eb
+            d0 = row_start[i, 2] + db
+        b = books[i]
+        st = ST_OK
+        if S.bk[b, F_NEXP] != 0 and I.ts[i] >= S.bk[b, F_NEXP]:   # good-till-date orders due first
+            st = gtd_due_plain(I, S, O, c, i, b, seq0 + i, None)
+        if st == ST_OK:
+            st = process_row(I, S, O, c, i, b, seq0 + i, stp)
         if st != ST_OK:
+            if record and row_count[i, 0] >= 0:   # first stop of this row: where its outputs begin
+                row_start[i, 0] = f0 - fb
+                row_start[i, 1] = e0 - eb
+                row_start[i, 2] = d0 - db
+                row_count[i, 0] = -1
             return st, j
         j += 1
         if not record:

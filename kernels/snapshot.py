@@ -95,7 +95,8 @@ def l3_cpu(S, order, sym, side, px, oid, acct, qty, tif):
 
 @njit(cache=True)
 def remove_orders_cpu(S, O, order, seq, ts, mode, acct, code, reason):
-    """Take resting orders out of the books: mode 0 every DAY order (end of session), mode 1
+    """Take resting orders out of the books: mode 0 every DAY order and every good-till-date
+    order whose expiry is at or before ts (end of session), mode 1
     every order of account `acct`, mode 2 every order (kill switches). One event (`code`,
     `reason`) per order and one delta per level touched, to region 0, whose capacity must hold
     one event and one delta per resting order. Returns the orders removed."""
@@ -114,7 +115,8 @@ def remove_orders_cpu(S, O, order, seq, ts, mode, acct, code, reason):
                 while s >= 0:
                     nxt = S.o_next[poff + s]
                     if mode == 2 or (mode == 1 and S.o_acct[poff + s] == acct) or \
-                            (mode == 0 and ((S.o_flags[poff + s] >> 1) & 3) == TIF_DAY):
+                            (mode == 0 and (((S.o_flags[poff + s] >> 1) & 3) == TIF_DAY
+                                            or 0 < S.o_exp[poff + s] <= ts)):
                         q = S.o_qty[poff + s]
                         oid = S.o_id[poff + s]
                         emit_event(O, 0, seq, ts, sym, oid, S.o_acct[poff + s], side, code, reason, lp, q, 0)
@@ -132,7 +134,8 @@ def remove_orders_cpu(S, O, order, seq, ts, mode, acct, code, reason):
         while s >= 0:
             nxt = S.o_next[poff + s]
             if mode == 2 or (mode == 1 and S.o_acct[poff + s] == acct) or \
-                    (mode == 0 and ((S.o_flags[poff + s] >> 1) & 3) == TIF_DAY):
+                    (mode == 0 and (((S.o_flags[poff + s] >> 1) & 3) == TIF_DAY
+                                    or 0 < S.o_exp[poff + s] <= ts)):
                 oid = S.o_id[poff + s]
                 emit_event(O, 0, seq, ts, sym, oid, S.o_acct[poff + s],
                            SELL if (S.o_flags[poff + s] & FL_SELL) != 0 else BUY, code, reason,

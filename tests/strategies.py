@@ -174,7 +174,7 @@ def _pick(draw, weighted: Sequence[tuple[int, object]]):
 @st.composite
 def order_streams(draw, min_rows: int = 0, max_rows: int = 60, n_symbols: int = 2,
                   n_accounts: int = 3, n_prices: int = 5, invalid: bool = True,
-                  first_id: int = 1) -> dict[str, np.ndarray]:
+                  first_id: int = 1, gtd: bool = False) -> dict[str, np.ndarray]:
     """A stream of order rows (dict of numpy columns of the order schema) that stresses the book.
 
     Prices come from `n_prices` ticks around 100 (buys a little lower than sells, so books both
@@ -183,7 +183,8 @@ def order_streams(draw, min_rows: int = 0, max_rows: int = 60, n_symbols: int = 
     finished). CANCEL/REPLACE target, in about 55/30/15 proportions, an order live at that
     point (known by running the reference alongside: generation only, never an expectation), an
     id used before (mostly finished) and an id never used; with the owner's account and book
-    most of the time. With `invalid`, a few percent of values are out of range.
+    most of the time. With `invalid`, a few percent of values are out of range. With `gtd`, a
+    half of the NEW rows carry an `expire_ts_ns` a few ns ahead (some in the past, some far ahead).
     """
     n = draw(st.integers(min_rows, max_rows))
     symbols = [0, 7, 1 << 31][: max(1, n_symbols)]
@@ -222,6 +223,9 @@ def order_streams(draw, min_rows: int = 0, max_rows: int = 60, n_symbols: int = 
             post_only = _pick(draw, [(85, 0), (13, 1), (2, 255)])
             row.update(order_id=oid, side=side, order_type=otype, tif=tif, account=account,
                        symbol=symbol, post_only=post_only)
+            if gtd and draw(st.integers(0, 1)) == 0:
+                row["expire_ts_ns"] = _pick(draw, [(85, ts + draw(st.integers(1, 8))), (8, ts),
+                                                   (4, 10**10), (3 * bad, -1)])
             if oid not in owner:
                 used.append(oid)
             owner[oid] = (account, symbol, side if side in (S.BUY, S.SELL) else S.BUY)
@@ -280,6 +284,7 @@ def random_stream(rng: np.random.Generator, n: int, n_symbols: int = 3, n_accoun
     symbols = np.array([0, 7, 1 << 31, 12][: max(1, n_symbols)], dtype=np.uint32)
     cols = {name: np.empty(n, dtype=dt) for name, dt, _, _ in S.ORDER_COLUMNS}
     cols["ts_ns"][:] = 1_000_000 + np.cumsum(rng.integers(0, 3, n))
+    cols["expire_ts_ns"][:] = 0             # no good-till-date orders (order_streams(gtd=True) has them)
     used: list[int] = []
     sim = ReferenceEngine()                 # to know which orders are live
     owner: dict[int, tuple[int, int, int]] = {}

@@ -137,6 +137,33 @@ def test_state_hand_offs_between_batches():
     assert empty.events["seq"].size == 0
 
 
+@pytest.mark.usefixtures("small_blocks")
+def test_gtd_sweep_grows_output():
+    """120 good-till-date bids in two books expire at one row each: the sweep needs more output
+    room than those rows reserve (engine/gpu.py grows the regions for it)."""
+    rows = [dict(ts_ns=100 + k, order_id=k + 1, side=S.BUY, price_ticks=50 + k % 30, qty=1, symbol=k % 2,
+                 expire_ts_ns=1000) for k in range(120)]
+    rows += [dict(ts_ns=1000, order_id=999, side=S.SELL, price_ticks=200, qty=1, symbol=s) for s in (0, 1)]
+    cols = rows_to_columns(rows)
+    gpu, = compare(cols, sizes=(None,))
+    first, last = {k: v[:120] for k, v in cols.items()}, {k: v[120:] for k, v in cols.items()}
+    cpu, gpu = _engines()
+    _same_out(run_batches(gpu, [first, last]), run_batches(cpu, [first, last]), "two batches")
+    assert gpu.grow_counts["output"] > 0
+
+
+@settings(max_examples=15)
+@given(cols=order_streams(max_rows=60, n_symbols=3, gtd=True), size=st.sampled_from([None, 1, 7]))
+def test_hypothesis_streams_gtd(cols, size):
+    """Good-till-date orders (expiry sweeps, EXPIRE_IN_PAST / INVALID_EXPIRE rejects)."""
+    from hpte.kernels import match_cuda
+    old, match_cuda.THREADS_PER_BLOCK = match_cuda.THREADS_PER_BLOCK, 2
+    try:
+        compare(cols, "none", sizes=(size,))
+    finally:
+        match_cuda.THREADS_PER_BLOCK = old
+
+
 @settings(max_examples=40)
 @given(cols=order_streams(max_rows=80, n_symbols=3), stp=st.sampled_from(STP_MODES),
        size=st.sampled_from([None, 1, 9]))

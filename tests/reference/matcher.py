@@ -49,9 +49,9 @@ def _columns(rows: list[tuple], columns) -> dict:
 
 
 class _Order:
-    __slots__ = ("order_id", "account", "side", "price", "leaves", "tif", "post_only", "market")
+    __slots__ = ("order_id", "account", "side", "price", "leaves", "tif", "post_only", "market", "expire")
 
-    def __init__(self, order_id, account, side, price, leaves, tif, post_only, market=False):
+    def __init__(self, order_id, account, side, price, leaves, tif, post_only, market=False, expire=0):
         self.order_id = order_id
         self.account = account
         self.side = side
@@ -60,6 +60,7 @@ class _Order:
         self.tif = tif
         self.post_only = post_only
         self.market = market
+        self.expire = expire        # good-till-date expiry (ns), 0 = none
 
 
 class _Book:
@@ -165,7 +166,7 @@ class ReferenceEngine:
             for side in (S.BUY, S.SELL):
                 for p in book.prices(side):
                     q = book.levels[side][p]
-                    day = [o for o in q if o.tif == S.TIF_DAY]
+                    day = [o for o in q if o.tif == S.TIF_DAY or 0 < o.expire <= ts_ns]
                     if not day:
                         continue
                     for o in day:
@@ -221,8 +222,20 @@ class ReferenceEngine:
         risk_matcher.py); 0 = pass, else the reject reason. The plain matcher has none."""
         return 0
 
+    def _expire_due(self, book: _Book, ts: int):
+        """Good-till-date orders of `book` whose expiry is at or before ts (the book's own row
+        at ts): EXPIRED (reason EXPIRE_TIME) in (expiry, order id) order, a delta each."""
+        due = sorted((o for o in book.orders.values() if 0 < o.expire <= ts),
+                     key=lambda o: (o.expire, o.order_id))
+        for o in due:
+            self._event(o.order_id, o.account, o.side, S.EV_EXPIRED, S.R_EXPIRE_TIME, o.price, o.leaves, 0)
+            self._remove_resting(book, o)
+            o.leaves = 0
+            self._delta(book, o.side, o.price)
+
     def _process(self, row):
         self._begin(self.seq, row["ts_ns"], row["symbol"])
+        self._expire_due(self._book(row["symbol"]), row["ts_ns"])
         action = row["action"]
         if action == S.ACT_NEW:
             self._new(row)
@@ -248,12 +261,17 @@ class ReferenceEngine:
             return self._reject(row, S.R_INVALID_PRICE)
         if post_only and not (otype == S.OT_LIMIT and tif in (S.TIF_GTC, S.TIF_DAY)):
             return self._reject(row, S.R_INVALID_POST_ONLY)
+        expire = row["expire_ts_ns"]
+        if expire != 0 and (expire < 0 or otype != S.OT_LIMIT or tif not in (S.TIF_GTC, S.TIF_DAY)):
+            return self._reject(row, S.R_INVALID_EXPIRE)
+        if expire != 0 and expire <= row["ts_ns"]:
+            return self._reject(row, S.R_EXPIRE_IN_PAST)
         book = self._book(row["symbol"])
         if row["order_id"] in book.orders:
             return self._reject(row, S.R_DUPLICATE_ORDER_ID)
         market = otype == S.OT_MARKET
         taker = _Order(row["order_id"], row["account"], side, 0 if market else price, qty, tif,
-                       post_only, market)
+                       post_only, market, expire)
         opp = -side
         r = self._paused_reject(row)
         if r:
@@ -480,7 +498,7 @@ class ReferenceEngine:
         self._remove_resting(book, o)
         self._delta(book, o.side, old_price)
         self._event(o.order_id, o.account, o.side, S.EV_REPLACED, S.R_NONE, price, qty, qty)
-        taker = _Order(o.order_id, o.account, o.side, price, qty, o.tif, o.post_only)
+        taker = _Order(o.order_id, o.account, o.side, price, qty, o.tif, o.post_only, expire=o.expire)
         self._match(book, taker)
         self._remainder(book, taker)
         return None
