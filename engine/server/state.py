@@ -19,7 +19,10 @@ import pyarrow as pa
 from hpte.engine import schema as S
 from hpte.engine.engine import Engine
 
-JOURNAL_SCHEMA = pa.schema(list(S.ORDER_SCHEMA) + [pa.field("client_order_id", pa.uint64(), nullable=False)])
+# the order columns the gateway takes (it has no good-till-date entry yet: expire_ts_ns is left
+# out, so the journal's format is unchanged) and the client's order id
+JOURNAL_SCHEMA = pa.schema([f for f in S.ORDER_SCHEMA if f.name != "expire_ts_ns"]
+                           + [pa.field("client_order_id", pa.uint64(), nullable=False)])
 LIVE = ("OPEN", "PARTIALLY_FILLED")
 TRADES_KEPT = 100_000             # default of max_trades_kept (per symbol)
 FINISHED_KEPT = 1_000_000         # default of max_finished_orders (whole server)
@@ -138,7 +141,9 @@ class Gateway:
         if replay:
             self._restore_ids(cols)
         base = self.engine.seq
-        eng = {name: cols[name] for name, _dt, _r, _d in S.ORDER_COLUMNS}
+        # the journaled columns (optional order columns the gateway does not take, such as
+        # expire_ts_ns, are absent and default in Engine.submit)
+        eng = {name: cols[name] for name, _dt, _r, _d in S.ORDER_COLUMNS if name in cols}
         res = self.engine.submit(eng)
         md = self._derive(res, base, cols)
         self.recno += 1
