@@ -51,7 +51,6 @@ from hpte.kernels.risk.breaker import (
     band_limits, brk_begin_row, brk_pause, velocity_breach, velocity_trade,
 )
 from .emit import emit_delta, emit_event, emit_fill  # noqa: F401  (re-exported)
-from .int128 import mul_wide_u64
 from hpte.kernels.risk.checks import G_NEED_PX, risk_fill_book, risk_release_book, risk_renotional, risk_row_book
 
 from .enums import (
@@ -342,7 +341,20 @@ def mul_div_floor(a, b, c):
     fits in 64 bits), exact: the product is formed in 128 bits when it could overflow."""
     if a < 3037000499 and b < 3037000499:          # a * b < 2**63
         return (a * b) // c
-    hi, lo = mul_wide_u64(a, b)
+    m32 = np.uint64(0xFFFFFFFF)
+    s32 = np.uint64(32)
+    ua = np.uint64(a)
+    ub = np.uint64(b)
+    a0 = ua & m32
+    a1 = ua >> s32
+    b0 = ub & m32
+    b1 = ub >> s32
+    p00 = a0 * b0
+    p01 = a0 * b1
+    p10 = a1 * b0
+    mid = (p00 >> s32) + (p01 & m32) + (p10 & m32)
+    lo = (p00 & m32) | (mid << s32)
+    hi = a1 * b1 + (p01 >> s32) + (p10 >> s32) + (mid >> s32)
     uc = np.uint64(c)
     rem = np.uint64(0)
     qt = np.uint64(0)

@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import numpy as np
-from numba.extending import register_jitable
+from numba import njit
 
 _M32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 
 
-@register_jitable(inline="always")
+@njit(cache=True, inline="always")
 def mul_wide_u64(a, b):
     """(hi, lo) uint64 words of the full 128-bit product a * b of two unsigned 64-bit values,
-    from 32-bit limbs (portable: no 128-bit type needed; register_jitable, so CPU kernels and the
-    CUDA step share it)."""
+    from 32-bit limbs (portable: no 128-bit type needed)."""
     ua = np.uint64(a)
     ub = np.uint64(b)
     a0 = ua & _M32
