@@ -407,6 +407,24 @@ def _connect(cluster, workers: int, threads_per_worker: int, cache: Path | None 
     return client, None
 
 
+def emit_in_order(futs, bounds, size: int, emit) -> None:
+    """Hand each Dask chunk's (parameter sets, results) to `emit` in grid order as the futures
+    complete (futs: one per (start, stop) of `bounds`, each returning (start, sets, results)).
+    A chunk that comes back twice (a retried task whose first result also arrived) is an error,
+    never a duplicated row."""
+    from dask.distributed import as_completed
+    pending: dict = {}
+    nxt = 0
+    for fut in as_completed(futs):
+        s, sets, res = fut.result()
+        if s in pending or s < (bounds[nxt][0] if nxt < len(bounds) else size):
+            raise RuntimeError(f"chunk at {s} came back twice")
+        pending[s] = (sets, res)
+        while nxt < len(bounds) and bounds[nxt][0] in pending:
+            emit(*pending.pop(bounds[nxt][0]))
+            nxt += 1
+
+
 def _plan_chunk(size: int, P: int, budget: int, data_bytes: int, chunk: int | None, parts: int) -> int:
     per_row = 8 * (P + NOUT) * 3        # sets, outputs, Arrow copy
     avail = budget - data_bytes
@@ -556,20 +574,10 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
             t_run = time.perf_counter()
             dmat = client.scatter(mat, broadcast=True)
             gfut = client.scatter(g, broadcast=True)
-            from dask.distributed import as_completed
             futs = [client.submit(run_chunk_cpu, blob, dmat, gfut, s, e, float(fee), float(init_cash), ann,
                                   key=f"hpte-sweep-{os.getpid()}-{id(g):x}-{s}", pure=False)
                     for s, e in bounds]
-            pending: dict = {}
-            nxt = 0
-            for fut in as_completed(futs):
-                s, sets, res = fut.result()
-                if s in pending or s < (bounds[nxt][0] if nxt < len(bounds) else size):
-                    raise RuntimeError(f"chunk at {s} came back twice")
-                pending[s] = (sets, res)
-                while nxt < len(bounds) and bounds[nxt][0] in pending:
-                    emit(*pending.pop(bounds[nxt][0]))
-                    nxt += 1
+            emit_in_order(futs, bounds, size, emit)
             devname = f"dask ({'local cluster, ' if owned is not None else cluster + ', '}"\
                       f"{len(client.scheduler_info()['workers'])} workers)"
         elif device == "gpu":

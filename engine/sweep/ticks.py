@@ -131,7 +131,7 @@ def sweep_ticks(strategy, data, *, params=None, grid=None, cluster=None, out=Non
     ``hpte.backtest``'s (latency, fees, seed, capital, sample, timer, tick, max_instant_actions)
     and the sweep's (params, grid, cluster, out, top, metric, chunk, workers)."""
     from hpte.engine.sweep.grid import make_grid
-    from hpte.engine.sweep.run import SweepError, SweepResult, _connect, _Sink, _strategy_blob
+    from hpte.engine.sweep.run import SweepError, SweepResult, _connect, _Sink, _strategy_blob, emit_in_order
 
     t_start = time.perf_counter()
     metric = metric or "pnl"
@@ -180,19 +180,9 @@ def sweep_ticks(strategy, data, *, params=None, grid=None, cluster=None, out=Non
                 t_run = time.perf_counter()
                 dcols = client.scatter(cols, broadcast=True)
                 gfut = client.scatter(g, broadcast=True)
-                from dask.distributed import as_completed
                 futs = [client.submit(run_chunk, blob, dcols, rc, gfut, s, e, key=f"hpte-tsweep-{os.getpid()}-{id(g):x}-{s}",
                                       pure=False, **kw) for s, e in bounds]
-                pending: dict = {}
-                nxt = 0
-                for fut in as_completed(futs):
-                    s, sets, res = fut.result()
-                    if s in pending or s < (bounds[nxt][0] if nxt < len(bounds) else size):
-                        raise RuntimeError(f"chunk at {s} came back twice")
-                    pending[s] = (sets, res)
-                    while nxt < len(bounds) and bounds[nxt][0] in pending:
-                        sink.emit(*pending.pop(bounds[nxt][0]))
-                        nxt += 1
+                emit_in_order(futs, bounds, size, sink.emit)
                 devname = f"dask ({'local cluster, ' if owned is not None else cluster + ', '}" \
                           f"{len(client.scheduler_info()['workers'])} workers)"
             else:
