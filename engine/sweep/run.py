@@ -443,6 +443,29 @@ def _plan_chunk(size: int, P: int, budget: int, data_bytes: int, chunk: int | No
     return max(1, c)
 
 
+def check_common(metric: str, metrics, top: int, workers: int, threads_per_worker: int) -> None:
+    """The options every sweep (bars or ticks) takes, checked before any work starts."""
+    if metric not in metrics:
+        raise SweepError(f"--metric {metric!r}: use one of {', '.join(metrics)}")
+    if top < 0:
+        raise SweepError(f"--top {top}: must be >= 0")
+    if workers < 1 or threads_per_worker < 1:
+        raise SweepError("--workers and --threads-per-worker must be >= 1")
+
+
+def swept_grid(strat, params, grid, max_size: int, what: str, form: str) -> Grid:
+    """The grid of a sweep: at least one swept parameter and at most ``max_size`` sets.
+
+    ``what`` names the sweep in the size error; ``form`` is the --param syntax shown in the hint."""
+    g = make_grid(strat, params, grid)
+    if not g.swept:
+        raise SweepError(f"{strat.name}: nothing to sweep: give at least one --param {form} "
+                         f"(parameters: {', '.join(strat.params) or 'none'})")
+    if g.size > max_size:
+        raise SweepError(f"a grid of {g.size:,} parameter sets is too large{what}")
+    return g
+
+
 def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str = "cpu", cluster=None,
           out=None, top: int = 10, metric: str | None = None, fee: float = 0.0, init_cash: float = 100.0,
           bars_year: float | None = None, symbol=None, chunk: int | None = None, memory=DEFAULT_MEMORY,
@@ -501,25 +524,15 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
         raise SweepError(f"--device {device!r}: use cpu or gpu")
     if cluster is not None and device != "cpu":
         raise SweepError("--cluster runs the CPU kernel in each worker; use --device cpu with --cluster")
-    if metric not in METRICS:
-        raise SweepError(f"--metric {metric!r}: use one of {', '.join(METRICS)}")
+    check_common(metric, METRICS, top, workers, threads_per_worker)
     if not (math.isfinite(fee) and 0.0 <= fee < 1.0):
         raise SweepError(f"--fee {fee}: a fraction of traded value in [0, 1)")
     if not (math.isfinite(init_cash) and init_cash > 0):
         raise SweepError(f"--init-cash {init_cash}: must be positive")
-    if top < 0:
-        raise SweepError(f"--top {top}: must be >= 0")
-    if workers < 1 or threads_per_worker < 1:
-        raise SweepError("--workers and --threads-per-worker must be >= 1")
     budget = parse_bytes(memory)
     strat = load_bar_strategy(strategy)
-    g = make_grid(strat, params, grid)
-    if not g.swept:
-        raise SweepError(f"{strat.name}: nothing to sweep: give at least one --param NAME=START:STOP:STEP "
-                         f"(parameters: {', '.join(strat.params) or 'none'})")
+    g = swept_grid(strat, params, grid, 1 << 40, "", "NAME=START:STOP:STEP")
     size = g.size
-    if size > 1 << 40:
-        raise SweepError(f"a grid of {size:,} parameter sets is too large")
     base = load_bars(data, symbol)
     mat = strat.prepare(base)
     ann = bars_per_year(base) if bars_year is None else float(bars_year)

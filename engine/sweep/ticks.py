@@ -130,29 +130,19 @@ def sweep_ticks(strategy, data, *, params=None, grid=None, cluster=None, out=Non
     """``hpte.sweep`` for a tick strategy (see the module docstring); the options are
     ``hpte.backtest``'s (latency, fees, seed, capital, sample, timer, tick, max_instant_actions)
     and the sweep's (params, grid, cluster, out, top, metric, chunk, workers)."""
-    from hpte.engine.sweep.grid import make_grid
-    from hpte.engine.sweep.run import SweepError, SweepResult, _connect, _Sink, _strategy_blob, emit_in_order
+    from hpte.engine.sweep.run import (SweepError, SweepResult, _connect, _Sink, _strategy_blob, check_common,
+                                      emit_in_order, swept_grid)
 
     t_start = time.perf_counter()
     metric = metric or "pnl"
-    if metric not in TICK_METRICS:
-        raise SweepError(f"--metric {metric!r}: use one of {', '.join(TICK_METRICS)}")
-    if top < 0:
-        raise SweepError(f"--top {top}: must be >= 0")
-    if workers < 1 or threads_per_worker < 1:
-        raise SweepError("--workers and --threads-per-worker must be >= 1")
+    check_common(metric, TICK_METRICS, top, workers, threads_per_worker)
     if not (capital > 0 and math.isfinite(capital)):
         raise SweepError(f"--capital {capital}: must be positive and finite")
     if chunk is not None and chunk < 1:
         raise SweepError(f"--chunk must be >= 1, got {chunk}")
     strat = strategy if isinstance(strategy, Strategy) else load_strategy(strategy)
-    g = make_grid(strat, params, grid)
-    if not g.swept:
-        raise SweepError(f"{strat.name}: nothing to sweep: give at least one --param NAME=A,B,C or START:STOP:STEP "
-                         f"(parameters: {', '.join(strat.params) or 'none'})")
+    g = swept_grid(strat, params, grid, 1 << 32, " for a tick sweep", "NAME=A,B,C or START:STOP:STEP")
     size = g.size
-    if size > 1 << 32:
-        raise SweepError(f"a grid of {size:,} parameter sets is too large for a tick sweep")
     src = _as_source(data, tick, stock)
     rc = prepare_run(strat, src, latency=latency, fees=fees, seed=seed, sample=sample, timer=timer,
                      max_instant_actions=max_instant_actions)
