@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hpte.kernels import book as K
+from hpte.kernels.compact import compact_pool_cpu
 from hpte.kernels.match_cpu import index_ids_cpu, move_ladder_cpu, relayout_cpu
 
 from . import schema as Sch
@@ -362,6 +363,8 @@ class BookStore:
         self.risk_rows = bool(risk_rows)   # keep o_arow (4 bytes a pool slot) for the risk kernel
         self.relayouts = 0      # every book laid out afresh (growth without free room, new books)
         self.pool_moves = 0     # one book's pool moved alone into free room
+        self.shrinks = 0        # pools cut back to what they hold (maybe_shrink)
+        self._rows_since_check = 0
         self.matching = None   # engine/matching.py MatchingConfig: algorithm columns of new books
         self.S = self._alloc(np.zeros((0, K.NF), dtype=np.int64))
 
@@ -475,14 +478,21 @@ class BookStore:
         return self.book_of_sorted.astype(np.int64)
 
     # ---- growth --------------------------------------------------------------------------
-    def reserve(self, books: np.ndarray, action: np.ndarray, at_most_double: bool = True) -> int:
-        """Before a batch: let every book's pool hold its resting orders plus its NEW rows in the
-        batch, and give a ladder (``init_levels``, centred on its first price) to every book of
-        the batch that has none yet, all in one relayout (growing books one at a time copies every
-        book each time, quadratic with many books). With `at_most_double` each pool grows at most
-        2x here (at least to ``init_pool``; most new orders fill or are cancelled: reserving all of
-        them would waste memory, and the sequential path grows nearly-full books together anyway);
-        the parallel path, which meets its books one after another, reserves in full. Returns
+    def reserve(self, books: np.ndarray, action: np.ndarray, at_most_double: bool = True,
+                otype: np.ndarray | None = None, tif: np.ndarray | None = None) -> int:
+        """Before a batch: give a ladder (``init_levels``, centred on its first price) and a first
+        pool to every book of the batch that has none yet and may get a resting order, and grow
+        the pools that are nearly full, all in one relayout (growing books one at a time copies
+        every book each time, quadratic with many books).
+
+        otype, tif: the rows' order types and times in force, to count the rows that could rest
+        (NEW limit orders GTC or DAY); None = count every NEW row. With `at_most_double` (the CPU paths) a pool grows here only when it is at least 3/4
+        full and its resting orders plus the batch's rows that could rest exceed it, and then at
+        most 2x (at least to ``init_pool``): most new orders fill or are cancelled, so reserving
+        a slot for each would size pools by the batch instead of by what rests (a 65,536-slot
+        pool for 5,000 resting orders); a pool that runs out in the batch grows on demand (the
+        kernel stops, ``grow_pool``). Without it (the GPU, which meets its books one after
+        another and pays a launch per stop) every pool is sized for all its NEW rows. Returns
         books grown."""
         if books.size == 0 or self.n_books == 0:
             return 0
@@ -493,10 +503,20 @@ class BookStore:
                 return 0
         nb = self.n_books
         new_rows = np.bincount(books[action == Sch.ACT_NEW], minlength=nb)
-        want = bk[:, K.F_NREST] + bk[:, K.F_NPARK] + new_rows
+        live = bk[:, K.F_NREST] + bk[:, K.F_NPARK]
         if at_most_double:
-            want = np.minimum(want, np.maximum(2 * bk[:, K.F_PCAP], self.init_pool))
-        grow = want > bk[:, K.F_PCAP]
+            pcap = bk[:, K.F_PCAP]
+            cap2 = np.maximum(2 * pcap, self.init_pool)
+            grow = (np.minimum(live + new_rows, cap2) > pcap) & ((pcap == 0) | (live * 4 >= pcap * 3))
+            want = live + new_rows
+            if grow.any() and otype is not None and tif is not None:   # only the rows that could rest
+                rests = (action == Sch.ACT_NEW) & (otype == Sch.OT_LIMIT) & ((tif == Sch.TIF_GTC) | (tif == Sch.TIF_DAY))
+                want = live + np.bincount(books[rests], minlength=nb)
+            want = np.minimum(want, cap2)
+            grow &= want > pcap
+        else:
+            want = live + new_rows
+            grow = want > bk[:, K.F_PCAP]
         ladder = (bk[:, K.F_NLEV] == 0) & (new_rows > 0)
         if not (grow.any() or ladder.any()):
             return 0
@@ -572,6 +592,58 @@ class BookStore:
         bk[idx, K.F_PCAP] = pcap
         bk[idx, K.F_TMASK] = [_pow2(2 * int(c)) - 1 for c in pcap]
         self._relayout(bk)
+        return int(idx.size)
+
+    # ---- shrinking -----------------------------------------------------------------------
+    # A pool shrinks when it holds at least SHRINK_RATIO x its target (its live orders plus a
+    # quarter, at least init_pool; no pool for a book with none); it is then cut to the target.
+    # Growth doubles a full pool, so between a shrink and the next one a book's live orders must
+    # fall by more than SHRINK_RATIO / 1.25: no thrashing, and each shrink (a copy of the live
+    # orders) is paid for by the orders that left since the last one.
+    SHRINK_RATIO = 4
+    shrink_min_slots = 1 << 14   # pool arrays at most this long are never shrunk (~1 MB)
+    shrink_check_rows = 4096     # rows between two looks at the pools (a look is O(books))
+
+    def maybe_shrink(self, rows: int) -> int:
+        """At a batch boundary (no kernel running), after `rows` more input rows: give memory
+        back when pools are mostly empty. Every pool whose capacity is at least SHRINK_RATIO x
+        its target is compacted (kernels/compact.py compact_pool_cpu: live slots renumbered to
+        0 .. live-1, outputs unchanged) and cut to the target, and every book is laid out
+        afresh in smaller arrays, when that frees at least half of the pool arrays. Looks at
+        the pools only every ``shrink_check_rows`` rows. Returns the books shrunk."""
+        self._rows_since_check += rows
+        if self._rows_since_check < self.shrink_check_rows:
+            return 0
+        self._rows_since_check = 0
+        S = self.S
+        P = S.o_id.shape[0]
+        if P <= self.shrink_min_slots or self.n_books == 0:
+            return 0
+        bk = S.bk
+        pcap = bk[:, K.F_PCAP]
+        live = bk[:, K.F_NREST] + bk[:, K.F_NPARK]
+        target = np.where(live > 0, np.maximum(live + (live + 3) // 4, self.init_pool), 0)
+        shrink = pcap >= self.SHRINK_RATIO * np.maximum(target, self.init_pool)
+        if not shrink.any():
+            return 0
+        new_pcap = np.where(shrink, target, pcap)
+        if P < 2 * int(new_pcap.sum()) + 4 * self.init_pool:
+            return 0
+        idx = np.flatnonzero(shrink)
+        hw = bk[idx, K.F_HW]
+        scratch = np.empty(int(hw.max()) if idx.size else 0, np.int32)
+        for b, h, t in zip(idx.tolist(), hw.tolist(), new_pcap[idx].tolist()):
+            if h > t:
+                compact_pool_cpu(S, b, scratch)
+        bk = bk.copy()
+        bk[idx, K.F_PCAP] = new_pcap[idx]
+        bk[idx, K.F_TMASK] = [_pow2(2 * int(c)) - 1 if c else 1 for c in new_pcap[idx]]
+        # a pool cut to nothing: no slots in use, nothing on the free list
+        empty = idx[new_pcap[idx] == 0]
+        bk[empty, K.F_HW] = 0
+        bk[empty, K.F_FREE] = -1
+        self._relayout(bk)
+        self.shrinks += 1
         return int(idx.size)
 
     def occupied_price_range(self, b: int) -> tuple[int, int] | None:

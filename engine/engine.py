@@ -213,7 +213,7 @@ class Engine:
         parallel = self._gpu is not None or (self.threads > 1 and n > 1 and books.min() != books.max()
                                              and self.risk is None)
         self.grow_counts["reserve"] = self.grow_counts.get("reserve", 0) + self.store.reserve(
-            books, c["action"], at_most_double=not parallel)
+            books, c["action"], at_most_double=self._gpu is None, otype=c["order_type"], tif=c["tif"])
         force = np.zeros(n, np.uint8)  # written here when a row must be rejected for range
         I = Inputs(ts=_ro(c["ts_ns"]), oid=_ro(c["order_id"]), side=_ro(c["side"]),
                    px=_ro(c["price_ticks"]), qty=_ro(c["qty"]), action=_ro(c["action"]),
@@ -238,6 +238,8 @@ class Engine:
         self.seq += n
         if n:
             self.last_ts = int(c["ts_ns"][-1])
+        if self._gpu is None:
+            self.store.maybe_shrink(n)      # pools mostly empty: give memory back (amortised)
         return Result(fills, events, deltas)
 
     def _results(self, O, want, copy: bool) -> tuple:
@@ -305,6 +307,10 @@ class Engine:
             one.O, one.want = O, want
         self.seq = seq + 1
         self.last_ts = int(one.cols["ts_ns"][0])
+        store = self.store
+        store._rows_since_check += 1
+        if store._rows_since_check >= store.shrink_check_rows and self._gpu is None:
+            store.maybe_shrink(0)
         cur = O.cur[0]
         out = []
         for k, (f, cols) in enumerate(STREAMS):

@@ -146,3 +146,104 @@ def test_new_books_one_at_a_time_are_appended_and_match_the_reference():
     assert eng.store.relayouts < 100, eng.store.relayouts
     for k, v in want.book_l3().items():
         np.testing.assert_array_equal(eng.book_l3()[k], v, err_msg=k)
+
+
+def _pile_up_then_cancel(rng, n_books, n_pile, n_tail):
+    """Every book piles up resting orders (passive prices, some GTD), then most of them are
+    cancelled and trading goes on around the few left: pools that were large hold little."""
+    n = n_pile + n_tail
+    sym = rng.integers(0, n_books, n).astype(np.uint32)
+    side = rng.choice(np.array([1, -1], np.int8), n)
+    px = (1000 - side.astype(np.int64) * rng.integers(1, 40, n)).astype(np.int64)
+    cross = rng.random(n) < np.where(np.arange(n) < n_pile, 0.02, 0.2)
+    px[cross] = 1000 + side[cross].astype(np.int64) * 20
+    oid = np.arange(1, n + 1, dtype=np.uint64)
+    action = np.zeros(n, np.uint8)
+    # the tail: mostly cancels of pile-up orders (each once), in random order
+    tail = np.arange(n_pile, n)
+    canc = tail[rng.random(n_tail) < 0.85]
+    victims = rng.permutation(n_pile)[:canc.size]
+    action[canc] = 1
+    oid[canc] = victims + 1
+    sym[canc] = sym[victims]
+    side[canc] = side[victims]
+    exp = np.where(rng.random(n) < 0.05, n + rng.integers(-n // 2, n, n), 0).astype(np.int64)
+    exp[action == 1] = 0
+    return {"ts_ns": np.arange(n, dtype=np.int64), "order_id": oid, "side": side, "price_ticks": px,
+            "qty": rng.integers(1, 20, n).astype(np.int64), "action": action, "symbol": sym,
+            "expire_ts_ns": np.maximum(exp, 0)}
+
+
+def test_compact_pool_keeps_the_book_and_matches_its_python_form():
+    """compact_pool_cpu (kernels/compact.py) on a book with many freed slots: live slots become
+    0 .. live-1 (free list empty), the book reads the same (L3 in priority order, levels), every
+    order is found through the rebuilt id table, and the compiled kernel and its plain-Python
+    form leave identical arrays."""
+    from hpte.kernels import book as K
+    from hpte.kernels.compact import compact_pool_cpu
+    cols = _pile_up_then_cancel(np.random.default_rng(3), 1, 3000, 2500)
+    eng = Engine(algo="allocation")          # TOP orders (slot numbers in bk) must follow too
+    eng.store.shrink_min_slots = 1 << 40     # no shrink here: the kernel alone
+    eng.submit(cols)
+    S = eng.store.S
+    live = eng.store.resting()
+    assert S.bk[0, K.F_HW] > 2 * live and S.bk[0, K.F_FREE] >= 0
+    l3, levels = eng.book_l3(), eng.book_levels()
+    S2 = type(S)(*[a.copy() for a in S])
+    n = compact_pool_cpu(S, 0, np.empty(int(S.bk[0, K.F_HW]), np.int32))
+    with np.errstate(over="ignore"):         # the id hash multiplies modulo 2**64
+        compact_pool_cpu.py_func(S2, 0, np.empty(int(S2.bk[0, K.F_HW]), np.int32))
+    for name, a, b in zip(S._fields, S, S2):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    assert n == live and S.bk[0, K.F_HW] == live and S.bk[0, K.F_FREE] == -1
+    for k, v in l3.items():
+        np.testing.assert_array_equal(eng.book_l3()[k], v, err_msg=k)
+    for k, v in levels.items():
+        np.testing.assert_array_equal(eng.book_levels()[k], v, err_msg=k)
+    poff, toff, tmask = int(S.bk[0, K.F_POFF]), int(S.bk[0, K.F_TOFF]), int(S.bk[0, K.F_TMASK])
+    with np.errstate(over="ignore"):
+        found = [K.id_find(S.tab, toff, tmask, S.o_id, poff, S.o_id[poff + s]) for s in range(live)]
+    assert found == list(range(live))
+
+
+@pytest.mark.parametrize("threads,algo", [(1, "fifo"), (2, "allocation"), (1, "risk")])
+def test_pools_shrink_when_mostly_empty_and_match_the_reference(threads, algo):
+    """Pools that grew for a pile-up of resting orders shrink (compacted, cut to their live
+    orders, every book laid out afresh in smaller arrays) once most orders are cancelled;
+    outputs, books and good-till-date expiries afterwards equal the reference's, and the
+    state gets smaller. With risk (no limit set: the reference's outputs) the orders' risk rows
+    move too: the risk state ends as that of an engine that never shrinks."""
+    from hpte.engine.risk.limits import RiskLimits
+    cols = _pile_up_then_cancel(np.random.default_rng(7 + threads), 5, 4000, 4500)
+    ref = ReferenceEngine(algo="fifo" if algo == "risk" else algo)
+    want = ref.submit(cols)
+
+    def engine():
+        if algo == "risk":
+            return Engine(risk=RiskLimits())
+        return Engine(threads=threads, algo=algo)
+
+    if algo == "risk":
+        plain = engine()
+        plain.store.shrink_min_slots = 1 << 40
+        for b in split_batches(cols, 250):
+            plain.submit(b)
+    for sizes in ((1, 250) if algo == "fifo" else (250,)):   # 1: the one-row path (_match_one)
+        eng = engine()
+        eng.store.shrink_min_slots = 0
+        eng.store.shrink_check_rows = 64
+        got, peak = [], 0
+        for b in split_batches(cols, sizes):
+            got.append(eng.submit(b))
+            peak = max(peak, eng.state_bytes())
+        g = type("R", (), {s: _concat(got, s) for s in ("fills", "events", "deltas")})
+        _assert_same(g, want, f"threads {threads} batches {sizes}")
+        assert eng.store.shrinks >= 1, eng.store.shrinks
+        assert eng.state_bytes() * 2 < peak, (eng.state_bytes(), peak)
+        for k, v in ref.book_l3().items():
+            np.testing.assert_array_equal(eng.book_l3()[k], v, err_msg=k)
+        for k, v in ref.book_levels().items():
+            np.testing.assert_array_equal(eng.book_levels()[k], v, err_msg=k)
+        if algo == "risk":
+            for name in ("acct", "pair"):
+                np.testing.assert_array_equal(getattr(eng.risk, name), getattr(plain.risk, name), err_msg=name)
