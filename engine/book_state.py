@@ -275,6 +275,7 @@ class Rows(Mapping):
     keeps it; ``dict(rows)`` gives every column; ``rows.raw`` is the row buffer itself.
     """
 
+    __slots__ = ("raw", "cols", "_index", "_cache")
     _indexes: dict = {}
 
     def __init__(self, raw: np.ndarray, cols):
@@ -285,6 +286,17 @@ class Rows(Mapping):
             index = Rows._indexes[id(cols)] = {name: (c, dt) for c, (name, dt) in enumerate(cols)}
         self._index = index
         self._cache: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def of(cls, raw: np.ndarray, cols) -> "Rows":
+        """Rows(raw, cols) for a `cols` seen before (the low-latency path: no index lookup by
+        identity; the index is kept per `cols` object)."""
+        r = cls.__new__(cls)
+        r.raw = raw
+        r.cols = cols
+        r._index = cls._indexes[id(cols)]
+        r._cache = {}
+        return r
 
     def __getitem__(self, name: str) -> np.ndarray:
         a = self._cache.get(name)
@@ -478,19 +490,17 @@ class BookStore:
         return self.book_of_sorted.astype(np.int64)
 
     # ---- growth --------------------------------------------------------------------------
-    def reserve(self, books: np.ndarray, action: np.ndarray, at_most_double: bool = True,
-                otype: np.ndarray | None = None, tif: np.ndarray | None = None) -> int:
+    def reserve(self, books: np.ndarray, action: np.ndarray, at_most_double: bool = True) -> int:
         """Before a batch: give a ladder (``init_levels``, centred on its first price) and a first
         pool to every book of the batch that has none yet and may get a resting order, and grow
         the pools that are nearly full, all in one relayout (growing books one at a time copies
         every book each time, quadratic with many books).
 
-        otype, tif: the rows' order types and times in force, to count the rows that could rest
-        (NEW limit orders GTC or DAY); None = count every NEW row. With `at_most_double` (the CPU paths) a pool grows here only when it is at least 3/4
-        full and its resting orders plus the batch's rows that could rest exceed it, and then at
-        most 2x (at least to ``init_pool``): most new orders fill or are cancelled, so reserving
-        a slot for each would size pools by the batch instead of by what rests (a 65,536-slot
-        pool for 5,000 resting orders); a pool that runs out in the batch grows on demand (the
+        With `at_most_double` (the CPU paths) a pool grows here only when it is at least 3/4
+        full and its resting orders plus the batch's NEW rows exceed it, and then at most 2x (at
+        least to ``init_pool``): most new orders fill or are cancelled, so reserving a slot for
+        each would size pools by the batch instead of by what rests (a 65,536-slot pool for
+        5,000 resting orders); a pool that runs out in the batch grows on demand (the
         kernel stops, ``grow_pool``). Without it (the GPU, which meets its books one after
         another and pays a launch per stop) every pool is sized for all its NEW rows. Returns
         books grown."""
@@ -506,14 +516,8 @@ class BookStore:
         live = bk[:, K.F_NREST] + bk[:, K.F_NPARK]
         if at_most_double:
             pcap = bk[:, K.F_PCAP]
-            cap2 = np.maximum(2 * pcap, self.init_pool)
-            grow = (np.minimum(live + new_rows, cap2) > pcap) & ((pcap == 0) | (live * 4 >= pcap * 3))
-            want = live + new_rows
-            if grow.any() and otype is not None and tif is not None:   # only the rows that could rest
-                rests = (action == Sch.ACT_NEW) & (otype == Sch.OT_LIMIT) & ((tif == Sch.TIF_GTC) | (tif == Sch.TIF_DAY))
-                want = live + np.bincount(books[rests], minlength=nb)
-            want = np.minimum(want, cap2)
-            grow &= want > pcap
+            want = np.minimum(live + new_rows, np.maximum(2 * pcap, self.init_pool))
+            grow = (want > pcap) & ((pcap == 0) | (live * 4 >= pcap * 3))
         else:
             want = live + new_rows
             grow = want > bk[:, K.F_PCAP]
