@@ -247,3 +247,34 @@ def test_pools_shrink_when_mostly_empty_and_match_the_reference(threads, algo):
         if algo == "risk":
             for name in ("acct", "pair"):
                 np.testing.assert_array_equal(getattr(eng.risk, name), getattr(plain.risk, name), err_msg=name)
+
+
+def test_one_row_batches_fast_path_equals_reference_and_bad_columns_get_the_batch_errors():
+    """A one-row batch whose columns are all exact (the gateway's case) takes the one-row path
+    (checks and copy in one pass); its outputs equal the reference's and submit_order's. A
+    one-row batch with a mistyped or mis-shaped column, or a decreasing timestamp, gets the
+    error naming the column and changes nothing."""
+    from hpte.engine import schema as S
+    from hpte.engine.gen import generate_flow
+    from hpte.engine.io import InputError
+    cols = generate_flow(1500, n_books=2, n_accounts=5, seed=4)
+    assert set(cols) >= {name for name, *_ in S.ORDER_COLUMNS}
+    want = ReferenceEngine().submit(cols)
+    eng, eng2 = Engine(), Engine()
+    got = [eng.submit(b) for b in split_batches(cols, 1)]
+    g = type("R", (), {s: _concat(got, s) for s in ("fills", "events", "deltas")})
+    _assert_same(g, want, "one-row batches")
+    assert eng._one is not None and eng._one.fn is not None    # the one-row path ran
+    got2 = [eng2.submit_order(*(cols[name][i] for name, *_ in S.ORDER_COLUMNS)) for i in range(1500)]
+    g2 = type("R", (), {s: _concat(got2, s) for s in ("fills", "events", "deltas")})
+    _assert_same(g2, want, "submit_order")
+    last = {k: v[-1:] for k, v in cols.items()}
+    before = (eng.seq, eng.book_l3())
+    for name, bad, msg in [("price_ticks", last["price_ticks"].astype(np.float64) + 0.5, "'price_ticks' has dtype"),
+                           ("qty", last["qty"].reshape(1, 1), "'qty' must be one-dimensional"),
+                           ("ts_ns", last["ts_ns"] - 1, "'ts_ns' row 0: timestamps must not decrease")]:
+        with pytest.raises(InputError, match=msg):
+            eng.submit(dict(last, **{name: bad}))
+    assert eng.seq == before[0]
+    for k, v in before[1].items():
+        np.testing.assert_array_equal(eng.book_l3()[k], v, err_msg=k)
