@@ -394,12 +394,18 @@ class BookStore:
         bk[:, K.F_TOFF] = np.concatenate([[0], np.cumsum(tsize)[:-1]]) if len(bk) else 0
         L, P, T = int(nlev.sum()), int(pcap.sum()), int(tsize.sum())
         self.l_end, self.p_end, self.t_end = L, P, T
-        # room for ladders that grow (move_ladder_cpu); whole bm0 words (a multiple of 64 levels)
-        L = -(-(L + L // 2 + 16 * K.LEVEL_BLOCK) // K.LEVEL_BLOCK) * K.LEVEL_BLOCK
+        # room for ladders that grow (move_ladder_cpu); whole bm0 words (a multiple of 64 levels).
+        # The room is for books other than the largest: the largest one's growth (at least
+        # double) never fits in a quarter of the arrays, and with one book such room would only
+        # be memory held for nothing (20 bytes a resting order): at most what the other books hold
+        big_l = int(nlev.max()) if len(bk) else 0
+        big_p = int(pcap.max()) if len(bk) else 0
+        big_t = int(tsize.max()) if len(bk) else 0
+        L = -(-(L + min(L // 2, L - big_l) + 16 * K.LEVEL_BLOCK) // K.LEVEL_BLOCK) * K.LEVEL_BLOCK
         # room for pools (and their id tables) that grow (_move_pool): a quarter more, at least
         # a few first pools
-        P += P // 4 + 4 * self.init_pool
-        T += T // 4 + 8 * self.init_pool
+        P += min(P // 4, P - big_p) + 4 * self.init_pool
+        T += min(T // 4, T - big_t) + 8 * self.init_pool
         arr = {
             "lv_head": np.full(L, -1, np.int32), "lv_tail": np.full(L, -1, np.int32),
             "lv_qty": np.zeros(L, np.int64), "lv_cnt": np.zeros(L, np.int32),
