@@ -377,6 +377,7 @@ class BookStore:
         self.pool_moves = 0     # one book's pool moved alone into free room
         self.shrinks = 0        # pools cut back to what they hold (maybe_shrink)
         self._rows_since_check = 0
+        self._full_reserve = np.zeros(0, np.int64)   # NEW rows per book of the last batch reserved in full
         self.matching = None   # engine/matching.py MatchingConfig: algorithm columns of new books
         self.S = self._alloc(np.zeros((0, K.NF), dtype=np.int64))
 
@@ -507,9 +508,10 @@ class BookStore:
         least to ``init_pool``): most new orders fill or are cancelled, so reserving a slot for
         each would size pools by the batch instead of by what rests (a 65,536-slot pool for
         5,000 resting orders); a pool that runs out in the batch grows on demand (the
-        kernel stops, ``grow_pool``). Without it (the GPU, which meets its books one after
-        another and pays a launch per stop) every pool is sized for all its NEW rows. Returns
-        books grown."""
+        kernel stops, ``grow_pool``). Without it (the parallel CPU path and the GPU, which meet
+        their books one after another and pay a round of every chunk, or a launch, per stop)
+        every pool is sized for all its NEW rows (remembered: ``maybe_shrink`` leaves a pool
+        that room, so that the next such batch does not grow it again). Returns books grown."""
         if books.size == 0 or self.n_books == 0:
             return 0
         bk = self.S.bk
@@ -527,6 +529,7 @@ class BookStore:
         else:
             want = live + new_rows
             grow = want > bk[:, K.F_PCAP]
+            self._full_reserve = new_rows
         ladder = (bk[:, K.F_NLEV] == 0) & (new_rows > 0)
         if not (grow.any() or ladder.any()):
             return 0
@@ -633,6 +636,9 @@ class BookStore:
         pcap = bk[:, K.F_PCAP]
         live = bk[:, K.F_NREST] + bk[:, K.F_NPARK]
         target = np.where(live > 0, np.maximum(live + (live + 3) // 4, self.init_pool), 0)
+        full = self._full_reserve[:target.size]
+        if full.size:     # the last fully reserved batch's NEW rows: room the next one would want
+            target[:full.size] = np.maximum(target[:full.size], np.where(full > 0, live[:full.size] + full, 0))
         shrink = pcap >= self.SHRINK_RATIO * np.maximum(target, self.init_pool)
         if not shrink.any():
             return 0

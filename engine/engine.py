@@ -240,7 +240,7 @@ class Engine:
         parallel = self._gpu is not None or (self.threads > 1 and n > 1 and books.min() != books.max()
                                              and self.risk is None)
         self.grow_counts["reserve"] = self.grow_counts.get("reserve", 0) + self.store.reserve(
-            books, c["action"], at_most_double=self._gpu is None)
+            books, c["action"], at_most_double=not parallel)
         force = np.zeros(n, np.uint8)  # written here when a row must be rejected for range
         I = Inputs(ts=_ro(c["ts_ns"]), oid=_ro(c["order_id"]), side=_ro(c["side"]),
                    px=_ro(c["price_ticks"]), qty=_ro(c["qty"]), action=_ro(c["action"]),
