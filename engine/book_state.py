@@ -295,15 +295,18 @@ class Rows(Mapping):
         r.raw = raw
         r.cols = cols
         r._index = cls._indexes[id(cols)]
-        r._cache = {}
+        r._cache = None       # made on the first column read (most one-row results are never read by name)
         return r
 
     def __getitem__(self, name: str) -> np.ndarray:
-        a = self._cache.get(name)
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = {}
+        a = cache.get(name)
         if a is None:
             c, dt = self._index[name]
             a = self.raw[:, c].astype(np.int64).view(dt) if dt.itemsize == 8 else self.raw[:, c].astype(dt)
-            self._cache[name] = a
+            cache[name] = a
         return a
 
     def __iter__(self):
