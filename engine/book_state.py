@@ -531,7 +531,9 @@ class BookStore:
         if at_most_double:
             pcap = bk[:, K.F_PCAP]
             want = np.minimum(live + new_rows, np.maximum(2 * pcap, self.init_pool))
-            grow = (want > pcap) & ((pcap < SMALL_POOL) | (live * 4 >= pcap * 3))
+            grow = want > pcap
+            if grow.any():
+                grow &= (pcap < SMALL_POOL) | (live * 4 >= pcap * 3)
         else:
             want = live + new_rows
             grow = want > bk[:, K.F_PCAP]
