@@ -278,3 +278,21 @@ def test_one_row_batches_fast_path_equals_reference_and_bad_columns_get_the_batc
     assert eng.seq == before[0]
     for k, v in before[1].items():
         np.testing.assert_array_equal(eng.book_l3()[k], v, err_msg=k)
+
+
+def test_parallel_batches_reserved_in_full_do_not_shrink_and_grow_every_batch():
+    """The parallel path sizes each pool for all its NEW rows of a batch (a stop costs a round
+    of every chunk); a pool that holds far fewer orders at the batch's end must keep that room
+    (BookStore._full_reserve), not be cut back and grown again every batch."""
+    from hpte.engine.gen import generate_flow
+    cols = generate_flow(262_144, n_books=2, seed=3)
+    eng = Engine(threads=2, outputs="fills")
+    eng.store.shrink_min_slots = 0
+    eng.store.shrink_check_rows = 1
+    for b in split_batches(cols, 65_536):
+        eng.submit(b, copy=False)
+    assert eng.store.shrinks == 0 and eng.store.relayouts <= 4, (eng.store.shrinks, eng.store.relayouts)
+    one = Engine(outputs="fills")
+    one.submit(cols)
+    for k, v in one.book_l3().items():
+        np.testing.assert_array_equal(eng.book_l3()[k], v, err_msg=k)
