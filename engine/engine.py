@@ -74,11 +74,14 @@ class _OneRow:
         return False (the batch takes the general path; what was stored here is unused). One
         pass: the checks and the copy of each column together."""
         get = batch.get
-        for name, dt, m in self._load:
-            v = get(name)
-            if type(v) is not np.ndarray or v.shape != _SHAPE1 or (v.dtype is not dt and v.dtype != dt):
-                return False
-            m[0] = v.item()
+        try:
+            for name, dt, m in self._load:
+                v = get(name)
+                if type(v) is not np.ndarray or v.ndim != 1 or (v.dtype is not dt and v.dtype != dt):
+                    return False
+                m[0] = v.item()      # ValueError unless exactly one element: not a one-row batch
+        except ValueError:
+            return False
         if "kind" in batch:
             return False
         self._force[0] = 0
@@ -103,7 +106,6 @@ class _OneRow:
         self._force[0] = 0
 
 
-_SHAPE1 = (1,)
 _NO_ROWS3 = np.empty((0, 3), np.int64)   # run_chunk_cpu's row_start / row_count when it records nothing
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
