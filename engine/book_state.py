@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from hpte.kernels import book as K
+from hpte.kernels.compact import compact_pool_cpu
 from hpte.kernels.match_cpu import index_ids_cpu, move_ladder_cpu, relayout_cpu
 
 from . import schema as Sch
@@ -274,6 +275,7 @@ class Rows(Mapping):
     keeps it; ``dict(rows)`` gives every column; ``rows.raw`` is the row buffer itself.
     """
 
+    __slots__ = ("raw", "cols", "_index", "_cache")
     _indexes: dict = {}
 
     def __init__(self, raw: np.ndarray, cols):
@@ -285,12 +287,26 @@ class Rows(Mapping):
         self._index = index
         self._cache: dict[str, np.ndarray] = {}
 
+    @classmethod
+    def of(cls, raw: np.ndarray, cols) -> "Rows":
+        """Rows(raw, cols) for a `cols` seen before (the low-latency path: no index lookup by
+        identity; the index is kept per `cols` object)."""
+        r = cls.__new__(cls)
+        r.raw = raw
+        r.cols = cols
+        r._index = cls._indexes[id(cols)]
+        r._cache = None       # made on the first column read (most one-row results are never read by name)
+        return r
+
     def __getitem__(self, name: str) -> np.ndarray:
-        a = self._cache.get(name)
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = {}
+        a = cache.get(name)
         if a is None:
             c, dt = self._index[name]
             a = self.raw[:, c].astype(np.int64).view(dt) if dt.itemsize == 8 else self.raw[:, c].astype(dt)
-            self._cache[name] = a
+            cache[name] = a
         return a
 
     def __iter__(self):
@@ -339,6 +355,7 @@ def _first_prices(new: np.ndarray, symbol, px, action, otype, default: int, chun
 POOL_ARRAYS = ("o_id", "o_qty", "o_px", "o_next", "o_prev", "o_acct", "o_flags", "o_arow", "o_exp")
 LUT_MAX_SYMBOL = 1 << 22  # symbols below this get a direct symbol -> book lookup table
 MAX_LEVELS_MULTIPLE = 4096  # Engine(max_levels=...) stays a multiple of this (the API's rule)
+SMALL_POOL = 1024   # pools below this many slots (46 KB) grow ahead for a batch's NEW rows as before
 INIT_LEVELS = 128   # a book's first ladder (levels, centred on its first price); grows by doubling
 INIT_POOL = 16      # a book's first pool (order slots); grows by doubling
 
@@ -362,6 +379,9 @@ class BookStore:
         self.risk_rows = bool(risk_rows)   # keep o_arow (4 bytes a pool slot) for the risk kernel
         self.relayouts = 0      # every book laid out afresh (growth without free room, new books)
         self.pool_moves = 0     # one book's pool moved alone into free room
+        self.shrinks = 0        # pools cut back to what they hold (maybe_shrink)
+        self._rows_since_check = 0
+        self._full_reserve = np.zeros(0, np.int64)   # NEW rows per book of the last batch reserved in full
         self.matching = None   # engine/matching.py MatchingConfig: algorithm columns of new books
         self.S = self._alloc(np.zeros((0, K.NF), dtype=np.int64))
 
@@ -379,12 +399,18 @@ class BookStore:
         bk[:, K.F_TOFF] = np.concatenate([[0], np.cumsum(tsize)[:-1]]) if len(bk) else 0
         L, P, T = int(nlev.sum()), int(pcap.sum()), int(tsize.sum())
         self.l_end, self.p_end, self.t_end = L, P, T
-        # room for ladders that grow (move_ladder_cpu); whole bm0 words (a multiple of 64 levels)
-        L = -(-(L + L // 2 + 16 * K.LEVEL_BLOCK) // K.LEVEL_BLOCK) * K.LEVEL_BLOCK
+        # room for ladders that grow (move_ladder_cpu); whole bm0 words (a multiple of 64 levels).
+        # The room is for books other than the largest: the largest one's growth (at least
+        # double) never fits in a quarter of the arrays, and with one book such room would only
+        # be memory held for nothing (20 bytes a resting order): at most what the other books hold
+        big_l = int(nlev.max()) if len(bk) else 0
+        big_p = int(pcap.max()) if len(bk) else 0
+        big_t = int(tsize.max()) if len(bk) else 0
+        L = -(-(L + min(L // 2, L - big_l) + 16 * K.LEVEL_BLOCK) // K.LEVEL_BLOCK) * K.LEVEL_BLOCK
         # room for pools (and their id tables) that grow (_move_pool): a quarter more, at least
         # a few first pools
-        P += P // 4 + 4 * self.init_pool
-        T += T // 4 + 8 * self.init_pool
+        P += min(P // 4, P - big_p) + 4 * self.init_pool
+        T += min(T // 4, T - big_t) + 8 * self.init_pool
         arr = {
             "lv_head": np.full(L, -1, np.int32), "lv_tail": np.full(L, -1, np.int32),
             "lv_qty": np.zeros(L, np.int64), "lv_cnt": np.zeros(L, np.int32),
@@ -476,14 +502,22 @@ class BookStore:
 
     # ---- growth --------------------------------------------------------------------------
     def reserve(self, books: np.ndarray, action: np.ndarray, at_most_double: bool = True) -> int:
-        """Before a batch: let every book's pool hold its resting orders plus its NEW rows in the
-        batch, and give a ladder (``init_levels``, centred on its first price) to every book of
-        the batch that has none yet, all in one relayout (growing books one at a time copies every
-        book each time, quadratic with many books). With `at_most_double` each pool grows at most
-        2x here (at least to ``init_pool``; most new orders fill or are cancelled: reserving all of
-        them would waste memory, and the sequential path grows nearly-full books together anyway);
-        the parallel path, which meets its books one after another, reserves in full. Returns
-        books grown."""
+        """Before a batch: give a ladder (``init_levels``, centred on its first price) and a first
+        pool to every book of the batch that has none yet and may get a resting order, and grow
+        the pools that are nearly full, all in one relayout (growing books one at a time copies
+        every book each time, quadratic with many books).
+
+        With `at_most_double` (the sequential CPU path) a pool grows here when its resting
+        orders plus the batch's NEW rows exceed it, at most 2x (at least to ``init_pool``), and,
+        once it has SMALL_POOL slots, only when it is at least 3/4 full: most new orders fill or
+        are cancelled, so reserving a slot for each would size a large pool by the batch instead
+        of by what rests (a 65,536-slot pool for 5,000 resting orders); a pool that runs out in
+        the batch grows on demand (the kernel stops, ``grow_pool``). Small pools grow ahead as
+        before: many books with small pools would otherwise stop the kernel (and lay every book
+        out afresh) more often (1,000 books: 750 stops and 18 relayouts instead of 359 and 15). Without it (the parallel CPU path and the GPU, which meet
+        their books one after another and pay a round of every chunk, or a launch, per stop)
+        every pool is sized for all its NEW rows (remembered: ``maybe_shrink`` leaves a pool
+        that room, so that the next such batch does not grow it again). Returns books grown."""
         if books.size == 0 or self.n_books == 0:
             return 0
         bk = self.S.bk
@@ -493,10 +527,17 @@ class BookStore:
                 return 0
         nb = self.n_books
         new_rows = np.bincount(books[action == Sch.ACT_NEW], minlength=nb)
-        want = bk[:, K.F_NREST] + bk[:, K.F_NPARK] + new_rows
+        live = bk[:, K.F_NREST] + bk[:, K.F_NPARK]
         if at_most_double:
-            want = np.minimum(want, np.maximum(2 * bk[:, K.F_PCAP], self.init_pool))
-        grow = want > bk[:, K.F_PCAP]
+            pcap = bk[:, K.F_PCAP]
+            want = np.minimum(live + new_rows, np.maximum(2 * pcap, self.init_pool))
+            grow = want > pcap
+            if grow.any():
+                grow &= (pcap < SMALL_POOL) | (live * 4 >= pcap * 3)
+        else:
+            want = live + new_rows
+            grow = want > bk[:, K.F_PCAP]
+            self._full_reserve = new_rows
         ladder = (bk[:, K.F_NLEV] == 0) & (new_rows > 0)
         if not (grow.any() or ladder.any()):
             return 0
@@ -572,6 +613,61 @@ class BookStore:
         bk[idx, K.F_PCAP] = pcap
         bk[idx, K.F_TMASK] = [_pow2(2 * int(c)) - 1 for c in pcap]
         self._relayout(bk)
+        return int(idx.size)
+
+    # ---- shrinking -----------------------------------------------------------------------
+    # A pool shrinks when it holds at least SHRINK_RATIO x its target (its live orders plus a
+    # quarter, at least init_pool; no pool for a book with none); it is then cut to the target.
+    # Growth doubles a full pool, so between a shrink and the next one a book's live orders must
+    # fall by more than SHRINK_RATIO / 1.25: no thrashing, and each shrink (a copy of the live
+    # orders) is paid for by the orders that left since the last one.
+    SHRINK_RATIO = 4
+    shrink_min_slots = 1 << 14   # pool arrays at most this long are never shrunk (~1 MB)
+    shrink_check_rows = 4096     # rows between two looks at the pools (a look is O(books))
+
+    def maybe_shrink(self, rows: int) -> int:
+        """At a batch boundary (no kernel running), after `rows` more input rows: give memory
+        back when pools are mostly empty. Every pool whose capacity is at least SHRINK_RATIO x
+        its target is compacted (kernels/compact.py compact_pool_cpu: live slots renumbered to
+        0 .. live-1, outputs unchanged) and cut to the target, and every book is laid out
+        afresh in smaller arrays, when that frees at least half of the pool arrays. Looks at
+        the pools only every ``shrink_check_rows`` rows. Returns the books shrunk."""
+        self._rows_since_check += rows
+        if self._rows_since_check < self.shrink_check_rows:
+            return 0
+        self._rows_since_check = 0
+        S = self.S
+        P = S.o_id.shape[0]
+        if P <= self.shrink_min_slots or self.n_books == 0:
+            return 0
+        bk = S.bk
+        pcap = bk[:, K.F_PCAP]
+        live = bk[:, K.F_NREST] + bk[:, K.F_NPARK]
+        target = np.where(live > 0, np.maximum(live + (live + 3) // 4, self.init_pool), 0)
+        full = self._full_reserve[:target.size]
+        if full.size:     # the last fully reserved batch's NEW rows: room the next one would want
+            target[:full.size] = np.maximum(target[:full.size], np.where(full > 0, live[:full.size] + full, 0))
+        shrink = pcap >= self.SHRINK_RATIO * np.maximum(target, self.init_pool)
+        if not shrink.any():
+            return 0
+        new_pcap = np.where(shrink, target, pcap)
+        if P < 2 * int(new_pcap.sum()) + 4 * self.init_pool:
+            return 0
+        idx = np.flatnonzero(shrink)
+        hw = bk[idx, K.F_HW]
+        scratch = np.empty(int(hw.max()) if idx.size else 0, np.int32)
+        for b, h, t in zip(idx.tolist(), hw.tolist(), new_pcap[idx].tolist()):
+            if h > t:
+                compact_pool_cpu(S, b, scratch)
+        bk = bk.copy()
+        bk[idx, K.F_PCAP] = new_pcap[idx]
+        bk[idx, K.F_TMASK] = [_pow2(2 * int(c)) - 1 if c else 1 for c in new_pcap[idx]]
+        # a pool cut to nothing: no slots in use, nothing on the free list
+        empty = idx[new_pcap[idx] == 0]
+        bk[empty, K.F_HW] = 0
+        bk[empty, K.F_FREE] = -1
+        self._relayout(bk)
+        self.shrinks += 1
         return int(idx.size)
 
     def occupied_price_range(self, b: int) -> tuple[int, int] | None:

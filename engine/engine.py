@@ -30,7 +30,7 @@ from .book_state import (
     grow_outputs, parse_outputs, region_columns, region_starts, select_outputs,
 )
 from .device import resolve_device
-from .io import InputError, _exact, order_columns
+from .io import InputError, order_columns
 from .matching import resolve_matching
 
 
@@ -60,21 +60,50 @@ class _OneRow:
         self.want = None                    # the outputs O was built for (O reused while the same)
         self.O = None
         self._arrays = [c[name] for name, _dt, _r, _d in S.ORDER_COLUMNS]
+        # (name, dtype, memoryview of the one-row column): a memoryview's item assignment costs
+        # a third of numpy's (no index parsing); values of the column's own dtype always fit
+        self._load = [(name, dt, memoryview(c[name])) for name, dt, _r, _d in S.ORDER_COLUMNS]
+        self._force = memoryview(self.force)
+        self.b = -1                         # the book in self.book
+        self.ts, self.sym = c["ts_ns"], c["symbol"]
+        self.cur = None                     # O.cur[0] of self.O
 
-    def copy_from(self, batch: dict) -> None:
-        """Store row 0 of a batch whose columns have exactly the schema's dtypes."""
-        for a, name in zip(self._arrays, _ORDER_NAMES):
-            a[0] = batch[name][0]
-        self.force[0] = 0
+    def load(self, batch: dict) -> bool:
+        """Store the row of a one-row batch whose columns are all there as 1-D numpy arrays of
+        exactly the schema's dtypes (what io._exact accepts, with one row) and return True; else
+        return False (the batch takes the general path; what was stored here is unused). One
+        pass: the checks and the copy of each column together."""
+        get = batch.get
+        try:
+            for name, dt, m in self._load:
+                v = get(name)
+                if type(v) is not np.ndarray or v.ndim != 1 or (v.dtype is not dt and v.dtype != dt):
+                    return False
+                m[0] = v.item()      # ValueError unless exactly one element: not a one-row batch
+        except ValueError:
+            return False
+        if "kind" in batch:
+            return False
+        self._force[0] = 0
+        return True
 
     def set(self, *values) -> None:
-        """Store one row (in schema.ORDER_COLUMNS order); numpy refuses values that do not fit
-        (OverflowError) and non-integers (TypeError/ValueError)."""
-        for a, v in zip(self._arrays, values):
-            if type(v) is float:
-                raise TypeError(f"expected an integer, got {v!r}")
-            a[0] = v
-        self.force[0] = 0
+        """Store one row (in schema.ORDER_COLUMNS order). A value that is not an integer (no
+        ``__index__``: floats, numpy floats included) raises TypeError, one that does not fit
+        its column's dtype ValueError, each naming the column."""
+        try:
+            for (_name, _dt, m), v in zip(self._load, values):
+                m[0] = v
+        except (TypeError, ValueError, OverflowError):
+            for (name, dt, m), v in zip(self._load, values):
+                try:
+                    m[0] = v
+                except (ValueError, OverflowError):
+                    raise ValueError(f"{name}={v!r} does not fit {dt}") from None
+                except TypeError:
+                    raise TypeError(f"{name}={v!r}: expected an integer") from None
+            raise
+        self._force[0] = 0
 
 
 _NO_ROWS3 = np.empty((0, 3), np.int64)   # run_chunk_cpu's row_start / row_count when it records nothing
@@ -95,6 +124,7 @@ def _thread_pool(threads: int) -> ThreadPoolExecutor:
 # a stream with no rows, shared by the results of one-row calls (nothing to copy)
 _EMPTY_ROWS = tuple(Rows(NO_ROWS[k], cols) for k, (_f, cols) in enumerate(STREAMS))
 _ORDER_NAMES = tuple(name for name, _dt, _r, _d in S.ORDER_COLUMNS)
+_FILL_COLS, _EVENT_COLS, _DELTA_COLS = (cols for _f, cols in STREAMS)
 
 
 class Result(NamedTuple):
@@ -190,18 +220,17 @@ class Engine:
         ``hpte match`` streaming them to its writers)."""
         want = self.outputs if outputs is None else parse_outputs(outputs)
         if type(batch) is dict and self.risk is None and self._gpu is None:
-            ts = batch.get("ts_ns")
-            if type(ts) is np.ndarray and ts.shape[0] == 1 and _exact(batch):
+            one = self._one
+            if one is None:
+                one = self._one = _OneRow()
+            if one.load(batch):
                 # one row of exact columns (the gateway's case): the submit_order path
-                if self.last_ts is not None and ts[0] < self.last_ts:
+                ts = one.ts.item()
+                if self.last_ts is not None and ts < self.last_ts:
                     raise InputError(
                         f"column 'ts_ns' row 0: timestamps must not decrease across batches "
-                        f"({self.last_ts} then {int(ts[0])})")
-                one = self._one
-                if one is None:
-                    one = self._one = _OneRow()
-                one.copy_from(batch)
-                return self._match_one(one, int(batch["symbol"][0]), want, copy)
+                        f"({self.last_ts} then {ts})")
+                return self._match_one(one, one.sym.item(), want, copy)
         c = order_columns(batch)
         n = len(c["ts_ns"])
         if n and self.last_ts is not None and c["ts_ns"][0] < self.last_ts:
@@ -238,6 +267,8 @@ class Engine:
         self.seq += n
         if n:
             self.last_ts = int(c["ts_ns"][-1])
+        if self._gpu is None:
+            self.store.maybe_shrink(n)      # pools mostly empty: give memory back (amortised)
         return Result(fills, events, deltas)
 
     def _results(self, O, want, copy: bool) -> tuple:
@@ -279,10 +310,11 @@ class Engine:
         if b is None:
             books = self.store.books_for(one.cols["symbol"], one.cols["price_ticks"], one.cols["action"], one.cols["order_type"])
             self._book_of_symbol[int(symbol)] = b = int(books[0])
-        one.book[0] = b
+        if b != one.b:
+            one.book[0] = one.b = b
         if one.want is want:
             O = one.O
-            O.cur[0, 0] = O.cur[0, 1] = O.cur[0, 2] = 0
+            one.cur.fill(0)
         else:
             O = one.bufs.one(want, 256, 512, 256)
         pos = 0
@@ -302,19 +334,17 @@ class Engine:
             one.bufs.adopt(O, want)
             one.want = None
         if one.want is not want:
-            one.O, one.want = O, want
+            one.O, one.want, one.cur = O, want, O.cur[0]
         self.seq = seq + 1
-        self.last_ts = int(one.cols["ts_ns"][0])
-        cur = O.cur[0]
-        out = []
-        for k, (f, cols) in enumerate(STREAMS):
-            m = int(cur[k])
-            if m == 0:
-                out.append(_EMPTY_ROWS[k])
-            else:
-                a = getattr(O, f)[:m]
-                out.append(Rows(a.copy() if copy else a, cols))
-        return Result(*out)
+        self.last_ts = one.ts.item()
+        store = self.store
+        store._rows_since_check += 1
+        if store._rows_since_check >= store.shrink_check_rows and self._gpu is None:
+            store.maybe_shrink(0)
+        nf, ne, nd = one.cur.tolist()
+        return Result(_EMPTY_ROWS[0] if nf == 0 else Rows.of(O.F[:nf].copy() if copy else O.F[:nf], _FILL_COLS),
+                      _EMPTY_ROWS[1] if ne == 0 else Rows.of(O.E[:ne].copy() if copy else O.E[:ne], _EVENT_COLS),
+                      _EMPTY_ROWS[2] if nd == 0 else Rows.of(O.D[:nd].copy() if copy else O.D[:nd], _DELTA_COLS))
 
     def _submit_parallel(self, I: Inputs, books: np.ndarray, n: int, want=(True, True, True), copy: bool = True):
         """Books in parallel on `threads` threads; outputs merged back into arrival order."""
