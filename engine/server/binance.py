@@ -386,6 +386,26 @@ def add_routes(app: FastAPI, cfg: ServerConfig, core, submit_rows) -> None:
                        "time": ms(ts), "isBuyerMaker": sd == S.SELL, "isBestMatch": True}
                       for t, ts, px, q, sd in tr])
 
+    @app.get("/api/v3/aggTrades", tags=["binance"])
+    async def bn_agg_trades(req: HttpRequest):
+        """Binance: trades as aggregate trades (each trade is its own: a = f = l = the trade seq),
+        the most recent, or from fromId on."""
+        try:
+            p, _, _ = await params_of(req, {"symbol", "limit", "fromId"})
+            market_key(req)
+            b = symbol_of(p)
+            n = limit_of(p, 500, 1000)
+            fid = p.get("fromId")
+            if fid is not None and not INT_RE.match(fid):
+                raise BinanceError(-1100, "Illegal characters found in parameter 'fromId'; legal range is '^[0-9]{1,19}$'.")
+        except BinanceError as e:
+            return e.response()
+        gw = core().gw
+        since = max(0, int(fid) - 1) if fid is not None else max(0, gw.trade_seq.get(b.symbol, 0) - n)
+        tr = gw.trades_since(b.symbol, since, n)["trades"]
+        return reply([{"a": t, "p": dec(px, b.tick), "q": dec(q, b.lot), "f": t, "l": t, "T": ms(ts),
+                       "m": sd == S.SELL, "M": True} for t, ts, px, q, sd in tr])
+
     # ---- orders --------------------------------------------------------------------------
     NEW_PARAMS = {"symbol", "side", "type", "timeInForce", "quantity", "price", "newClientOrderId",
                   "newOrderRespType", "quoteOrderQty", "stopPrice", "icebergQty", "trailingDelta",

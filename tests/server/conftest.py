@@ -108,10 +108,10 @@ class Server:
 def make_server(tmp_path):
     servers = []
 
-    def make(server: dict | None = None, risk: Path | None = None, sub: str = "srv") -> Server:
+    def make(server: dict | None = None, risk: Path | None = None, sub: str = "srv", extra: str = "") -> Server:
         d = tmp_path / f"{sub}{len(servers)}"
         d.mkdir()
-        s = Server(d, server, risk)
+        s = Server(d, server, risk, extra)
         servers.append(s)
         return s
 
