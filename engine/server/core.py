@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from bisect import bisect_left
 import os
 import signal
 import time
@@ -97,7 +98,11 @@ class Session:
             return
         self.seq += 1
         msg["conn_seq"] = self.seq
-        self.push_raw(orjson.dumps(msg))
+        if len(self.out) >= self.backlog:      # push_raw, inlined (a message or two per order)
+            self.close(f"backlog limit exceeded ({self.backlog} messages)")
+            return
+        self.out.append(orjson.dumps(msg))
+        self.ready.set()
 
     def push_raw(self, data: bytes) -> None:
         if self.closed:
@@ -184,12 +189,7 @@ class Histogram:
         self.n = 0
 
     def observe(self, v: float, k: int = 1) -> None:
-        i = 0
-        for b in self.bounds:
-            if v <= b:
-                break
-            i += 1
-        self.counts[i] += k
+        self.counts[bisect_left(self.bounds, v)] += k      # the first bucket with v <= bound
         self.sum += v * k
         self.n += k
 
