@@ -232,6 +232,17 @@ class Core:
         self._snap_batches = 0
         self.crash = crash_hook()
         self._recover()
+        self._warm()
+
+    @staticmethod
+    def _warm() -> None:
+        """Run a batch's Arrow conversion and IPC encoding once (nothing is journaled): the first
+        pa.array of a numpy column imports pyarrow's pandas support, ~1 s here, which would
+        otherwise stall the first batch after every start."""
+        n = np.zeros(1, np.int64)
+        rb = pa.RecordBatch.from_arrays([pa.array(n.astype(f.type.to_pandas_dtype()), type=f.type)
+                                         for f in JOURNAL_SCHEMA], schema=JOURNAL_SCHEMA)
+        J.decode_batch(J.encode_batch(rb))
 
     # ---- start: snapshot + journal replay --------------------------------------------------
     def _meta(self) -> dict:
