@@ -62,3 +62,25 @@ def test_histogram_buckets():
         h.observe(v)
     h.observe(3.0, 4)
     assert h.counts == [2, 2, 5, 2] and h.n == 11 and h.sum == pytest.approx(125.5)
+
+
+@pytest.mark.parametrize("sym, words", [
+    ({"tick_size": 0.01}, "tick_size must be a positive decimal string"),       # a TOML float
+    ({"lot_size": "-1"}, "lot_size must be a positive decimal string"),
+    ({"symbol": 7}, "symbol must be one of [server] symbols"),
+    ({"name": "btc usdt"}, "name must be 1-20 characters"),
+    ({"base": ""}, "base must be 1-20 characters"),
+    ({"colour": "red"}, "unknown field 'colour'"),
+])
+def test_binance_config_errors_name_the_key(sym, words):
+    from hpte.engine.server.config import ConfigError, ServerConfig
+
+    good = {"name": "BTCUSDT", "symbol": 0, "base": "BTC", "quote": "USDT", "tick_size": "0.01", "lot_size": "0.001"}
+    ok = ServerConfig.from_dict({"server": {"symbols": [0]}, "binance": {"symbols": [good]}})
+    assert str(ok.binance.symbols["BTCUSDT"].tick) == "0.01"
+    with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        ServerConfig.from_dict({"server": {"symbols": [0]}, "binance": {"symbols": [{**good, **sym}]}})
+    with pytest.raises(ConfigError, match="duplicate name"):
+        ServerConfig.from_dict({"server": {"symbols": [0, 1]}, "binance": {"symbols": [good, {**good, "symbol": 1}]}})
+    with pytest.raises(ConfigError, match="secret must be a non-empty string"):
+        ServerConfig.from_dict({"keys": [{"key": "abcdefgh-1", "secret": ""}]})
