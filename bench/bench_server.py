@@ -83,9 +83,14 @@ def wait_ready(url: str, proc, timeout=300) -> None:
 
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux /proc)."""
+    return sum(cpu_us_sys(pid))
+
+
+def cpu_us_sys(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process so far (Linux /proc)."""
     with open(f"/proc/{pid}/stat") as f:
         parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    return int(parts[11]) / os.sysconf("SC_CLK_TCK"), int(parts[12]) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(lat_ns: list) -> dict:
@@ -274,14 +279,15 @@ def main() -> None:
                            "server_cpu_us": (cpu_s(echo.pid) - c0) / max(n, 1) * 1e6}
 
             ph = set(a.phases.split(","))
-            mark = [cpu_s(gw.pid)]
+            mark = [cpu_us_sys(gw.pid)]
 
             def cpu(n):
-                """The gateway's CPU per order since the last call (the phase just run)."""
-                c = cpu_s(gw.pid)
-                us = (c - mark[0]) / max(n, 1) * 1e6
-                mark[0] = c
-                return {"server_cpu_us": us}
+                """The gateway's CPU per order since the last call (the phase just run), and the
+                part of it spent in the kernel (socket I/O, fsync)."""
+                u, k = cpu_us_sys(gw.pid)
+                du, dk = u - mark[0][0], k - mark[0][1]
+                mark[0] = (u, k)
+                return {"server_cpu_us": (du + dk) / max(n, 1) * 1e6, "server_sys_share": dk / max(du + dk, 1e-9)}
 
             def make_order(c):
                 return lambda i: order_msg(c * 10_000_000 + i, i)
@@ -330,6 +336,8 @@ def main() -> None:
         f = lambda x: f"{x:9.0f}" if x is not None else f"{'-':>9}"
         print(f"{k:<10} {v['per_s']:12,.0f} {v['per_s'] / base:8.2f} {f(v['p50_us'])} {f(v['p99_us'])} {f(v['p999_us'])} "
               f"{v['server_cpu_us']:17.2f} {v['server_cpu_us'] / cbase:8.2f}")
+    shares = ", ".join(f"{k} {v['server_sys_share']:.0%}" for k, v in res.items() if "server_sys_share" in v)
+    print(f"gateway CPU in the kernel (system time): {shares}")
     print(f"clients {a.clients}, window {a.window}, frame rows {a.frame_rows}, paced {a.paced_rate:,.0f}/s, "
           f"{a.seconds:g} s per phase; fsync={a.fsync}; cpu {os.cpu_count()}")
     if a.json:

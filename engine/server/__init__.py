@@ -7,6 +7,7 @@ order-entry core, a single writer that owns the Engine, an append-only journal a
     core.py      the order-entry core: sessions, the request queue, the single writer
     protocol.py  wire validation (JSON orders, Arrow frames) and report encoding
     app.py       the ASGI app: FastAPI REST routes and the WebSocket adapters
+    binance.py   the Binance-compatible REST subset (/api/v3), another adapter over the core
 
 Nothing here is imported by ``import hpte`` or by the matching core.
 """

@@ -216,6 +216,10 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
                if o[0] == key.account and (status == "all" or o[8] in LIVE)]
         return {"orders": out, **gw.retention(key.account)}
 
+    if cfg.binance is not None:        # the Binance-compatible subset under /api/v3
+        from .binance import add_routes
+        add_routes(app, cfg, core, submit_rows)
+
     # ---- market data ---------------------------------------------------------------------
     def symbol_of(text: str) -> int:
         try:

@@ -24,11 +24,25 @@
     account = 1
     role = "trader"                # trader | market_data | admin
     rate = 1000                    # messages per second (token bucket), burst = 2 x rate
+    secret = "..."                 # optional: HMAC-SHA256 secret of the Binance-compatible adapter
+
+    [binance]                      # optional: the Binance-compatible REST subset under /api/v3
+    public_market_data = false     # true: depth and trades need no API key (as on Binance)
+    max_recv_window_ms = 60000
+    [[binance.symbols]]
+    name = "BTCUSDT"               # the Binance symbol
+    symbol = 0                     # the hpte symbol (one of [server] symbols)
+    base = "BTC"
+    quote = "USDT"
+    tick_size = "0.01"             # price = price_ticks x tick_size (a decimal string)
+    lot_size = "0.00001"           # quantity = qty (lots) x lot_size
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 ROLES = ("trader", "market_data", "admin")
@@ -46,6 +60,32 @@ class ApiKey:
     role: str
     rate: float            # messages per second; 0 = unlimited
     burst: float
+    secret: str | None = None   # HMAC-SHA256 secret (Binance adapter: signed requests required)
+
+
+@dataclass(frozen=True)
+class BinanceSymbol:
+    """One symbol of the Binance-compatible adapter: decimal price = price_ticks x tick,
+    decimal quantity = qty (lots) x lot."""
+    name: str
+    symbol: int
+    base: str
+    quote: str
+    tick: Decimal
+    lot: Decimal
+
+
+@dataclass
+class BinanceConfig:
+    symbols: dict[str, BinanceSymbol] = field(default_factory=dict)     # by name
+    public_market_data: bool = False
+    max_recv_window_ms: int = 60_000
+
+    def by_id(self, symbol: int) -> BinanceSymbol | None:
+        for b in self.symbols.values():
+            if b.symbol == symbol:
+                return b
+        return None
 
 
 @dataclass
@@ -69,6 +109,7 @@ class ServerConfig:
     max_finished_orders: int = 1_000_000
     max_trades_kept: int = 100_000
     keys: dict[str, ApiKey] = field(default_factory=dict)
+    binance: BinanceConfig | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> "ServerConfig":
@@ -86,9 +127,9 @@ class ServerConfig:
         def fail(msg):
             raise ConfigError(f"{source}: {msg}")
 
-        unknown = set(doc) - {"server", "keys"}
+        unknown = set(doc) - {"server", "keys", "binance"}
         if unknown:
-            fail(f"unknown section {sorted(unknown)[0]!r} (expected [server] and [[keys]])")
+            fail(f"unknown section {sorted(unknown)[0]!r} (expected [server], [[keys]] and [binance])")
         s = dict(doc.get("server", {}))
         c = cls()
         ints = {"batch_max_rows": (1, 1 << 24), "batch_wait_us": (0, 10_000_000),
@@ -143,7 +184,7 @@ class ServerConfig:
             fail("keys must be an array of tables ([[keys]])")
         for i, k in enumerate(keys):
             where = f"[[keys]] #{i + 1}"
-            extra = set(k) - {"key", "account", "role", "rate", "burst"}
+            extra = set(k) - {"key", "account", "role", "rate", "burst", "secret"}
             if extra:
                 fail(f"{where}: unknown field {sorted(extra)[0]!r}")
             key = k.get("key")
@@ -163,5 +204,74 @@ class ServerConfig:
             burst = k.get("burst", 2 * rate)
             if type(burst) not in (int, float) or burst < 0 or (rate and burst < 1):
                 fail(f"{where}: burst must be a number >= 1, got {burst!r}")
-            c.keys[key] = ApiKey(key, acct, role, float(rate), float(burst))
+            secret = k.get("secret")
+            if secret is not None and (not isinstance(secret, str) or not secret):
+                fail(f"{where}: secret must be a non-empty string")
+            c.keys[key] = ApiKey(key, acct, role, float(rate), float(burst), secret)
+        if "binance" in doc:
+            c.binance = _binance(doc["binance"], c.symbols, fail)
         return c
+
+
+_BN_NAME = re.compile(r"^[A-Z0-9_.-]{1,20}$")
+_BN_ASSET = re.compile(r"^[A-Z0-9]{1,20}$")
+
+
+def _binance(b, symbols: tuple[int, ...], fail) -> BinanceConfig:
+    if not isinstance(b, dict):
+        fail("[binance] must be a table")
+    b = dict(b)
+    bc = BinanceConfig()
+    if "public_market_data" in b:
+        v = b.pop("public_market_data")
+        if type(v) is not bool:
+            fail(f"[binance] public_market_data must be true or false, got {v!r}")
+        bc.public_market_data = v
+    if "max_recv_window_ms" in b:
+        v = b.pop("max_recv_window_ms")
+        if type(v) is not int or not 1 <= v <= 600_000:
+            fail(f"[binance] max_recv_window_ms must be an integer in [1, 600000], got {v!r}")
+        bc.max_recv_window_ms = v
+    syms = b.pop("symbols", None)
+    if b:
+        fail(f"[binance] unknown key {sorted(b)[0]!r}")
+    if not isinstance(syms, list) or not syms:
+        fail("[binance] needs at least one [[binance.symbols]] table")
+    seen: set[int] = set()
+    for i, t in enumerate(syms):
+        where = f"[[binance.symbols]] #{i + 1}"
+        if not isinstance(t, dict):
+            fail(f"{where}: must be a table")
+        extra = set(t) - {"name", "symbol", "base", "quote", "tick_size", "lot_size"}
+        if extra:
+            fail(f"{where}: unknown field {sorted(extra)[0]!r}")
+        name = t.get("name")
+        if not isinstance(name, str) or not _BN_NAME.match(name):
+            fail(f"{where}: name must be 1-20 characters of A-Z 0-9 _ . -, got {name!r}")
+        if name in bc.symbols:
+            fail(f"{where}: duplicate name {name!r}")
+        sym = t.get("symbol")
+        if type(sym) is not int or sym not in symbols:
+            fail(f"{where}: symbol must be one of [server] symbols {list(symbols)}, got {sym!r}")
+        if sym in seen:
+            fail(f"{where}: symbol {sym} is already named")
+        seen.add(sym)
+        assets = []
+        for k in ("base", "quote"):
+            v = t.get(k)
+            if not isinstance(v, str) or not _BN_ASSET.match(v):
+                fail(f"{where}: {k} must be 1-20 characters of A-Z 0-9, got {v!r}")
+            assets.append(v)
+        steps = []
+        for k in ("tick_size", "lot_size"):
+            v = t.get(k)
+            try:
+                d = Decimal(v) if isinstance(v, str) else None
+            except InvalidOperation:
+                d = None
+            if d is None or not d.is_finite() or d <= 0 or d.as_tuple().exponent < -18:
+                fail(f"{where}: {k} must be a positive decimal string such as \"0.01\" "
+                     f"(at most 18 decimals; a string, not a TOML float), got {v!r}")
+            steps.append(d)
+        bc.symbols[name] = BinanceSymbol(name, sym, assets[0], assets[1], steps[0], steps[1])
+    return bc

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from bisect import bisect_left
 import os
 import signal
 import time
@@ -97,7 +98,11 @@ class Session:
             return
         self.seq += 1
         msg["conn_seq"] = self.seq
-        self.push_raw(orjson.dumps(msg))
+        if len(self.out) >= self.backlog:      # push_raw, inlined (a message or two per order)
+            self.close(f"backlog limit exceeded ({self.backlog} messages)")
+            return
+        self.out.append(orjson.dumps(msg))
+        self.ready.set()
 
     def push_raw(self, data: bytes) -> None:
         if self.closed:
@@ -184,12 +189,7 @@ class Histogram:
         self.n = 0
 
     def observe(self, v: float, k: int = 1) -> None:
-        i = 0
-        for b in self.bounds:
-            if v <= b:
-                break
-            i += 1
-        self.counts[i] += k
+        self.counts[bisect_left(self.bounds, v)] += k      # the first bucket with v <= bound
         self.sum += v * k
         self.n += k
 
@@ -232,6 +232,17 @@ class Core:
         self._snap_batches = 0
         self.crash = crash_hook()
         self._recover()
+        self._warm()
+
+    @staticmethod
+    def _warm() -> None:
+        """Run a batch's Arrow conversion and IPC encoding once (nothing is journaled): the first
+        pa.array of a numpy column imports pyarrow's pandas support, ~1 s here, which would
+        otherwise stall the first batch after every start."""
+        n = np.zeros(1, np.int64)
+        rb = pa.RecordBatch.from_arrays([pa.array(n.astype(f.type.to_pandas_dtype()), type=f.type)
+                                         for f in JOURNAL_SCHEMA], schema=JOURNAL_SCHEMA)
+        J.decode_batch(J.encode_batch(rb))
 
     # ---- start: snapshot + journal replay --------------------------------------------------
     def _meta(self) -> dict:

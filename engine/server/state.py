@@ -27,8 +27,11 @@ LIVE = ("OPEN", "PARTIALLY_FILLED")
 TRADES_KEPT = 100_000             # default of max_trades_kept (per symbol)
 FINISHED_KEPT = 1_000_000         # default of max_finished_orders (whole server)
 # order table row: [account, client id, symbol, side, price, qty, leaves, filled, status, reason,
-#                   order_type, tif]
-O_ACCT, O_COID, O_SYM, O_SIDE, O_PX, O_QTY, O_LEAVES, O_FILLED, O_STATUS, O_REASON, O_OT, O_TIF = range(12)
+#                   order_type, tif, filled notional (sum of fill price_ticks x qty: ticks x lots),
+#                   ts_ns of its ACCEPTED event]
+(O_ACCT, O_COID, O_SYM, O_SIDE, O_PX, O_QTY, O_LEAVES, O_FILLED, O_STATUS, O_REASON, O_OT, O_TIF,
+ O_NOTIONAL, O_TS) = range(14)
+O_COLS = 14
 
 _EV = S.EVENT_NAMES
 _RN = S.REASON_NAMES
@@ -82,6 +85,9 @@ class Gateway:
         g = cls.__new__(cls)
         g.__dict__.update(d)
         g.engine = engine_from_state(d["engine"])
+        for o in g.orders.values():        # a snapshot from before the notional and time columns
+            if len(o) < O_COLS:
+                o.extend([None] * (O_COLS - len(o)))
         return g
 
     # ---- the client's ids ------------------------------------------------------------------
@@ -181,9 +187,9 @@ class Gateway:
         ev = res.events
         orders = self.orders
         if ev.n_rows:
-            seq, oid, acct, sym, side, code, reason, px, qty, leaves = (
+            seq, oid, acct, sym, side, code, reason, px, qty, leaves, ets = (
                 ev[k].tolist() for k in ("seq", "order_id", "account", "symbol", "side", "event", "reason",
-                                         "price_ticks", "qty", "leaves_qty"))
+                                         "price_ticks", "qty", "leaves_qty", "ts_ns"))
             if cols is not None:
                 c_oid, c_act, c_coid, c_px, c_qty, c_ot, c_tif = (cols[k].tolist() for k in (
                     "order_id", "action", "client_order_id", "price_ticks", "qty", "order_type", "tif"))
@@ -203,13 +209,16 @@ class Gateway:
                     if cols is None or not 0 <= r < nrows or c_oid[r] != oid[j] or c_act[r] != NEW:
                         continue
                     orders[oid[j]] = [acct[j], c_coid[r], sym[j], side[j], c_px[r], c_qty[r], leaves[j], 0,
-                                      "OPEN" if c == EV_ACC else "REJECTED", _RN[reason[j]], c_ot[r], c_tif[r]]
+                                      "OPEN" if c == EV_ACC else "REJECTED", _RN[reason[j]], c_ot[r], c_tif[r],
+                                      0, ets[j]]
                     if c == EV_REJ:
                         fin.append(oid[j])
                 elif o is None:
                     continue
                 elif c == EV_F or c == EV_PF:
                     o[O_FILLED] += qty[j]
+                    if o[O_NOTIONAL] is not None:
+                        o[O_NOTIONAL] += px[j] * qty[j]
                     o[O_LEAVES] = leaves[j]
                     o[O_STATUS] = _EV[c]
                     if c == EV_F:
@@ -284,7 +293,7 @@ class Gateway:
         rows = zip(ev["account"][a].tolist(), cols["client_order_id"][r].tolist(), ev["symbol"][a].tolist(),
                    ev["side"][a].tolist(), cols["price_ticks"][r].tolist(), cols["qty"][r].tolist(),
                    ev["leaves_qty"][a].tolist(), [0] * n, ["OPEN"] * n, [_RN[x] for x in ev["reason"][a].tolist()],
-                   cols["order_type"][r].tolist(), cols["tif"][r].tolist())
+                   cols["order_type"][r].tolist(), cols["tif"][r].tolist(), [0] * n, ev["ts_ns"][a].tolist())
         orders.update(zip(a_oid, map(list, rows)))
         rest = np.ones(len(oid), bool)
         rest[a] = False
@@ -341,4 +350,4 @@ def order_view(o: list) -> dict:
             "side": "buy" if o[O_SIDE] == S.BUY else "sell", "price": o[O_PX], "qty": o[O_QTY],
             "leaves_qty": o[O_LEAVES], "filled_qty": o[O_FILLED], "status": o[O_STATUS],
             "reason": o[O_REASON], "order_type": ("limit", "market")[o[O_OT]],
-            "tif": ("gtc", "ioc", "fok", "day")[o[O_TIF]]}
+            "tif": ("gtc", "ioc", "fok", "day")[o[O_TIF]], "filled_notional": o[O_NOTIONAL], "ts_ns": o[O_TS]}

@@ -29,7 +29,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(d: Path, server: dict | None = None, keys=KEYS) -> Path:
+def write_config(d: Path, server: dict | None = None, keys=KEYS, extra: str = "") -> Path:
+    """SERVER.toml: [server], the KEYS, then `extra` TOML text (more [[keys]], [binance])."""
     srv = {"symbols": [0, 1, 2], "journal_dir": "journal"} | (server or {})
     lines = ["[server]"]
     for k, v in srv.items():
@@ -39,16 +40,16 @@ def write_config(d: Path, server: dict | None = None, keys=KEYS) -> Path:
         if name == "slow":
             lines += ["rate = 5", "burst = 5"]
     p = d / "SERVER.toml"
-    p.write_text("\n".join(lines) + "\n")
+    p.write_text("\n".join(lines) + "\n" + extra)
     return p
 
 
 class Server:
     """`hpte serve` as a subprocess; stop() kills it (SIGKILL with kill9=True)."""
 
-    def __init__(self, d: Path, server: dict | None = None, risk: Path | None = None):
+    def __init__(self, d: Path, server: dict | None = None, risk: Path | None = None, extra: str = ""):
         self.dir = d
-        self.config = write_config(d, server)
+        self.config = write_config(d, server, extra=extra)
         self.journal = d / "journal"
         self.risk = risk
         self.proc = None
@@ -107,10 +108,10 @@ class Server:
 def make_server(tmp_path):
     servers = []
 
-    def make(server: dict | None = None, risk: Path | None = None, sub: str = "srv") -> Server:
+    def make(server: dict | None = None, risk: Path | None = None, sub: str = "srv", extra: str = "") -> Server:
         d = tmp_path / f"{sub}{len(servers)}"
         d.mkdir()
-        s = Server(d, server, risk)
+        s = Server(d, server, risk, extra)
         servers.append(s)
         return s
 

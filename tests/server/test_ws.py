@@ -198,6 +198,7 @@ def test_ws_bad_input_keeps_connection(shared_server):
     cases = [
         ("{not json", "message", "BAD_REQUEST"),
         ('{"type": "launch", "req_id": 1}', "type", "UNKNOWN_TYPE"),
+        ('{"type": ["new"], "req_id": 1}', "type", "UNKNOWN_TYPE"),          # unhashable: once a TypeError
         ('{"type": "new", "req_id": 2, "order_id": 5, "symbol": 0, "side": "buy", "price": 1}', "qty", "BAD_REQUEST"),
         ('{"type": "new", "req_id": 3, "order_id": 5, "symbol": 0, "side": "buy", "price": 1, "qty": "1"}', "qty", "BAD_REQUEST"),
         ('{"type": "new", "req_id": 4, "order_id": 5, "symbol": 9, "side": "buy", "price": 1, "qty": 1}', "symbol", "UNKNOWN_SYMBOL"),
