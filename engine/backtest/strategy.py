@@ -233,8 +233,16 @@ def _metrics_source() -> str:
     return Path(metrics.__file__).read_text()
 
 
+def _impact_sources() -> str:
+    """The impact mode's source and the step's (compiled into every driver through it)."""
+    from hpte.kernels import book, match_cpu
+    from hpte.kernels.backtest import impact
+    return "".join(Path(m.__file__).read_text() for m in (impact, book, match_cpu))
+
+
 def driver_key(strat: Strategy) -> str:
-    return source_key(strat.source, str(strat.path), _loop_source(), _api_source(), _metrics_source())
+    return source_key(strat.source, str(strat.path), _loop_source(), _api_source(), _metrics_source(),
+                      _impact_sources())
 
 
 _BINDING = '''
