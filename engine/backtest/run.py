@@ -284,7 +284,7 @@ def prepare_run(strat: Strategy, src, *, latency=None, fees=None, seed: int = 0,
     cfg[K.CF_DEPTH] = strat.depth
     cfg[K.CF_MAX_INSTANT] = max_instant_actions
     sc = np.zeros(K.NSC, np.int64)
-    sc[K.SC_XBB] = sc[K.SC_XBA] = sc[K.SC_LBB] = sc[K.SC_LBA] = sc[K.SC_MAXBUY] = -1
+    sc[K.SC_XBB] = sc[K.SC_XBA] = sc[K.SC_LBB] = sc[K.SC_LBA] = sc[K.SC_MAXBUY] = sc[K.SC_DBB] = sc[K.SC_DBA] = -1
     sc[K.SC_MINSELL] = K.INF
     for j, col in enumerate((K.SC_RNG_F, K.SC_RNG_E, K.SC_RNG_R)):
         sc[col] = rng_seed(seed, j)

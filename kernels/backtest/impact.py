@@ -22,8 +22,10 @@ rule is in tests/reference/backtest_ref.py again, written from this list):
 3. CANCEL (q of X): X, if the simulated book still has it, is reduced by min(q, what is left of
    it), keeping its queue position; it leaves the book when nothing is left or when the data
    says X is now gone (its own remaining quantity reaches 0). A cancel of an X the strategy
-   already took wholly is dropped. A cancel of an order the stream never introduced reduces the
-   level's seed order the same way.
+   already took wholly is dropped. Quantity of an order the stream never introduced (no id, or
+   an id it never added: orders from before the data starts, levels learned from a snapshot)
+   comes off the level's seed order first, then off the level's other replayed orders, the
+   most recent first.
 4. EXEC (q against X resting on side s at price p): in the data an aggressor of the other side
    traded q at p. That aggressor enters the book first: an IOC order of q, limit p, that trades
    with the strategy's resting orders the matcher reaches before any replayed order (better
@@ -35,7 +37,7 @@ rule is in tests/reference/backtest_ref.py again, written from this list):
    aggressive flow in time priority.
 5. TRADE (a hidden execution of q at price p, resting side s): the aggressor of rule 4 with a
    limit strictly better than p for the resting side (the first ladder price above p for
-   s = buy, below p for s = sell): only strategy orders priced through p can trade; the hidden
+   s = buy, below it for a sell): only strategy orders priced through p can trade; the hidden
    volume itself is not in the book.
 6. The strategy's NEW orders are validated as in no-impact mode (qty, price, ladder range,
    MAX_ORDERS, a market order needs an opposite side, a post-only order that would cross is
@@ -44,6 +46,12 @@ rule is in tests/reference/backtest_ref.py again, written from this list):
    expires (IOC); a market order takes what it can and the rest expires. The strategy never
    trades with itself: where its order would meet its own resting order it stops and the rest
    expires (self-trade prevention, cancel newest). A CANCEL takes its order out of the book.
+7. After a CANCEL or EXEC at (s, p) the replayed orders there never hold more than the data's
+   own book holds at (s, p) after it: any excess comes off them, the most recent first. (The
+   data does not always say whose quantity left, rule 3's unknown reductions guess, and an
+   aggressor that met the strategy first leaves its target larger than the data's: this keeps
+   the replayed liquidity within the data's.) Without strategy orders, the simulated book's
+   levels therefore equal the data's after every event (tested on the AMZN day).
 
 Fills of the strategy are at the step's fill prices; queue position (``ahead``) in responses is
 the quantity ahead of the order in its level's FIFO, counted when the response is made.
@@ -247,3 +255,51 @@ def no_book() -> tuple:
     if _DUMMY is None:
         _DUMMY = SimBook(1, 16).args()
     return _DUMMY
+
+
+@register_jitable
+def reduce_back(I, S, O, books, nor, seq, t, side, j, q):
+    """Take up to q off the replayed orders on ``side`` at ladder index j, the most recent first
+    (each at most to zero; never the strategy's). Returns the quantity taken off."""
+    bk = S.bk
+    poff = bk[0, F_POFF]
+    g = bk[0, F_LOFF] + j + 1 - bk[0, F_BASE]
+    done = np.int64(0)
+    k = S.lv_tail[g]
+    while k >= 0 and done < q:
+        prv = S.o_prev[poff + k]
+        is_sell = (S.o_flags[poff + k] & 1) != 0
+        if S.o_acct[poff + k] == MKT_ACCT and is_sell == (side < 0):
+            done += reduce_order(I, S, O, books, nor, seq, t, np.int64(S.o_id[poff + k]), q - done, False)
+        k = prv
+    return done
+
+
+@register_jitable
+def reduce_level(I, S, O, books, nor, seq, t, side, j, q):
+    """Rules 3-4 for quantity q of an order the stream never introduced (no id, or an id it
+    never added) at ladder index j of ``side``: the level's seed order first, then the level's
+    other replayed orders, the most recent first. Returns the quantity taken off."""
+    sd = np.int64(1) if side < 0 else np.int64(0)
+    done = reduce_order(I, S, O, books, nor, seq, t, SEED_ID0 + 2 * j + sd, q, False)
+    if done < q:
+        done += reduce_back(I, S, O, books, nor, seq, t, side, j, q - done)
+    return done
+
+
+@register_jitable
+def cap_level(I, S, O, books, nor, seq, t, side, j, d):
+    """Rule 7: the replayed orders on ``side`` at ladder index j hold at most d (the data's
+    quantity there); any excess comes off them, the most recent first."""
+    bk = S.bk
+    poff = bk[0, F_POFF]
+    g = bk[0, F_LOFF] + j + 1 - bk[0, F_BASE]
+    have = np.int64(0)
+    k = S.lv_head[g]
+    while k >= 0:
+        is_sell = (S.o_flags[poff + k] & 1) != 0
+        if S.o_acct[poff + k] == MKT_ACCT and is_sell == (side < 0):
+            have += S.o_qty[poff + k]
+        k = S.o_next[poff + k]
+    if have > d:
+        reduce_back(I, S, O, books, nor, seq, t, side, j, have - d)

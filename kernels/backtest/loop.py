@@ -53,7 +53,7 @@ from hpte.kernels.backtest.api import (
 )
 from hpte.kernels.backtest.metrics import fold
 from hpte.kernels.backtest.impact import (
-    AGG_ID, IM_FLUSH, IM_OK, IM_POOL, IM_RING, MKT_ACCT, MKT_ID0, SEED_ID0, STRAT_ACCT, ahead_of, pool_full, reduce_order,
+    AGG_ID, IM_FLUSH, IM_OK, IM_POOL, IM_RING, MKT_ACCT, MKT_ID0, SEED_ID0, STRAT_ACCT, ahead_of, cap_level, pool_full, reduce_level, reduce_order,
     sync_best, trade_limit, _row, _slot,
 )
 from hpte.kernels import enums as E
@@ -110,7 +110,9 @@ SC_MINSELL = 33  # lowest price of an open strategy sell (INF: none)
 SC_INST_T = 34  # the local instant of the latest actions
 SC_INST_N = 35  # actions taken at that instant so far
 SC_RUNAWAY = 36  # 1: stopped by the per-instant action limit
-NSC = 37
+SC_DBB = 37     # impact mode: the data's own best bid / ask index (xlad is the data's ladder)
+SC_DBA = 38
+NSC = 39
 
 # --- cfg: int64 configuration ----------------------------------------------------------------
 CF_BASE = 0     # price of ladder index 0
@@ -616,11 +618,18 @@ def im_fills(S, O, xo, t, cfg, sc, fills, rsp):
 
 
 @register_jitable
-def im_market(k, side, px, j, q, arrival, end, t, cfg, sc, S, O, I, books, nor, xo, fills, rsp, L):
-    """Replay one market event into the simulated book (impact rules 1-5); returns IM_*."""
+def im_market(k, side, px, j, q, arrival, end, t, cfg, sc, S, O, I, books, nor, xo, fills, rsp, V):
+    """Replay one market event into the simulated book (impact rules 1-5 and 7); returns IM_*.
+    V: int64[2, L], the data's own ladder (as no-impact mode keeps it; its best levels in
+    sc[SC_DBB], sc[SC_DBA]), for rule 7."""
+    L = V.shape[1]
     seq = sc[SC_SEQ]
     ok = True
     sd = np.int64(1) if side < 0 else np.int64(0)
+    if k == MK_ADD or k == MK_SEED:
+        lad_add(V, sc, SC_DBB, sd, j, q)
+    elif k == MK_CANCEL or k == MK_EXEC:
+        lad_sub(V, sc, SC_DBB, sd, j, q)
     if k == MK_ADD or k == MK_SEED:
         oid = MKT_ID0 + seq
         if k == MK_SEED:
@@ -643,8 +652,10 @@ def im_market(k, side, px, j, q, arrival, end, t, cfg, sc, S, O, I, books, nor, 
         if sc[SC_NXO] > 0:
             ok = im_fills(S, O, xo, t, cfg, sc, fills, rsp)
     elif k == MK_CANCEL:
-        oid = MKT_ID0 + arrival if arrival >= 0 else SEED_ID0 + 2 * j + sd
-        reduce_order(I, S, O, books, nor, seq, t, oid, q, end != 0)
+        if arrival >= 0:
+            reduce_order(I, S, O, books, nor, seq, t, MKT_ID0 + arrival, q, end != 0)
+        else:
+            reduce_level(I, S, O, books, nor, seq, t, side, j, q)
     else:   # MK_EXEC / MK_TRADE: the aggressor first, then (EXEC) the order it executed
         taken = np.int64(0)
         lim = j
@@ -658,8 +669,12 @@ def im_market(k, side, px, j, q, arrival, end, t, cfg, sc, S, O, I, books, nor, 
                 taken += O.F[f, 9]
             ok = im_fills(S, O, xo, t, cfg, sc, fills, rsp)
         if k == MK_EXEC:
-            oid = MKT_ID0 + arrival if arrival >= 0 else SEED_ID0 + 2 * j + sd
-            reduce_order(I, S, O, books, nor, seq, t, oid, q - taken, end != 0)
+            if arrival >= 0:
+                reduce_order(I, S, O, books, nor, seq, t, MKT_ID0 + arrival, q - taken, end != 0)
+            else:
+                reduce_level(I, S, O, books, nor, seq, t, side, j, q - taken)
+    if k == MK_CANCEL or k == MK_EXEC:
+        cap_level(I, S, O, books, nor, seq, t, side, j, V[sd, j])
     compact(xo, sc)
     sync_best(S, sc, SC_XBB)
     return IM_OK if ok else IM_RING
@@ -1020,7 +1035,7 @@ def run_cpu(ts, kind, arrival, ends, side, px, qty, lvl, cfg, sc, xlad, llad, xo
                 sc[SC_SAMPLE] += sample_ns
             if impact:
                 ist = im_market(k, side[ix], p, j, qty[ix], arrival[ix], ends[ix], tx, cfg, sc, S, O, I, books, nor,
-                                xo, fills, rsp, xlad.shape[1])
+                                xo, fills, rsp, xlad)
                 if ist == IM_POOL:
                     return ST_POOL
                 if ist != IM_OK:

@@ -240,3 +240,25 @@ def test_impact_on_amzn_prefix_matches_reference():
     assert res.metrics["trades"] > 5
     assert_same(res, ref)
     check_impact_invariants(res, ev)
+
+
+NULL = HERE / "strategies" / "null_strategy.py"
+
+
+@pytest.mark.parametrize("real", [False, True])
+def test_without_strategy_orders_the_simulated_book_is_the_data(real):
+    """Rule 7 and the unknown-order rules: with no strategy orders the impact replay rebuilds the
+    data's own book, so every equity sample's best bid and ask equal no-impact mode's (which
+    keeps the data's book as it is) on a random flow and on the real AMZN day."""
+    if real:
+        from conftest import require_data
+        ev = require_data("lobster_AMZN_2012-06-21_level5/AMZN_2012-06-21_34200000_57600000_message_5.csv")
+        sample = "1s"
+    else:
+        ev = random_flow(31, 3000)
+        sample = "5us"
+    a = backtest(NULL, ev, sample=sample)
+    b = backtest(NULL, ev, sample=sample, mode="impact")
+    assert len(a.equity["bid"]) > 100
+    for c in ("ts_ns", "bid", "ask"):
+        assert np.array_equal(a.equity[c], b.equity[c]), c

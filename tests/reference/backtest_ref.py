@@ -89,6 +89,31 @@ class PlainBook:
         o["qty"] -= q
         return q
 
+    def take_back(self, side, px, q):
+        """Up to q off the replayed orders at (side, px), the most recent first."""
+        done = 0
+        for o in reversed(list(self.side[side].get(px, []))):
+            if done >= q:
+                break
+            if o["acct"] == MKT:
+                done += self.take(o["id"], q - done, False)
+        return done
+
+    def take_level(self, side, px, q):
+        """Quantity q of orders the stream never introduced, at (side, px): the level's seed
+        order first, then its other replayed orders, the most recent first (never the
+        strategy's)."""
+        done = self.take(("seed", side, px), q, False)
+        if done < q:
+            done += self.take_back(side, px, q - done)
+        return done
+
+    def cap(self, side, px, d):
+        """The replayed orders at (side, px) hold at most d: the excess off the most recent."""
+        have = sum(o["qty"] for o in self.side[side].get(px, []) if o["acct"] == MKT)
+        if have > d:
+            self.take_back(side, px, have - d)
+
     def submit(self, oid, acct, side, px, qty, rests):
         """A new order (px None: market). Returns its fills [(taker id, maker id, maker acct,
         price, qty)] in matching order and whether it rests."""
@@ -221,6 +246,10 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
                     gone = True
             else:
                 target = ("seed", s, p)
+        if k in (A.MK_ADD, A.MK_SEED):
+            xbook[s][p] = xbook[s].get(p, 0) + q        # the data's own book, for rule 7
+        elif k in (A.MK_CANCEL, A.MK_EXEC):
+            xbook[s][p] = max(0, xbook[s].get(p, 0) - q)
         if k == A.MK_ADD:
             ids[oid] = [seq, q]
             fl, _ = pb.submit(("add", seq), MKT, s, p, q, True)
@@ -234,7 +263,10 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
             fl, _ = pb.submit(key, MKT, s, p, q, True)
             book_fills(fl, t, None)
         elif k == A.MK_CANCEL:
-            pb.take(target, q, gone)
+            if target[0] == "seed":
+                pb.take_level(s, p, q)
+            else:
+                pb.take(target, q, gone)
         else:
             if k == A.MK_EXEC:
                 lim = p
@@ -245,7 +277,12 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
             fl, _ = pb.submit("aggressor", MKT, -s, lim, q, False)
             book_fills(fl, t, None)
             if k == A.MK_EXEC:
-                pb.take(target, q - sum(f[4] for f in fl), gone)
+                if target[0] == "seed":
+                    pb.take_level(s, p, q - sum(f[4] for f in fl))
+                else:
+                    pb.take(target, q - sum(f[4] for f in fl), gone)
+        if k in (A.MK_CANCEL, A.MK_EXEC):
+            pb.cap(s, p, xbook[s].get(p, 0))
         tidy()
         seq += 1
 
