@@ -294,6 +294,8 @@ def cap_level(I, S, O, books, nor, seq, t, side, j, d):
     bk = S.bk
     poff = bk[0, F_POFF]
     g = bk[0, F_LOFF] + j + 1 - bk[0, F_BASE]
+    if S.lv_qty[g] <= d:      # the whole level is within it (the common case): no walk
+        return
     have = np.int64(0)
     k = S.lv_head[g]
     while k >= 0:

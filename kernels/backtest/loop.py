@@ -1,5 +1,9 @@
-"""The no-impact tick backtest: one event loop over an L3 market-event stream, a strategy's
-callbacks, modelled latency and exact queue positions.
+"""The tick backtest: one event loop over an L3 market-event stream, a strategy's callbacks,
+modelled latency and exact queue positions. Two exchange models: no-impact (below: the replayed
+book as the data says) and impact (cfg[CF_IMPACT] = 1: the strategy's orders and the replayed
+orders share one book matched by the engine's step; rules in hpte.kernels.backtest.impact,
+functions ``im_*`` here). Clocks, channels, latency, the strategy's view and the accounting are
+the same in both.
 
 This file is also the *template* of every strategy's compiled driver:
 ``hpte.engine.backtest.compile`` copies its source into a generated module and rebinds
