@@ -353,7 +353,7 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
     sample_ns, timer_ns, tk, base, L = run_cfg.sample_ns, run_cfg.timer_ns, run_cfg.tick, run_cfg.base, run_cfg.L
 
     t_compile = time.perf_counter()
-    mod = driver(strat)
+    mod = driver(strat, impact=mode == "impact")
     run = mod.run_cpu
     compile_s = time.perf_counter() - t_compile
 

@@ -311,12 +311,14 @@ def load_driver(key: str, filename: str, modname: str, text) -> object:
     return mod
 
 
-def driver(strat: Strategy):
-    """The generated driver module for a strategy (written once per key, imported once)."""
-    key = driver_key(strat)
+def driver(strat: Strategy, impact: bool = False):
+    """The generated driver module for a strategy (written once per key, imported once); with
+    ``impact`` the impact-mode driver (the loop with IMPACT = True: the engine's step compiled in)."""
+    key = driver_key(strat) + ("i" if impact else "")
     return load_driver(key, f"bt_{strat.name}_{key}.py", f"hpte_bt_driver_{key}",
                        lambda: _loop_source() + _BINDING.format(modname=f"hpte_strategy_{key}",
-                                                                path=str(strat.path)))
+                                                                path=str(strat.path))
+                       + ("IMPACT = True\n" if impact else ""))
 
 
 def diagnose(strat: Strategy, exc: BaseException) -> StrategyError:

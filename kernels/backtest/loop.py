@@ -1,6 +1,6 @@
 """The tick backtest: one event loop over an L3 market-event stream, a strategy's callbacks,
 modelled latency and exact queue positions. Two exchange models: no-impact (below: the replayed
-book as the data says) and impact (cfg[CF_IMPACT] = 1: the strategy's orders and the replayed
+book as the data says) and impact (IMPACT = True, cfg[CF_IMPACT] = 1: the strategy's orders and the replayed
 orders share one book matched by the engine's step; rules in hpte.kernels.backtest.impact,
 functions ``im_*`` here). Clocks, channels, latency, the strategy's view and the accounting are
 the same in both.
@@ -135,7 +135,7 @@ CF_FINAL = 12       # 1: this chunk is the last
 CF_HBITS = 13       # (unused)
 CF_DEPTH = 14       # levels per side written into md (the strategy's BOOK_DEPTH, 1..DEPTH)
 CF_MAX_INSTANT = 15  # most actions the strategy may take at one local instant (0: no limit)
-CF_IMPACT = 16  # 1: impact mode (hpte.kernels.backtest.impact: the exchange is a real book)
+CF_IMPACT = 16  # 1: impact mode (the run uses a driver built with IMPACT = True)
 NCF = 17
 
 # --- exchange-side strategy orders: int64[MAX_ORDERS, NXO] -----------------------------------
@@ -218,6 +218,12 @@ NEQ = 6
 def _noop(md, orders, params, state, act):
     return None
 
+
+# The exchange model compiled into this copy of the loop: a driver generated for impact mode
+# sets it to True (hpte.engine.backtest.strategy.driver(strat, impact=True)); numba reads it as
+# a constant and prunes the other model's branches, so a no-impact driver never compiles the
+# engine's step into itself (that cost ~20 s of compile per strategy).
+IMPACT = False
 
 on_book = _noop
 on_trade = _noop
@@ -972,12 +978,11 @@ def run_cpu(ts, kind, arrival, ends, side, px, qty, lvl, cfg, sc, xlad, llad, xo
     xlad, llad : int64[2, L], the exchange's and the strategy's displayed quantity per level.
     xo, orders : exchange-side and strategy-side own orders; md, params, state, act: see api.
     req, rsp : request and response rings; fills, evs, eq : outputs, rows counted in sc.
-    S, O, I, books, nor : impact mode (cfg[CF_IMPACT] = 1): the simulated book (the engine's
+    S, O, I, books, nor : impact mode (a driver built with IMPACT = True): the simulated book (the engine's
         State of one book), the step's one-row outputs and inputs, int64[1] zeros and an empty
         int64[0, 3] (impact.SimBook.args()); untouched in no-impact mode (impact.no_book()).
         Impact mode returns ST_POOL when the book's pool is full (grow it, call again).
     """
-    impact = cfg[CF_IMPACT] != 0
     n = ts.shape[0]
     final = cfg[CF_FINAL] != 0
     sample_ns = cfg[CF_SAMPLE_NS]
@@ -1037,7 +1042,7 @@ def run_cpu(ts, kind, arrival, ends, side, px, qty, lvl, cfg, sc, xlad, llad, xo
                     return ST_FLUSH
                 _sample(eq, sc, cfg, sc[SC_SAMPLE])
                 sc[SC_SAMPLE] += sample_ns
-            if impact:
+            if IMPACT:
                 ist = im_market(k, side[ix], p, j, qty[ix], arrival[ix], ends[ix], tx, cfg, sc, S, O, I, books, nor,
                                 xo, fills, rsp, xlad)
                 if ist == IM_POOL:
@@ -1051,7 +1056,7 @@ def run_cpu(ts, kind, arrival, ends, side, px, qty, lvl, cfg, sc, xlad, llad, xo
             sc[SC_IX] = ix + 1
         elif t == tr:
             h = sc[SC_RQ_HEAD]
-            if impact:
+            if IMPACT:
                 ist = im_request(req, h, tr, cfg, sc, S, O, I, books, nor, xo, fills, evs, rsp, xlad.shape[1])
                 if ist == IM_POOL:
                     return ST_POOL
