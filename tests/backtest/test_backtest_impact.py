@@ -244,9 +244,6 @@ def test_impact_on_amzn_prefix_matches_reference():
     check_impact_invariants(res, ev)
 
 
-NULL = HERE / "strategies" / "null_strategy.py"
-
-
 @pytest.mark.parametrize("real", [False, True])
 def test_without_strategy_orders_the_simulated_book_is_the_data(real):
     """Rule 7 and the unknown-order rules: with no strategy orders the impact replay rebuilds the
@@ -259,8 +256,8 @@ def test_without_strategy_orders_the_simulated_book_is_the_data(real):
     else:
         ev = random_flow(31, 3000)
         sample = "5us"
-    a = backtest(NULL, ev, sample=sample)
-    b = backtest(NULL, ev, sample=sample, mode="impact")
+    a = backtest(SCRIPTED, ev, sample=sample)         # no orders given: it never acts
+    b = backtest(SCRIPTED, ev, sample=sample, mode="impact")
     assert len(a.equity["bid"]) > 100
     for c in ("ts_ns", "bid", "ask"):
         assert np.array_equal(a.equity[c], b.equity[c]), c
