@@ -132,7 +132,8 @@ class BacktestResult:
 
     def summary(self) -> str:
         m = self.metrics
-        rows = [("strategy", self.strategy), ("events", f"{self.stats.get('events', 0):,}"),
+        rows = [("strategy", self.strategy), ("mode", self.config.get("mode", "no-impact")),
+                ("events", f"{self.stats.get('events', 0):,}"),
                 ("pnl", f"{m['pnl']:,.2f} price units ({m['pnl_currency']:,.4f} currency)"),
                 ("return", f"{m['return']:.6%}"), ("sharpe", f"{m['sharpe']:.3f}"),
                 ("max drawdown", f"{m['max_drawdown']:,.2f}"), ("turnover", f"{m['turnover']:.4f}"),

@@ -162,6 +162,7 @@ def test_cli_amzn_day_market_maker_impact(tmp_path):
     assert int((side * q).sum()) == s["stats"]["position_exchange"] == s["metrics"]["position_end"]
     assert int((-side * px * q - fee).sum()) == s["stats"]["cash_exchange"]
     assert set(np.unique(px % 100)) == {0}
+    assert any(ln.split() == ["mode", "impact"] for ln in res.output.splitlines()) and "fill ratio" in res.output
     api = backtest("market_maker", data, params={"size": 100}, mode="impact", **args)
     for c in fills:
         assert np.array_equal(np.asarray(fills[c]), np.asarray(api.fills[c])), c
