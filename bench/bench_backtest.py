@@ -1,7 +1,7 @@
-"""Benchmark: tick-level backtests of the bundled market maker (no-impact mode) over the real
-AMZN 2012-06-21 LOBSTER day and over a generated L3 flow of --events events, beside the
-plain-Python reference backtester (tests/reference/backtest_ref.py) on a prefix and, where it
-is installed, hftbacktest replaying the same stream.
+"""Benchmark: tick-level backtests of the bundled market maker, no-impact and impact mode side
+by side, over the real AMZN 2012-06-21 LOBSTER day and over a generated L3 flow of --events
+events, beside the plain-Python reference backtester (tests/reference/backtest_ref.py, both
+modes) on a prefix and, where it is installed, hftbacktest replaying the same stream.
 
 Figures are market events per second (the kernel's loop, chunks fed from memory, strategy
 compiled and loaded before the clock starts), best of --repeat, and ratios against the null
@@ -153,7 +153,7 @@ def reference_rate(strategy, ev, n_ref, **kw):
                               state_size=strat.state_size, tick=c["tick"], base=c["base"], L=c["ladder"],
                               feed=tuple(lat["feed"]), entry=tuple(lat["entry"]), response=tuple(lat["response"]),
                               seed=c["seed"], maker_fee=c["fees"]["maker"], taker_fee=c["fees"]["taker"],
-                              sample_ns=c["sample_ns"], depth=c["depth"])
+                              sample_ns=c["sample_ns"], depth=c["depth"], mode=c["mode"])
     dt = time.perf_counter() - t
     same = len(fills) == len(r.fills["qty"]) and all(int(f[4]) == int(q) for f, q in zip(fills, r.fills["qty"]))
     return n_ref / dt, same
@@ -321,13 +321,17 @@ def main() -> None:
 
 def run_set(out, name, ev, a, null, mm_params, hft_note=None):
     rows = []
-    for lat in (None, a.latency):
-        r_null, _ = best_rate(str(null), ev, a.repeat, latency=lat)
-        r_mm, res = best_rate("market_maker", ev, a.repeat, latency=lat, params=mm_params)
-        rows.append((lat or "none", r_null, r_mm, res.metrics["orders"], res.metrics["trades"]))
-        out["runs"].append({"data": name, "latency": lat, "null_events_per_s": r_null, "mm_events_per_s": r_mm,
-                            "mm_orders": res.metrics["orders"], "mm_fills": res.metrics["trades"]})
-    ref, same = reference_rate("market_maker", ev, min(a.ref_events, len(ev)), latency=a.latency, params=mm_params)
+    for mode in ("no-impact", "impact"):
+        for lat in (None, a.latency):
+            r_null, _ = best_rate(str(null), ev, a.repeat, latency=lat, mode=mode)
+            r_mm, res = best_rate("market_maker", ev, a.repeat, latency=lat, params=mm_params, mode=mode)
+            rows.append((f"{mode}, latency {lat or 'none'}", r_null, r_mm, res.metrics["orders"], res.metrics["trades"]))
+            out["runs"].append({"data": name, "mode": mode, "latency": lat, "null_events_per_s": r_null,
+                                "mm_events_per_s": r_mm, "mm_orders": res.metrics["orders"],
+                                "mm_fills": res.metrics["trades"], "mm_pnl": res.metrics["pnl"]})
+    n_ref = min(a.ref_events, len(ev))
+    ref, same = reference_rate("market_maker", ev, n_ref, latency=a.latency, params=mm_params)
+    ref_i, same_i = reference_rate("market_maker", ev, n_ref, latency=a.latency, params=mm_params, mode="impact")
     if hft_note is None:
         n_h = min(a.hft_events, len(ev))
         sub = MarketEvents(*(getattr(ev, c)[:n_h] for c in ("ts_ns", "kind", "order_id", "side", "price", "qty")),
@@ -336,13 +340,17 @@ def run_set(out, name, ev, a, null, mm_params, hft_note=None):
         note += f", first {n_h:,} events"
     else:
         hft, note = None, hft_note
-    print(f"  {'latency':<45} {'null M ev/s':>12} {'MM M ev/s':>10} {'MM/null':>8} {'orders':>9} {'fills':>7}")
+    print(f"  {'mode, latency':<60} {'null M ev/s':>12} {'MM M ev/s':>10} {'MM/null':>8} {'orders':>9} {'fills':>7}")
     for lat, rn, rm, o, f in rows:
-        print(f"  {lat:<45} {rn / 1e6:>12.2f} {rm / 1e6:>10.2f} {rm / rn:>8.2f} {o:>9,} {f:>7,}")
-    print(f"  reference (plain Python) on {min(a.ref_events, len(ev)):,} events: {ref / 1e6:.4f} M ev/s "
-          f"(hpte MM with latency is {rows[-1][2] / ref:,.0f}x; fills agree: {same})")
+        print(f"  {lat:<60} {rn / 1e6:>12.2f} {rm / 1e6:>10.2f} {rm / rn:>8.2f} {o:>9,} {f:>7,}")
+    print(f"  impact / no-impact, MM with latency: {rows[3][2] / rows[1][2]:.2f}x; null strategy: "
+          f"{rows[3][1] / rows[1][1]:.2f}x")
+    print(f"  reference (plain Python) on {n_ref:,} events: no-impact {ref / 1e6:.4f} M ev/s "
+          f"(hpte MM with latency is {rows[1][2] / ref:,.0f}x; fills agree: {same}), impact {ref_i / 1e6:.4f} M ev/s "
+          f"(hpte is {rows[3][2] / ref_i:,.0f}x; fills agree: {same_i})")
     print(f"  hftbacktest: {note if hft is None else f'{hft / 1e6:.3f} M ev/s ({note}); hpte MM without latency is {rows[0][2] / hft:,.1f}x'}")
     out["runs"].append({"data": name, "reference_events_per_s": ref, "reference_agrees": same,
+                        "reference_impact_events_per_s": ref_i, "reference_impact_agrees": same_i,
                         "hftbacktest": hft, "hftbacktest_note": note})
 
 

@@ -33,7 +33,8 @@ def backtest_cmd(
                                        "engine first) or a Parquet/IPC events file; for a bar strategy "
                                        "an `hpte md bars` file (or any table with a close column).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for orders/fills/equity.parquet, summary.json, report.png.")],
-    mode: Annotated[str, typer.Option("--mode", help="no-impact (the replayed book as the data says) or impact.")] = "no-impact",
+    mode: Annotated[str, typer.Option("--mode", help="no-impact (the replayed book as the data says) or impact (the strategy's orders "
+                                            "trade in one book with the replayed orders; README: impact mode).")] = "no-impact",
     latency: Annotated[Optional[str], typer.Option("--latency", help="One duration for all channels (100us) or "
                                                    "feed=100us,entry=50us:150us,response=100us (lo:hi = uniform, seeded).")] = None,
     fees: Annotated[Optional[str], typer.Option("--fees", help="maker=-20,taker=30: price units per lot (negative: rebate).")] = None,

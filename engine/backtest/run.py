@@ -29,6 +29,7 @@ from hpte.engine.io import InputError, parse_duration
 from hpte.kernels.backtest import api as A
 from hpte.kernels.backtest import loop as K
 from hpte.kernels.backtest import metrics as M
+from hpte.kernels.backtest.impact import SimBook, no_book
 
 MODES = ("no-impact", "impact")
 
@@ -131,7 +132,8 @@ class BacktestResult:
 
     def summary(self) -> str:
         m = self.metrics
-        rows = [("strategy", self.strategy), ("events", f"{self.stats.get('events', 0):,}"),
+        rows = [("strategy", self.strategy), ("mode", self.config.get("mode", "no-impact")),
+                ("events", f"{self.stats.get('events', 0):,}"),
                 ("pnl", f"{m['pnl']:,.2f} price units ({m['pnl_currency']:,.4f} currency)"),
                 ("return", f"{m['return']:.6%}"), ("sharpe", f"{m['sharpe']:.3f}"),
                 ("max drawdown", f"{m['max_drawdown']:,.2f}"), ("turnover", f"{m['turnover']:.4f}"),
@@ -187,7 +189,7 @@ def _ro(a: np.ndarray) -> np.ndarray:
 
 
 # the stream columns run_cpu takes, in its order: the order ids replaced by their ADD's index
-RUN_COLUMNS = ("ts_ns", "kind", "arrival", "side", "price", "qty")
+RUN_COLUMNS = ("ts_ns", "kind", "arrival", "ends", "side", "price", "qty")
 
 
 class Arrivals:
@@ -203,10 +205,13 @@ class Arrivals:
         self.seq = 0
 
     def resolve(self, chunk: dict) -> np.ndarray:
+        """The chunk's arrival column; ``self.ends`` gets its ends column (1 where the data says
+        the order is gone after the row)."""
         kind, oid, qty = (np.ascontiguousarray(chunk[c], dtype=np.int64) for c in ("kind", "order_id", "qty"))
         out = np.empty(len(kind), np.int64)
+        self.ends = np.empty(len(kind), np.int64)
         st = np.array([0, self.live], np.int64)
-        while not K.arrivals_cpu(kind, oid, qty, self.seq, self.keys, self.vals, self.bits, st, out):
+        while not K.arrivals_cpu(kind, oid, qty, self.seq, self.keys, self.vals, self.bits, st, out, self.ends):
             self.bits += 1
             k2 = np.full(1 << self.bits, K.EMPTY_KEY, np.int64)
             v2 = np.zeros((1 << self.bits, 2), np.int64)
@@ -280,7 +285,7 @@ def prepare_run(strat: Strategy, src, *, latency=None, fees=None, seed: int = 0,
     cfg[K.CF_DEPTH] = strat.depth
     cfg[K.CF_MAX_INSTANT] = max_instant_actions
     sc = np.zeros(K.NSC, np.int64)
-    sc[K.SC_XBB] = sc[K.SC_XBA] = sc[K.SC_LBB] = sc[K.SC_LBA] = sc[K.SC_MAXBUY] = -1
+    sc[K.SC_XBB] = sc[K.SC_XBA] = sc[K.SC_LBB] = sc[K.SC_LBA] = sc[K.SC_MAXBUY] = sc[K.SC_DBB] = sc[K.SC_DBA] = -1
     sc[K.SC_MINSELL] = K.INF
     for j, col in enumerate((K.SC_RNG_F, K.SC_RNG_E, K.SC_RNG_R)):
         sc[col] = rng_seed(seed, j)
@@ -303,7 +308,8 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
 
     params : name -> value, overriding the strategy's PARAMS defaults.
     mode : "no-impact" (the replayed book as the data says; queue position tracked) or
-        "impact" (not available in this build: raises).
+        "impact" (the strategy's orders trade in a real book with the replayed orders, matched by
+        the engine's step; hpte.kernels.backtest.impact has the reconciliation rules).
     latency : see ``parse_latency``; seed seeds the random latencies.
     fees : see ``parse_fees`` (price units per lot; negative: rebate).
     capital : the base of return and turnover, price units.
@@ -335,9 +341,6 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
                          f"(maker=,taker= per lot) and capital")
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: use one of {', '.join(MODES)}")
-    if mode == "impact":
-        raise ValueError("mode 'impact' is not available in this build (see README, Backtests: "
-                         "impact mode is not implemented yet); use --mode no-impact")
     if chunk_events < 1:
         raise ValueError(f"chunk_events must be >= 1, got {chunk_events}")
     if not (capital > 0 and math.isfinite(capital)):
@@ -351,12 +354,14 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
     sample_ns, timer_ns, tk, base, L = run_cfg.sample_ns, run_cfg.timer_ns, run_cfg.tick, run_cfg.base, run_cfg.L
 
     t_compile = time.perf_counter()
-    mod = driver(strat)
+    mod = driver(strat, impact=mode == "impact")
     run = mod.run_cpu
     compile_s = time.perf_counter() - t_compile
 
     cfg = run_cfg.cfg.copy()
+    cfg[K.CF_IMPACT] = 1 if mode == "impact" else 0
     sc = run_cfg.sc.copy()
+    book = SimBook(L) if mode == "impact" else None
     xlad = np.zeros((2, L), np.int64)
     llad = np.zeros((2, L), np.int64)
     arrivals = Arrivals()
@@ -386,8 +391,8 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
     e0 = _ro(np.zeros(0, np.int64))
     t_c = time.perf_counter()
     try:
-        run(e0, e0, e0, e0, e0, e0, e0, cfg, sc, xlad, llad, xo, orders, md, pvec, state, act,
-            req, rsp, fills, evs, eq)
+        run(e0, e0, e0, e0, e0, e0, e0, e0, cfg, sc, xlad, llad, xo, orders, md, pvec, state, act,
+            req, rsp, fills, evs, eq, *no_book())
     except Exception as e:  # noqa: BLE001 - numba's typing errors: name the callback
         if type(e).__module__.startswith("numba"):
             raise diagnose(strat, e) from None
@@ -406,6 +411,7 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
             chunk = {c: np.zeros(0, np.int64) for c in COLUMNS}
         chunk = dict(chunk)
         chunk["arrival"] = arrivals.resolve(chunk)     # the new rows' market order ids, once
+        chunk["ends"] = arrivals.ends
         events += len(chunk["ts_ns"])
         if carry is not None and len(carry["ts_ns"]):
             cols = {c: np.concatenate([carry[c], chunk[c]]) for c in RUN_COLUMNS}
@@ -415,9 +421,15 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
         lvl = (cols["price"] - base) // tk
         while True:
             st = run(*(_ro(cols[c]) for c in RUN_COLUMNS), _ro(lvl), cfg, sc, xlad, llad, xo, orders, md, pvec, state,
-                     act, req, rsp, fills, evs, eq)
+                     act, req, rsp, fills, evs, eq, *(book.args() if book is not None else no_book()))
+            nfill = int(sc[K.SC_NFILL])
             drain_outputs()
+            if st == K.ST_POOL:
+                book.grow()
+                continue
             if st == K.ST_FLUSH:
+                if book is not None and nfill == 0:   # a strategy order may fill more rows than it holds
+                    fills = np.zeros((2 * fills.shape[0] + book.resting(), K.NFL), np.int64)
                 continue
             if st == K.ST_RUNAWAY:
                 raise StrategyError(runaway_message(strat.name, max_instant_actions, int(sc[K.SC_INST_T])))
@@ -462,6 +474,8 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
     stats = {"events": events, "seconds": seconds, "events_per_s": events / seconds if seconds > 0 else 0.0,
              "compile_s": compile_s, "total_s": time.perf_counter() - t_start,
              "position_exchange": int(sc[K.SC_POS]), "cash_exchange": int(sc[K.SC_CASH])}
+    if book is not None:
+        stats["book_resting"] = book.resting()
     return BacktestResult(strategy=strat.name, params=dict(zip(strat.params, map(float, pvec))),
                           orders=E, fills=F, equity=Q, metrics=metrics, config=config, stats=stats)
 

@@ -233,8 +233,16 @@ def _metrics_source() -> str:
     return Path(metrics.__file__).read_text()
 
 
+def _impact_sources() -> str:
+    """The impact mode's source and the step's (compiled into every driver through it)."""
+    from hpte.kernels import book, match_cpu
+    from hpte.kernels.backtest import impact
+    return "".join(Path(m.__file__).read_text() for m in (impact, book, match_cpu))
+
+
 def driver_key(strat: Strategy) -> str:
-    return source_key(strat.source, str(strat.path), _loop_source(), _api_source(), _metrics_source())
+    return source_key(strat.source, str(strat.path), _loop_source(), _api_source(), _metrics_source(),
+                      _impact_sources())
 
 
 _BINDING = '''
@@ -303,12 +311,14 @@ def load_driver(key: str, filename: str, modname: str, text) -> object:
     return mod
 
 
-def driver(strat: Strategy):
-    """The generated driver module for a strategy (written once per key, imported once)."""
-    key = driver_key(strat)
+def driver(strat: Strategy, impact: bool = False):
+    """The generated driver module for a strategy (written once per key, imported once); with
+    ``impact`` the impact-mode driver (the loop with IMPACT = True: the engine's step compiled in)."""
+    key = driver_key(strat) + ("i" if impact else "")
     return load_driver(key, f"bt_{strat.name}_{key}.py", f"hpte_bt_driver_{key}",
                        lambda: _loop_source() + _BINDING.format(modname=f"hpte_strategy_{key}",
-                                                                path=str(strat.path)))
+                                                                path=str(strat.path))
+                       + ("IMPACT = True\n" if impact else ""))
 
 
 def diagnose(strat: Strategy, exc: BaseException) -> StrategyError:

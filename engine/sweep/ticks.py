@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from hpte.engine.backtest.data import COLUMNS, MarketEvents
+from hpte.kernels.backtest.impact import no_book
 from hpte.engine.backtest.run import (Arrivals, RunConfig, _as_source, _ro, finish_metrics, prepare_run,
                                      runaway_message)
 from hpte.engine.backtest.strategy import Strategy, StrategyError, diagnose, driver, load_strategy
@@ -64,7 +65,7 @@ def run_sets(strat: Strategy, cols: dict, rc: RunConfig, sets: np.ndarray) -> tu
     try:
         kern(c["ts_ns"], c["kind"], c["arrival"], c["side"], c["price"], c["qty"], lvl, rc.cfg, rc.sc, rc.md,
              np.ascontiguousarray(sets, dtype=np.float64), max(strat.state_size, 0), rc.L, rc.ring, rc.fcap,
-             rc.ecap, rc.qcap, acc_i, acc_f, info)
+             rc.ecap, rc.qcap, acc_i, acc_f, info, *no_book())
     except Exception as e:  # noqa: BLE001 - numba's typing errors: name the callback
         if type(e).__module__.startswith("numba"):
             raise diagnose(strat, e) from None

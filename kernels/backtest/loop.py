@@ -1,5 +1,9 @@
-"""The no-impact tick backtest: one event loop over an L3 market-event stream, a strategy's
-callbacks, modelled latency and exact queue positions.
+"""The tick backtest: one event loop over an L3 market-event stream, a strategy's callbacks,
+modelled latency and exact queue positions. Two exchange models: no-impact (below: the replayed
+book as the data says) and impact (IMPACT = True, cfg[CF_IMPACT] = 1: the strategy's orders and the replayed
+orders share one book matched by the engine's step; rules in hpte.kernels.backtest.impact,
+functions ``im_*`` here). Clocks, channels, latency, the strategy's view and the accounting are
+the same in both.
 
 This file is also the *template* of every strategy's compiled driver:
 ``hpte.engine.backtest.compile`` copies its source into a generated module and rebinds
@@ -52,6 +56,12 @@ from hpte.kernels.backtest.api import (
     AF_PX, AF_QTY, AF_SIDE, AF_TAG, AF_TIF, AF_TYPE, MAX_ACTIONS, MAX_ORDERS, NAF, NOF,
 )
 from hpte.kernels.backtest.metrics import fold
+from hpte.kernels.backtest.impact import (
+    AGG_ID, IM_FLUSH, IM_OK, IM_POOL, IM_RING, MKT_ACCT, MKT_ID0, SEED_ID0, STRAT_ACCT, ahead_of, cap_level, pool_full, reduce_level, reduce_order,
+    sync_best, trade_limit, _row, _slot,
+)
+from hpte.kernels import enums as E
+from hpte.kernels.book import F_NREST, F_POFF
 
 INF = np.int64(9223372036854775807)
 EMPTY_KEY = -1
@@ -64,6 +74,7 @@ ST_RING = 3     # request or response ring full (knob: ring_capacity)
 ST_RANGE = 4    # a market price outside the ladder (sc[SC_ERR] = the row)
 ST_HASH = 5     # (unused: the order-id table lives in arrivals_cpu)
 ST_RUNAWAY = 6  # more than cfg[CF_MAX_INSTANT] actions at one local instant (sc[SC_INST_T])
+ST_POOL = 7     # impact mode: the simulated book's pool is full (grow it, call again)
 
 # --- sc: int64 scalar state ------------------------------------------------------------------
 SC_IX = 0       # exchange cursor in the chunk
@@ -103,7 +114,9 @@ SC_MINSELL = 33  # lowest price of an open strategy sell (INF: none)
 SC_INST_T = 34  # the local instant of the latest actions
 SC_INST_N = 35  # actions taken at that instant so far
 SC_RUNAWAY = 36  # 1: stopped by the per-instant action limit
-NSC = 37
+SC_DBB = 37     # impact mode: the data's own best bid / ask index (xlad is the data's ladder)
+SC_DBA = 38
+NSC = 39
 
 # --- cfg: int64 configuration ----------------------------------------------------------------
 CF_BASE = 0     # price of ladder index 0
@@ -122,7 +135,8 @@ CF_FINAL = 12       # 1: this chunk is the last
 CF_HBITS = 13       # (unused)
 CF_DEPTH = 14       # levels per side written into md (the strategy's BOOK_DEPTH, 1..DEPTH)
 CF_MAX_INSTANT = 15  # most actions the strategy may take at one local instant (0: no limit)
-NCF = 16
+CF_IMPACT = 16  # 1: impact mode (the run uses a driver built with IMPACT = True)
+NCF = 17
 
 # --- exchange-side strategy orders: int64[MAX_ORDERS, NXO] -----------------------------------
 XO_ID = 0
@@ -204,6 +218,12 @@ NEQ = 6
 def _noop(md, orders, params, state, act):
     return None
 
+
+# The exchange model compiled into this copy of the loop: a driver generated for impact mode
+# sets it to True (hpte.engine.backtest.strategy.driver(strat, impact=True)); numba reads it as
+# a constant and prunes the other model's branches, so a no-impact driver never compiles the
+# engine's step into itself (that cost ~20 s of compile per strategy).
+IMPACT = False
 
 on_book = _noop
 on_trade = _noop
@@ -581,6 +601,180 @@ def x_request(req, h, t, cfg, sc, xlad, xo, fills, evs, rsp):
     return ok
 
 
+# --- impact mode: the exchange is a real book (hpte.kernels.backtest.impact has the rules) -------
+@register_jitable
+def im_fills(S, O, xo, t, cfg, sc, fills, rsp):
+    """Book the strategy's fills among the step's fill rows O.F[:O.cur[0, 0]] (taker or maker);
+    returns False when the response ring is full. Does not compact xo."""
+    ok = True
+    base = cfg[CF_BASE]
+    tick = cfg[CF_TICK]
+    for k in range(O.cur[0, 0]):
+        for who in range(2):
+            if O.F[k, 5 + who] != STRAT_ACCT:
+                continue
+            oid = O.F[k, 3 + who]
+            i = -1
+            for j in range(sc[SC_NXO]):
+                if xo[j, XO_ID] == oid:
+                    i = j
+                    break
+            if i < 0:
+                continue
+            xo[i, XO_AHEAD] = ahead_of(S, oid)
+            ok = x_fill(xo, i, base + (O.F[k, 8] - 1) * tick, O.F[k, 9], who, t, sc[SC_SEQ], sc, cfg,
+                        fills, rsp) and ok
+    return ok
+
+
+@register_jitable
+def im_market(k, side, px, j, q, arrival, end, t, cfg, sc, S, O, I, books, nor, xo, fills, rsp, V):
+    """Replay one market event into the simulated book (impact rules 1-5 and 7); returns IM_*.
+    V: int64[2, L], the data's own ladder (as no-impact mode keeps it; its best levels in
+    sc[SC_DBB], sc[SC_DBA]), for rule 7."""
+    L = V.shape[1]
+    seq = sc[SC_SEQ]
+    ok = True
+    sd = np.int64(1) if side < 0 else np.int64(0)
+    if k == MK_ADD or k == MK_SEED:
+        lad_add(V, sc, SC_DBB, sd, j, q)
+    elif k == MK_CANCEL or k == MK_EXEC:
+        lad_sub(V, sc, SC_DBB, sd, j, q)
+    if k == MK_ADD or k == MK_SEED:
+        oid = MKT_ID0 + seq
+        if k == MK_SEED:
+            oid = SEED_ID0 + 2 * j + sd
+            s = _slot(S, oid)
+            if s >= 0:      # more seed quantity: the level's seed order grows (to the back)
+                lq = S.o_qty[S.bk[0, F_POFF] + s]
+                _row(I, S, O, books, nor, seq, t, oid, MKT_ACCT, side, j + 1, lq + q, E.ACT_REPLACE, E.OT_LIMIT,
+                     E.TIF_GTC, E.STP_CANCEL_NEWEST)
+            else:
+                if pool_full(S):
+                    return IM_POOL
+                _row(I, S, O, books, nor, seq, t, oid, MKT_ACCT, side, j + 1, q, E.ACT_NEW, E.OT_LIMIT, E.TIF_GTC,
+                     E.STP_CANCEL_NEWEST)
+        else:
+            if pool_full(S):
+                return IM_POOL
+            _row(I, S, O, books, nor, seq, t, oid, MKT_ACCT, side, j + 1, q, E.ACT_NEW, E.OT_LIMIT, E.TIF_GTC,
+                 E.STP_CANCEL_NEWEST)
+        if sc[SC_NXO] > 0:
+            ok = im_fills(S, O, xo, t, cfg, sc, fills, rsp)
+    elif k == MK_CANCEL:
+        if arrival >= 0:
+            reduce_order(I, S, O, books, nor, seq, t, MKT_ID0 + arrival, q, end != 0)
+        else:
+            reduce_level(I, S, O, books, nor, seq, t, side, j, q)
+    else:   # MK_EXEC / MK_TRADE: the aggressor first, then (EXEC) the order it executed
+        taken = np.int64(0)
+        lim = j
+        if k == MK_TRADE:
+            lim = trade_limit(side, px, cfg[CF_BASE], cfg[CF_TICK], L)
+        reach = (side > 0 and sc[SC_MAXBUY] >= 0 and sc[SC_MAXBUY] >= px) or (side < 0 and sc[SC_MINSELL] <= px)
+        if reach and lim >= 0:
+            _row(I, S, O, books, nor, seq, t, AGG_ID, MKT_ACCT, -side, lim + 1, q, E.ACT_NEW, E.OT_LIMIT, E.TIF_IOC,
+                 E.STP_CANCEL_NEWEST)
+            for f in range(O.cur[0, 0]):
+                taken += O.F[f, 9]
+            ok = im_fills(S, O, xo, t, cfg, sc, fills, rsp)
+        if k == MK_EXEC:
+            if arrival >= 0:
+                reduce_order(I, S, O, books, nor, seq, t, MKT_ID0 + arrival, q - taken, end != 0)
+            else:
+                reduce_level(I, S, O, books, nor, seq, t, side, j, q - taken)
+    if k == MK_CANCEL or k == MK_EXEC:
+        cap_level(I, S, O, books, nor, seq, t, side, j, V[sd, j])
+    compact(xo, sc)
+    sync_best(S, sc, SC_XBB)
+    return IM_OK if ok else IM_RING
+
+
+@register_jitable
+def im_request(req, h, t, cfg, sc, S, O, I, books, nor, xo, fills, evs, rsp, L):
+    """A strategy request arrives at the simulated book (impact rule 6); returns IM_*. IM_POOL
+    and IM_FLUSH leave everything as it was (call again for the same request)."""
+    action = req[h, RQ_ACTION]
+    oid = req[h, RQ_ID]
+    side = req[h, RQ_SIDE]
+    px = req[h, RQ_PX]
+    qty = req[h, RQ_QTY]
+    otype = req[h, RQ_TYPE]
+    tif = req[h, RQ_TIF]
+    seq = sc[SC_SEQ]
+    if action == A_CANCEL:
+        for i in range(sc[SC_NXO]):
+            if xo[i, XO_ID] == oid and oid != 0:
+                lv = xo[i, XO_LEAVES]
+                ahead = ahead_of(S, oid)
+                _row(I, S, O, books, nor, seq, t, oid, STRAT_ACCT, xo[i, XO_SIDE], xo[i, XO_IDX] + 1, lv,
+                     E.ACT_CANCEL, E.OT_LIMIT, E.TIF_GTC, E.STP_NONE)
+                log_ev(evs, sc, t, oid, EV_CANCELLED, xo[i, XO_SIDE], xo[i, XO_PX], 0, lv, ahead, RJ_NONE, 0, 0)
+                ok = push_rsp(rsp, sc, cfg, t, EV_CANCELLED, oid, xo[i, XO_PX], 0, lv, 0, RJ_NONE, 0, xo[i, XO_SIDE], 0)
+                xo[i, XO_ID] = 0
+                compact(xo, sc)
+                sync_best(S, sc, SC_XBB)
+                return IM_OK if ok else IM_RING
+        log_ev(evs, sc, t, oid, EV_REJECTED, 0, 0, 0, 0, 0, RJ_UNKNOWN, 0, 0)
+        return IM_OK if push_rsp(rsp, sc, cfg, t, EV_REJECTED, oid, 0, 0, 0, 0, RJ_UNKNOWN, 0, 0, 0) else IM_RING
+    base = cfg[CF_BASE]
+    tick = cfg[CF_TICK]
+    reason = RJ_NONE
+    if qty <= 0:
+        reason = RJ_QTY
+    elif otype != T_MARKET:
+        if px <= 0 or (px - base) % tick != 0:
+            reason = RJ_PRICE
+        elif px < base or (px - base) // tick >= L:
+            reason = RJ_RANGE
+    row = sc[SC_NXO]
+    if reason == RJ_NONE and row >= xo.shape[0]:
+        reason = RJ_TOO_MANY
+    s = 0 if side > 0 else 1
+    best_opp = sc[SC_XBB + 1 - s]
+    if reason == RJ_NONE and otype == T_MARKET and best_opp < 0:
+        reason = RJ_NO_LIQUIDITY
+    if reason == RJ_NONE and best_opp >= 0 and otype != T_MARKET and req[h, RQ_POST] != 0:
+        opp_px = base + best_opp * tick
+        if (side > 0 and px >= opp_px) or (side < 0 and px <= opp_px):
+            reason = RJ_POST_ONLY
+    if reason != RJ_NONE:
+        log_ev(evs, sc, t, oid, EV_REJECTED, side, px, qty, 0, 0, reason, otype, tif)
+        return IM_OK if push_rsp(rsp, sc, cfg, t, EV_REJECTED, oid, px, 0, 0, 0, reason, 0, side, 0) else IM_RING
+    rests = otype != T_MARKET and tif != TIF_IOC
+    if rests and pool_full(S):
+        return IM_POOL
+    nrest = S.bk[0, F_NREST]
+    if sc[SC_NFILL] + min(qty, nrest) + 4 > fills.shape[0]:
+        return IM_FLUSH
+    idx = (px - base) // tick if otype != T_MARKET else np.int64(-1)
+    xo[row, XO_ID] = oid
+    xo[row, XO_SIDE] = side
+    xo[row, XO_PX] = px
+    xo[row, XO_IDX] = idx
+    xo[row, XO_LEAVES] = qty
+    xo[row, XO_QTY] = qty
+    xo[row, XO_ENTRY] = seq
+    xo[row, XO_TS] = t
+    xo[row, XO_AHEAD] = 0
+    sc[SC_NXO] += 1
+    _row(I, S, O, books, nor, seq, t, oid, STRAT_ACCT, side, idx + 1 if otype != T_MARKET else 0, qty, E.ACT_NEW,
+         E.OT_MARKET if otype == T_MARKET else E.OT_LIMIT, E.TIF_GTC if rests else E.TIF_IOC, E.STP_CANCEL_NEWEST)
+    ahead = ahead_of(S, oid)
+    xo[row, XO_AHEAD] = ahead
+    log_ev(evs, sc, t, oid, EV_ACCEPTED, side, px, qty, qty, ahead, RJ_NONE, otype, tif)
+    ok = push_rsp(rsp, sc, cfg, t, EV_ACCEPTED, oid, px, 0, qty, ahead, RJ_NONE, 0, side, 0)
+    ok = im_fills(S, O, xo, t, cfg, sc, fills, rsp) and ok
+    if xo[row, XO_LEAVES] > 0 and _slot(S, oid) < 0:
+        lv = xo[row, XO_LEAVES]
+        log_ev(evs, sc, t, oid, EV_EXPIRED, side, px, 0, lv, 0, RJ_NONE, otype, tif)
+        ok = push_rsp(rsp, sc, cfg, t, EV_EXPIRED, oid, px, 0, lv, 0, RJ_NONE, 0, side, 0) and ok
+        xo[row, XO_ID] = 0
+    compact(xo, sc)
+    sync_best(S, sc, SC_XBB)
+    return IM_OK if ok else IM_RING
+
+
 @register_jitable
 def view_levels(md, lad, sc, cfg):
     """Best and top CF_DEPTH levels of the strategy's book copy into md."""
@@ -767,8 +961,8 @@ def local_response(rsp, h, md, orders):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def run_cpu(ts, kind, arrival, side, px, qty, lvl, cfg, sc, xlad, llad, xo, orders, md,
-            params, state, act, req, rsp, fills, evs, eq):
+def run_cpu(ts, kind, arrival, ends, side, px, qty, lvl, cfg, sc, xlad, llad, xo, orders, md,
+            params, state, act, req, rsp, fills, evs, eq, S, O, I, books, nor):
     """Run the backtest over one chunk of market events; returns a status ST_*.
 
     ts, kind, side, px, qty : int64[n], the chunk's market events (MK_* kinds; side +1
@@ -777,11 +971,17 @@ def run_cpu(ts, kind, arrival, side, px, qty, lvl, cfg, sc, xlad, llad, xo, orde
     arrival : int64[n], per cancel or execution the stream index of the ADD of the order it
         reduces, else -1 (``arrivals_cpu``: the market order ids resolved once per data set,
         shared by every run and parameter set over it).
+    ends : int64[n], 1 where the data says that order is gone after the event (impact mode
+        only; ignored otherwise).
     lvl : int64[n], the ladder index of px, (px - base) // tick (ignored for MK_TRADE).
     cfg : int64[NCF]; sc : int64[NSC] (state carried across calls).
     xlad, llad : int64[2, L], the exchange's and the strategy's displayed quantity per level.
     xo, orders : exchange-side and strategy-side own orders; md, params, state, act: see api.
     req, rsp : request and response rings; fills, evs, eq : outputs, rows counted in sc.
+    S, O, I, books, nor : impact mode (a driver built with IMPACT = True): the simulated book (the engine's
+        State of one book), the step's one-row outputs and inputs, int64[1] zeros and an empty
+        int64[0, 3] (impact.SimBook.args()); untouched in no-impact mode (impact.no_book()).
+        Impact mode returns ST_POOL when the book's pool is full (grow it, call again).
     """
     n = ts.shape[0]
     final = cfg[CF_FINAL] != 0
@@ -842,17 +1042,35 @@ def run_cpu(ts, kind, arrival, side, px, qty, lvl, cfg, sc, xlad, llad, xo, orde
                     return ST_FLUSH
                 _sample(eq, sc, cfg, sc[SC_SAMPLE])
                 sc[SC_SAMPLE] += sample_ns
-            if not x_market_event(k, side[ix], p, j, qty[ix], arrival[ix], tx, cfg, sc, xlad, xo, fills, rsp):
+            if IMPACT:
+                ist = im_market(k, side[ix], p, j, qty[ix], arrival[ix], ends[ix], tx, cfg, sc, S, O, I, books, nor,
+                                xo, fills, rsp, xlad)
+                if ist == IM_POOL:
+                    return ST_POOL
+                if ist != IM_OK:
+                    return ST_RING
+            elif not x_market_event(k, side[ix], p, j, qty[ix], arrival[ix], tx, cfg, sc, xlad, xo, fills, rsp):
                 return ST_RING
             sc[SC_SEQ] += 1
             sc[SC_END] = tx
             sc[SC_IX] = ix + 1
         elif t == tr:
             h = sc[SC_RQ_HEAD]
-            sc[SC_RQ_HEAD] = (h + 1) % RQ
-            sc[SC_RQ_N] -= 1
-            if not x_request(req, h, tr, cfg, sc, xlad, xo, fills, evs, rsp):
-                return ST_RING
+            if IMPACT:
+                ist = im_request(req, h, tr, cfg, sc, S, O, I, books, nor, xo, fills, evs, rsp, xlad.shape[1])
+                if ist == IM_POOL:
+                    return ST_POOL
+                if ist == IM_FLUSH:
+                    return ST_FLUSH
+                sc[SC_RQ_HEAD] = (h + 1) % RQ
+                sc[SC_RQ_N] -= 1
+                if ist != IM_OK:
+                    return ST_RING
+            else:
+                sc[SC_RQ_HEAD] = (h + 1) % RQ
+                sc[SC_RQ_N] -= 1
+                if not x_request(req, h, tr, cfg, sc, xlad, xo, fills, evs, rsp):
+                    return ST_RING
         elif t == tf:
             k = kind[fi]
             s = 0 if side[fi] > 0 else 1
@@ -922,7 +1140,7 @@ def _sample(eq, sc, cfg, t):
 # --- the tick sweep: many parameter sets over one decoded stream -------------------------------
 @register_jitable
 def run_set(ts, kind, arrival, side, px, qty, lvl, cfg0, sc0, md0, params, state_len, L, ring, fcap, ecap, qcap,
-            acc_i, acc_f, info):
+            acc_i, acc_f, info, S, O, I, books, nor):
     """One parameter set over the whole stream (one final chunk), its own state allocated here;
     its outputs are folded into ``acc_i``/``acc_f`` (hpte.kernels.backtest.metrics) at every
     flush and not kept. Returns the final status (ST_DONE, or ST_RING / ST_RANGE / ST_RUNAWAY);
@@ -943,8 +1161,8 @@ def run_set(ts, kind, arrival, side, px, qty, lvl, cfg0, sc0, md0, params, state
     evs = np.zeros((ecap, NEL), np.int64)
     eq = np.zeros((qcap, NEQ), np.int64)
     while True:
-        st = run_cpu(ts, kind, arrival, side, px, qty, lvl, cfg, sc, xlad, llad, xo, orders, md,
-                     params, state, act, req, rsp, fills, evs, eq)
+        st = run_cpu(ts, kind, arrival, arrival, side, px, qty, lvl, cfg, sc, xlad, llad, xo, orders, md,
+                     params, state, act, req, rsp, fills, evs, eq, S, O, I, books, nor)
         fold(acc_i, acc_f, fills, sc[SC_NFILL], evs, sc[SC_NEV], eq, sc[SC_NEQ])
         sc[SC_NFILL] = 0
         sc[SC_NEV] = 0
@@ -960,7 +1178,7 @@ def run_set(ts, kind, arrival, side, px, qty, lvl, cfg0, sc0, md0, params, state
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def sweep_cpu(ts, kind, arrival, side, px, qty, lvl, cfg, sc0, md0, grid, state_len, L, ring, fcap, ecap, qcap,
-              acc_i, acc_f, info):
+              acc_i, acc_f, info, S, O, I, books, nor):
     """Every parameter set of ``grid`` (float64[K, P]) over one decoded market-event stream:
     ``prange`` over the sets, each with its own book copies, orders, rings and buffers (no
     shared writes), so a row does not depend on the thread count. The stream columns (int64[n];
@@ -970,25 +1188,27 @@ def sweep_cpu(ts, kind, arrival, side, px, qty, lvl, cfg, sc0, md0, grid, state_
     the same fold the single backtest makes."""
     for k in prange(grid.shape[0]):
         run_set(ts, kind, arrival, side, px, qty, lvl, cfg, sc0, md0, grid[k], state_len, L, ring, fcap, ecap, qcap,
-                acc_i[k], acc_f[k], info[k])
+                acc_i[k], acc_f[k], info[k], S, O, I, books, nor)
 
 
 # --- the market order ids, resolved once per data set ------------------------------------------
 @njit(cache=True, nogil=True)
-def arrivals_cpu(kind, oid, qty, seq0, keys, vals, bits, st, out):
+def arrivals_cpu(kind, oid, qty, seq0, keys, vals, bits, st, out, ends):
     """For every cancel or execution, the stream index of the ADD of the order it reduces.
 
     kind, oid, qty : int64[n], market events seq0.. seq0 + n - 1 of the stream; keys, vals, bits:
     the live market orders (int64[H], int64[H, 2] = index of the ADD, open qty; H = 2**bits),
     carried across calls; st : int64[2] = (next row to do, live keys), updated; out : int64[n],
     written: the ADD's index, or -1 (no id, or an order the stream never added: ahead of every
-    strategy order). Returns False when it stopped at an ADD because the table would be more than
+    strategy order); ends : int64[n], written: 1 where the order's open quantity (as the data
+    says) reaches 0 at this row, else 0 (the impact mode's reconciliation). Returns False when it stopped at an ADD because the table would be more than
     half full (grow it with ``rehash_cpu`` and call again), True when every row is done."""
     H = keys.shape[0]
     hn = st[1]
     for i in range(st[0], kind.shape[0]):
         k = kind[i]
         a = np.int64(-1)
+        e = np.int64(0)
         if k == MK_ADD:
             if 2 * (hn + 1) > H:
                 st[0] = i
@@ -1003,7 +1223,9 @@ def arrivals_cpu(kind, oid, qty, seq0, keys, vals, bits, st, out):
                 if vals[p, 1] <= 0:
                     h_delete(keys, vals, p, bits)
                     hn -= 1
+                    e = 1
         out[i] = a
+        ends[i] = e
     st[0] = kind.shape[0]
     st[1] = hn
     return True

@@ -87,7 +87,6 @@ def test_uncompilable_callback_is_named(tmp_path):
     (["--latency", "entry=5us:1us"], ("inverted",)),
     (["--fees", "maker=0.5"], ("maker='0.5' is not an integer",)),
     (["--mode", "sideways"], ("mode 'sideways'",)),
-    (["--mode", "impact"], ("impact", "not available")),
 ])
 def test_bad_options(tmp_path, args, needles):
     res = runner.invoke(app, ["backtest", "market_maker", "--data", str(_events_file(tmp_path)),
@@ -138,6 +137,38 @@ def test_cli_amzn_day_market_maker(tmp_path):
     assert int((-side * px * q - fee).sum()) == s["stats"]["cash_exchange"]
     assert set(np.unique(px % 100)) == {0}        # on the cent grid
     assert "pnl" in res.output and "fill ratio" in res.output
+
+
+def test_cli_amzn_day_market_maker_impact(tmp_path):
+    """The market maker in impact mode over the whole AMZN day through the CLI: the files, the
+    fills reconcile with the position and cash, the Python API gives the same fills, and every
+    fill passes the impact invariants against the day's events."""
+    from hpte.engine.backtest.data import lobster_events
+    from test_backtest_impact import check_impact_invariants
+
+    data = require_data(AMZN)
+    out = tmp_path / "out"
+    args = dict(latency="feed=100us,entry=50us:150us,response=100us", fees="maker=-20,taker=30")
+    res = runner.invoke(app, ["backtest", "market_maker", "--data", str(data), "--out", str(out), "--mode", "impact",
+                              "--latency", args["latency"], "--fees", args["fees"], "--param", "size=100",
+                              "--no-report", "-q"])
+    assert res.exit_code == 0, res.output
+    s = json.loads((out / "summary.json").read_text())
+    assert s["config"]["mode"] == "impact" and s["stats"]["events"] > 155_935
+    fills = pq.read_table(out / "fills.parquet").to_pydict()
+    assert len(fills["qty"]) == s["metrics"]["trades"] > 100
+    side = np.array(fills["side"], np.int64)
+    q, px, fee = (np.array(fills[c], np.int64) for c in ("qty", "price", "fee"))
+    assert int((side * q).sum()) == s["stats"]["position_exchange"] == s["metrics"]["position_end"]
+    assert int((-side * px * q - fee).sum()) == s["stats"]["cash_exchange"]
+    assert set(np.unique(px % 100)) == {0}
+    assert any(ln.split() == ["mode", "impact"] for ln in res.output.splitlines()) and "fill ratio" in res.output
+    api = backtest("market_maker", data, params={"size": 100}, mode="impact", **args)
+    for c in fills:
+        assert np.array_equal(np.asarray(fills[c]), np.asarray(api.fills[c])), c
+    check_impact_invariants(api, lobster_events(data))
+    ni = backtest("market_maker", data, params={"size": 100}, **args)
+    assert ni.metrics != api.metrics      # the strategy's orders changed the book it traded in
 
 
 def test_changed_strategy_recompiles_unchanged_loads(tmp_path):

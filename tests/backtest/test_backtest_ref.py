@@ -23,9 +23,9 @@ EQ_COLS = ("ts_ns", "position", "cash", "bid", "ask", "fees")
 
 
 def _run_both(strategy, ev, *, params=None, latency=None, fees=None, seed=0, timer=None, sample="50us",
-              chunk_events=1 << 20):
+              chunk_events=1 << 20, mode="no-impact"):
     res = backtest(strategy, ev, params=params, latency=latency, fees=fees, seed=seed, timer=timer,
-                   sample=sample, chunk_events=chunk_events)
+                   sample=sample, chunk_events=chunk_events, mode=mode)
     strat = load_strategy(strategy)
     c = res.config
     lat = c["latency_ns"]
@@ -33,7 +33,7 @@ def _run_both(strategy, ev, *, params=None, latency=None, fees=None, seed=0, tim
                         tick=c["tick"], base=c["base"], L=c["ladder"], feed=tuple(lat["feed"]),
                         entry=tuple(lat["entry"]), response=tuple(lat["response"]), seed=seed,
                         maker_fee=c["fees"]["maker"], taker_fee=c["fees"]["taker"], timer_ns=c["timer_ns"],
-                        sample_ns=c["sample_ns"], depth=c["depth"], max_instant=c["max_instant_actions"])
+                        sample_ns=c["sample_ns"], depth=c["depth"], max_instant=c["max_instant_actions"], mode=mode)
     return res, ref
 
 

@@ -33,6 +33,116 @@ def _noop(md, orders, params, state, act):
     return None
 
 
+STRAT, MKT = "strategy", "market"
+
+
+class PlainBook:
+    """The impact mode's book, written plainly: per side a dict price -> list of orders (dicts
+    with id, acct, qty) in time priority. Matching is price-time; a taker meeting an order of
+    its own account stops there and does not rest (self-trade prevention, cancel newest)."""
+
+    def __init__(self):
+        self.side = {1: {}, -1: {}}
+        self.where = {}             # id -> (side, price)
+
+    def best(self, side):
+        ps = [p for p, lv in self.side[side].items() if lv]
+        if not ps:
+            return None
+        return max(ps) if side == 1 else min(ps)
+
+    def find(self, oid):
+        if oid not in self.where:
+            return None
+        s, p = self.where[oid]
+        for o in self.side[s][p]:
+            if o["id"] == oid:
+                return o
+        raise AssertionError("index out of step")
+
+    def ahead(self, oid):
+        if oid not in self.where:
+            return 0
+        s, p = self.where[oid]
+        a = 0
+        for o in self.side[s][p]:
+            if o["id"] == oid:
+                return a
+            a += o["qty"]
+        raise AssertionError("index out of step")
+
+    def remove(self, oid):
+        s, p = self.where.pop(oid)
+        self.side[s][p] = [o for o in self.side[s][p] if o["id"] != oid]
+
+    def take(self, oid, q, gone):
+        """Reduce order oid by min(q, its qty), keeping its place; remove it when nothing is left
+        or when ``gone``. Returns the quantity taken off."""
+        o = self.find(oid)
+        if o is None:
+            return 0
+        if gone or q >= o["qty"]:
+            self.remove(oid)
+            return o["qty"]
+        if q <= 0:
+            return 0
+        o["qty"] -= q
+        return q
+
+    def take_back(self, side, px, q):
+        """Up to q off the replayed orders at (side, px), the most recent first."""
+        done = 0
+        for o in reversed(list(self.side[side].get(px, []))):
+            if done >= q:
+                break
+            if o["acct"] == MKT:
+                done += self.take(o["id"], q - done, False)
+        return done
+
+    def take_level(self, side, px, q):
+        """Quantity q of orders the stream never introduced, at (side, px): the level's seed
+        order first, then its other replayed orders, the most recent first (never the
+        strategy's)."""
+        done = self.take(("seed", side, px), q, False)
+        if done < q:
+            done += self.take_back(side, px, q - done)
+        return done
+
+    def cap(self, side, px, d):
+        """The replayed orders at (side, px) hold at most d: the excess off the most recent."""
+        have = sum(o["qty"] for o in self.side[side].get(px, []) if o["acct"] == MKT)
+        if have > d:
+            self.take_back(side, px, have - d)
+
+    def submit(self, oid, acct, side, px, qty, rests):
+        """A new order (px None: market). Returns its fills [(taker id, maker id, maker acct,
+        price, qty)] in matching order and whether it rests."""
+        fills = []
+        stopped = False
+        while qty > 0 and not stopped:
+            bp = self.best(-side)
+            if bp is None or (px is not None and ((side == 1 and bp > px) or (side == -1 and bp < px))):
+                break
+            level = self.side[-side][bp]
+            while level and qty > 0:
+                m = level[0]
+                if m["acct"] == acct:
+                    stopped = True
+                    break
+                f = min(qty, m["qty"])
+                qty -= f
+                m["qty"] -= f
+                fills.append((oid, m["id"], m["acct"], bp, f))
+                if m["qty"] == 0:
+                    level.pop(0)
+                    del self.where[m["id"]]
+        if stopped or qty == 0 or not rests:
+            return fills, False
+        self.side[side].setdefault(px, []).append(dict(id=oid, acct=acct, qty=qty))
+        self.where[oid] = (side, px)
+        return fills, True
+
+
 class Runaway(Exception):
     """The strategy took more than ``max_instant`` actions at the local instant ``t``."""
 
@@ -43,10 +153,14 @@ class Runaway(Exception):
 
 def run_reference(module, events: dict, *, params, state_size, tick, base, L, feed=(0, 0), entry=(0, 0),
                   response=(0, 0), seed=0, maker_fee=0, taker_fee=0, timer_ns=0, sample_ns=60_000_000_000,
-                  depth=1, max_instant=0):
+                  depth=1, max_instant=0, mode="no-impact"):
     """Run a strategy module over event columns; returns (fills, log, equity, md, state, orders)
     with rows as tuples in the kernel's column order (loop.FL_*, EL_*, EQ_*). Raises Runaway when
-    the actions taken at one local instant exceed ``max_instant`` (> 0)."""
+    the actions taken at one local instant exceed ``max_instant`` (> 0). ``mode="impact"``: the
+    exchange is a PlainBook holding the replayed orders and the strategy's, with the replay
+    rules of hpte.kernels.backtest.impact (written again here from that list)."""
+    impact = mode == "impact"
+    pb = PlainBook()
     cb = {name: getattr(module, name, _noop) for name in ("on_book", "on_trade", "on_order", "on_fill", "on_timer")}
     ts = [int(x) for x in events["ts_ns"]]
     kind = [int(x) for x in events["kind"]]
@@ -101,8 +215,81 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
     def tidy():
         mine[:] = [o for o in mine if o["leaves"] > 0 and not o.get("gone")]
 
+    def find_mine(oid):
+        for o in mine:
+            if o["id"] == oid:
+                return o
+        raise AssertionError(f"no strategy order {oid}")
+
+    def book_fills(fl, t, taker):
+        """The strategy's fills among a book operation's fills (ahead counted after it)."""
+        for tid, mid, macct, px, q in fl:
+            if taker is not None:
+                o, maker = find_mine(tid), 0
+            elif macct == STRAT:
+                o, maker = find_mine(mid), 1
+            else:
+                continue
+            o["ahead"] = pb.ahead(o["id"])
+            fill(o, px, q, maker, t, seq)
+
+    def market_impact(i):
+        nonlocal seq
+        k, s, p, q, oid, t = kind[i], sides[i], pxs[i], qtys[i], oids[i], ts[i]
+        target, gone = None, False
+        if k in (A.MK_CANCEL, A.MK_EXEC):
+            if oid >= 0 and oid in ids:
+                target = ("add", ids[oid][0])
+                ids[oid][1] -= q
+                if ids[oid][1] <= 0:
+                    del ids[oid]
+                    gone = True
+            else:
+                target = ("seed", s, p)
+        if k in (A.MK_ADD, A.MK_SEED):
+            xbook[s][p] = xbook[s].get(p, 0) + q        # the data's own book, for rule 7
+        elif k in (A.MK_CANCEL, A.MK_EXEC):
+            xbook[s][p] = max(0, xbook[s].get(p, 0) - q)
+        if k == A.MK_ADD:
+            ids[oid] = [seq, q]
+            fl, _ = pb.submit(("add", seq), MKT, s, p, q, True)
+            book_fills(fl, t, None)
+        elif k == A.MK_SEED:
+            key = ("seed", s, p)
+            old = pb.find(key)
+            if old is not None:
+                q += old["qty"]
+                pb.remove(key)
+            fl, _ = pb.submit(key, MKT, s, p, q, True)
+            book_fills(fl, t, None)
+        elif k == A.MK_CANCEL:
+            if target[0] == "seed":
+                pb.take_level(s, p, q)
+            else:
+                pb.take(target, q, gone)
+        else:
+            if k == A.MK_EXEC:
+                lim = p
+            elif s == 1:
+                lim = base + ((p - base) // tick + 1) * tick
+            else:
+                lim = base + (-((base - p) // tick) - 1) * tick
+            fl, _ = pb.submit("aggressor", MKT, -s, lim, q, False)
+            book_fills(fl, t, None)
+            if k == A.MK_EXEC:
+                if target[0] == "seed":
+                    pb.take_level(s, p, q - sum(f[4] for f in fl))
+                else:
+                    pb.take(target, q - sum(f[4] for f in fl), gone)
+        if k in (A.MK_CANCEL, A.MK_EXEC):
+            pb.cap(s, p, xbook[s].get(p, 0))
+        tidy()
+        seq += 1
+
     def market(i):
         nonlocal seq
+        if impact:
+            return market_impact(i)
         k, s, p, q, oid, t = kind[i], sides[i], pxs[i], qtys[i], oids[i], ts[i]
         arrival = None
         if k in (A.MK_ADD, A.MK_SEED):
@@ -154,6 +341,9 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
         if r["action"] == A.A_CANCEL:
             for o in mine:
                 if o["id"] == r["oid"]:
+                    if impact:
+                        o["ahead"] = pb.ahead(o["id"])
+                        pb.remove(o["id"])
                     log.append((t, o["id"], A.EV_CANCELLED, o["side"], o["px"], 0, o["leaves"], o["ahead"], 0, 0, 0))
                     respond(t, A.EV_CANCELLED, o["id"], o["px"], 0, o["leaves"], 0, 0, 0, o["side"], 0)
                     o["gone"] = True
@@ -172,17 +362,32 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
             reason = A.RJ_RANGE
         elif len(mine) >= A.MAX_ORDERS:
             reason = A.RJ_TOO_MANY
-        opp = best(xbook, -side)
+        opp = pb.best(-side) if impact else best(xbook, -side)
         if reason == 0 and otype == A.T_MARKET and opp is None:
             reason = A.RJ_NO_LIQUIDITY
         crosses = False
         if reason == 0 and opp is not None:
             crosses = otype == A.T_MARKET or (side == 1 and px >= opp) or (side == -1 and px <= opp)
-            if crosses and r["post"]:
+            if crosses and r["post"] and not (impact and otype == A.T_MARKET):
                 reason = A.RJ_POST_ONLY
         if reason:
             log.append((t, r["oid"], A.EV_REJECTED, side, px, qty, 0, 0, reason, otype, tif))
             respond(t, A.EV_REJECTED, r["oid"], px, 0, 0, 0, reason, 0, side, 0)
+            return
+        if impact:
+            rests = otype != A.T_MARKET and tif != A.TIF_IOC
+            o = dict(id=r["oid"], side=side, px=px, leaves=qty, ahead=0, entry=seq, ts=t)
+            mine.append(o)
+            fl, rested = pb.submit(o["id"], STRAT, side, None if otype == A.T_MARKET else px, qty, rests)
+            o["ahead"] = pb.ahead(o["id"])
+            log.append((t, o["id"], A.EV_ACCEPTED, side, px, qty, qty, o["ahead"], 0, otype, tif))
+            respond(t, A.EV_ACCEPTED, o["id"], px, 0, qty, o["ahead"], 0, 0, side, 0)
+            book_fills(fl, t, True)
+            if o["leaves"] > 0 and not rested:
+                log.append((t, o["id"], A.EV_EXPIRED, side, px, 0, o["leaves"], 0, 0, otype, tif))
+                respond(t, A.EV_EXPIRED, o["id"], px, 0, o["leaves"], 0, 0, 0, side, 0)
+                o["gone"] = True
+            tidy()
             return
         ahead = xbook[side].get(px, 0) if (not crosses and tif != A.TIF_IOC) else 0
         o = dict(id=r["oid"], side=side, px=px, leaves=qty, ahead=ahead, entry=seq, ts=t)
@@ -320,7 +525,7 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
             send(t)
 
     def sample(t):
-        b, a = best(xbook, 1), best(xbook, -1)
+        b, a = (pb.best(1), pb.best(-1)) if impact else (best(xbook, 1), best(xbook, -1))
         equity.append((t, acct["pos"], acct["cash"], A.NO_PRICE if b is None else b,
                        A.NO_PRICE if a is None else a, acct["fees"]))
 
