@@ -724,7 +724,10 @@ def release_cpu(sr, oid, q, acct, pair, g, omap, released):
 # is the open-order table: its pool holds each open order's leaves, side, price (the price its
 # open notional counts at: the price it rests at) and risk account row, so no map is kept. Each
 # is compiled once, not inlined (inlining them at each call site of the matching step made its
-# compile ~10x slower), with plain array arguments (a short call).
+# compile ~10x slower). The calls pass the state arrays as data pointers and row counts
+# (``data_ptr`` / ``ptr_view``): numba passes an array as 7 + 2 x ndim words, and the 46 words of
+# the four arrays (stores before the call, spills of the step's live values around it) cost the
+# matching step more than the checks themselves (perf, bench/bench_risk_match.py).
 # ---------------------------------------------------------------------------------------------
 @njit(cache=True, inline="always")
 def risk_row_book(ts, side, px, qty, action, otype, ar, sr, lv, lpx, acct, sym, pair, g):
