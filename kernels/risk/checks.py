@@ -259,50 +259,6 @@ def prefetch(typingctx, arr, i, j):
     return sig, codegen
 
 
-@intrinsic
-def data_ptr(typingctx, arr):
-    """The data pointer of a C-contiguous int64 array, as CPointer(int64) (rebuilt into an array
-    with ``ptr_view`` on the other side of a call: one argument instead of the 7 + 2 x ndim
-    words numba passes for an array)."""
-    if not (isinstance(arr, types.Array) and arr.layout == "C" and arr.dtype == types.int64):
-        return None
-    sig = types.CPointer(types.int64)(arr)
-
-    def codegen(context, builder, signature, args):
-        return context.make_array(signature.args[0])(context, builder, args[0]).data
-
-    return sig, codegen
-
-
-@intrinsic
-def ptr_view(typingctx, ptr, shape):
-    """The C-contiguous int64 array of `shape` (a tuple of integers) at ``ptr`` (a data_ptr), no
-    copy and no owner (``numba.carray`` without its function boundary, which _nrt=False refuses)."""
-    if not (isinstance(ptr, types.CPointer) and ptr.dtype == types.int64
-            and isinstance(shape, types.BaseTuple) and all(isinstance(t, types.Integer) for t in shape)):
-        return None
-    nd = len(shape)
-    aryty = types.Array(types.int64, nd, "C")
-    sig = aryty(ptr, shape)
-
-    def codegen(context, builder, signature, args):
-        from numba.np.arrayobj import populate_array
-        intp = context.get_value_type(types.intp)
-        dims = [context.cast(builder, builder.extract_value(args[1], k), signature.args[1][k], types.intp)
-                for k in range(nd)]
-        strides = []
-        st = intp(8)
-        for k in reversed(range(nd)):
-            strides.insert(0, st)
-            st = builder.mul(st, dims[k])
-        ary = context.make_array(aryty)(context, builder)
-        populate_array(ary, data=args[0], shape=cgutils.pack_array(builder, dims),
-                       strides=cgutils.pack_array(builder, strides), itemsize=intp(8), meminfo=None)
-        return ary._getvalue()
-
-    return sig, codegen
-
-
 @njit(cache=True, inline="always")
 def _hash(sr, oid, mask):
     h = oid * -7046029254386353131 + sr * -4658895280553007687
@@ -736,26 +692,17 @@ def risk_row_book(ts, side, px, qty, action, otype, ar, sr, lv, lpx, acct, sym, 
     at (all scalars integers, any width). Returns (0, the price the order's open quantity now
     counts at) or (RR_* reason, 0).
 
-    Inlined at the call site around the compiled ``_risk_row_book``: the scalars are cast to
-    int64 (the call sites pass the side as int8 or int64, which compiled the body twice, 7 s CPU
-    each, cold; every value here fits int64 unchanged), and the state arrays go over the call as
-    data pointers and row counts (18 arguments instead of 46: the call and the spills around it
-    in the matching step cost more than the checks)."""
+    A cast of the scalars to int64 inlined at the call site, around ``_risk_row_book``: the call
+    sites pass the side as int8 (a NEW's column value) or int64 (a resting order's), which
+    compiled the body twice (7 s CPU each, cold); every value here fits int64 unchanged."""
     return _risk_row_book(np.int64(ts), np.int64(side), np.int64(px), np.int64(qty),
                           np.int64(action), np.int64(otype), np.int64(ar), np.int64(sr),
-                          np.int64(lv), np.int64(lpx), data_ptr(acct), data_ptr(sym), data_ptr(pair),
-                          data_ptr(g), np.int64(acct.shape[0]), np.int64(sym.shape[0]),
-                          np.int64(pair.shape[0]), np.int64(pair.shape[1]))
+                          np.int64(lv), np.int64(lpx), acct, sym, pair, g)
 
 
 @njit(cache=True, _nrt=False)
-def _risk_row_book(ts, side, px, qty, action, otype, ar, sr, lv, lpx, pa, ps, pp, pg, na, ns, npa, nps):
-    """risk_row_book with int64 scalars and the state as pointers: acct [na, NAF], sym [ns, NSF],
-    pair [npa, nps, NPF], g [NG] (compiled once, called, not inlined)."""
-    acct = ptr_view(pa, (na, NAF))
-    sym = ptr_view(ps, (ns, NSF))
-    pair = ptr_view(pp, (npa, nps, NPF))
-    g = ptr_view(pg, (NG,))
+def _risk_row_book(ts, side, px, qty, action, otype, ar, sr, lv, lpx, acct, sym, pair, g):
+    """risk_row_book with int64 scalars (compiled once, called, not inlined)."""
     r, d_qty, d_not, pxu, tok_a, tok_p = check_core(ts, side, px, qty, action, otype, ar, sr, lv, lpx,
                                                     acct, sym, pair, g)
     if r != 0:
@@ -771,24 +718,11 @@ def _risk_row_book(ts, side, px, qty, action, otype, ar, sr, lv, lpx, pa, ps, pp
     return 0, pxu
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False)
 def risk_fill_book(sr, tar, side, tpx, tdone, mar, mpx, mdone, px, q, acct, sym, pair):
     """A fill of q lots at px: the taker (account row tar, `side`, open quantity counted at tpx;
     tdone: nothing of it is left open) and the maker (mar, the other side, mpx, mdone): open
-    quantities and positions; the symbol's last trade price. Inlined at the call site around
-    the compiled ``_risk_fill_book`` (int64 scalars, the arrays as pointers: see risk_row_book)."""
-    _risk_fill_book(np.int64(sr), np.int64(tar), np.int64(side), np.int64(tpx), bool(tdone), np.int64(mar),
-                    np.int64(mpx), bool(mdone), np.int64(px), np.int64(q), data_ptr(acct), data_ptr(sym),
-                    data_ptr(pair), np.int64(acct.shape[0]), np.int64(sym.shape[0]), np.int64(pair.shape[0]),
-                    np.int64(pair.shape[1]))
-
-
-@njit(cache=True, _nrt=False)
-def _risk_fill_book(sr, tar, side, tpx, tdone, mar, mpx, mdone, px, q, pa, ps, pp, na, ns, npa, nps):
-    """risk_fill_book with int64 scalars and the state as pointers (compiled once, called)."""
-    acct = ptr_view(pa, (na, NAF))
-    sym = ptr_view(ps, (ns, NSF))
-    pair = ptr_view(pp, (npa, nps, NPF))
+    quantities and positions; the symbol's last trade price."""
     risk_party_book(tar, sr, side, tpx, tdone, px, q, acct, pair)
     risk_party_book(mar, sr, -side, mpx, mdone, px, q, acct, pair)
     sym[sr, S_LAST] = px
