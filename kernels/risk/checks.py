@@ -680,10 +680,10 @@ def release_cpu(sr, oid, q, acct, pair, g, omap, released):
 # is the open-order table: its pool holds each open order's leaves, side, price (the price its
 # open notional counts at: the price it rests at) and risk account row, so no map is kept. Each
 # is compiled once, not inlined (inlining them at each call site of the matching step made its
-# compile ~10x slower). The calls pass the state arrays as data pointers and row counts
-# (``data_ptr`` / ``ptr_view``): numba passes an array as 7 + 2 x ndim words, and the 46 words of
-# the four arrays (stores before the call, spills of the step's live values around it) cost the
-# matching step more than the checks themselves (perf, bench/bench_risk_match.py).
+# compile ~10x slower), with plain array arguments. Passing the four state arrays as data
+# pointers and row counts instead (18 call arguments instead of 46) was measured in session 6:
+# no change of the risk / plain ratio beyond the noise, and the cold compile of the risk step
+# +7 s CPU (the inlined wrappers), so it was taken out again (bench/RESULTS.md).
 # ---------------------------------------------------------------------------------------------
 @njit(cache=True, inline="always")
 def risk_row_book(ts, side, px, qty, action, otype, ar, sr, lv, lpx, acct, sym, pair, g):
