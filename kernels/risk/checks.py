@@ -682,8 +682,8 @@ def release_cpu(sr, oid, q, acct, pair, g, omap, released):
 # is compiled once, not inlined (inlining them at each call site of the matching step made its
 # compile ~10x slower), with plain array arguments. Passing the four state arrays as data
 # pointers and row counts instead (18 call arguments instead of 46) was measured in session 6:
-# no change of the risk / plain ratio beyond the noise, and the cold compile of the risk step
-# +7 s CPU (the inlined wrappers), so it was taken out again (bench/RESULTS.md).
+# no change of the risk / plain ratio beyond the noise and no shorter cold compile, so it was
+# taken out again (bench/RESULTS.md): the calls cost the spills around them, not their words.
 # ---------------------------------------------------------------------------------------------
 @njit(cache=True, inline="always")
 def risk_row_book(ts, side, px, qty, action, otype, ar, sr, lv, lpx, acct, sym, pair, g):
