@@ -17,16 +17,39 @@ Timed: the sum of ``Engine.submit`` calls (CPU time, process_time, and wall), be
 with the risk kernel profiled per part when ``--parts`` is given.
 
     .venv/bin/python bench/bench_risk_match.py [--events 2000000] [--books 4] [--repeat 3]
+
+Profiling: ``perf record -F 4000 python bench/bench_risk_match.py --perf-map ...`` then ``perf
+report --sort sym``: with ``--perf-map`` the script writes /tmp/perf-PID.map at the end, naming
+the compiled kernels numba loaded from its cache (addresses from the JIT, sizes from the cached
+object code via ``nm``), so perf shows ``match_seq_risk_cpu``, ``_risk_row_book``, ... instead of
+bare addresses. Run it once without the flag first (kernels compiled in this process are not
+mapped, only cached ones).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from collections import Counter
 
 import numpy as np
+
+_LIBS: list = []
+if "--perf-map" in sys.argv:   # keep the object code of each kernel numba loads from its cache
+    from numba.core import codegen as _cg
+
+    _set = _cg.CPUCodeLibrary._set_compiled_object
+
+    def _keep(self, value):
+        _LIBS.append((self, value))
+        return _set(self, value)
+
+    _cg.CPUCodeLibrary._set_compiled_object = _keep
 
 from hpte.engine import schema as S
 from hpte.engine.engine import Engine
@@ -53,6 +76,28 @@ auction_ns = "1s"
 """
 
 
+def write_perf_map() -> int:
+    """/tmp/perf-PID.map for the kernels loaded from numba's cache (see the module docstring).
+    Returns the number of symbols written."""
+    lines = []
+    with tempfile.TemporaryDirectory() as d:
+        for k, (lib, obj) in enumerate(_LIBS):
+            path = os.path.join(d, f"lib{k}.o")
+            with open(path, "wb") as f:
+                f.write(obj)
+            out = subprocess.run(["nm", "-S", "--defined-only", path], capture_output=True, text=True).stdout
+            ee = lib._codegen._engine._ee
+            for ln in out.splitlines():
+                parts = ln.split()
+                if len(parts) == 4 and parts[2] in "tTwW":
+                    addr = ee.get_function_address(parts[3])
+                    if addr:
+                        lines.append(f"{addr:x} {int(parts[1], 16):x} {parts[3]}")
+    with open(f"/tmp/perf-{os.getpid()}.map", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return len(lines)
+
+
 def run(make, cols, batch: int):
     e = make()
     n = len(cols["ts_ns"])
@@ -75,6 +120,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=65_536)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--perf-map", action="store_true", help="write /tmp/perf-PID.map for perf (see above)")
     a = ap.parse_args()
 
     cols = generate_flow(a.events, n_books=a.books, seed=0)
@@ -116,6 +162,8 @@ def main() -> None:
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)
+    if a.perf_map:
+        print(f"perf map: {write_perf_map()} symbols in /tmp/perf-{os.getpid()}.map")
 
 
 if __name__ == "__main__":

@@ -224,8 +224,11 @@ def _tokens(tok, last, ts, rate):
 
 @intrinsic
 def prefetch(typingctx, arr, i, j):
-    """Hint the CPU to fetch ``arr[i, j, 0, ...]`` (``arr[i, 0, ...]`` for a 2-D array: pass j = -1)
-    into the caches; no effect on results (llvm.prefetch: read, high locality). C-contiguous only."""
+    """Hint the CPU to fetch the row ``arr[i, j]`` (``arr[i]`` for a 2-D array: pass j = -1) into
+    the caches: its first cache line, and the second when the row is longer than 64 bytes (the
+    account and pair rows are 128: their limit columns sit in the second line, which a row check
+    reads, so fetching only the first left one miss a row). No effect on results (llvm.prefetch:
+    read, high locality). C-contiguous only."""
     if not (isinstance(arr, types.Array) and arr.layout == "C" and arr.ndim >= 2
             and isinstance(i, types.Integer) and isinstance(j, types.Integer)):
         return None
@@ -235,13 +238,22 @@ def prefetch(typingctx, arr, i, j):
         aryty = signature.args[0]
         ary = context.make_array(aryty)(context, builder, args[0])
         zero = context.get_constant(types.intp, 0)
-        idx = [args[1]] + ([args[2]] if aryty.ndim >= 3 else []) + [zero] * (aryty.ndim - (2 if aryty.ndim >= 3 else 1))
+        lead = 2 if aryty.ndim >= 3 else 1
+        idx = [args[1]] + ([args[2]] if lead == 2 else []) + [zero] * (aryty.ndim - lead)
         ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx, wraparound=False)
         i8p = cgutils.voidptr_t
         i32 = cgutils.int32_t
         fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        p8 = builder.bitcast(ptr, i8p)
+        builder.call(fn, [p8, i32(0), i32(3), i32(1)])
+        # bytes of a row: the product of the trailing dimensions x the item size
+        shape = cgutils.unpack_tuple(builder, ary.shape, aryty.ndim)
+        nbytes = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(aryty.dtype)))
+        for d in shape[lead:]:
+            nbytes = builder.mul(nbytes, d)
+        with builder.if_then(builder.icmp_signed(">", nbytes, context.get_constant(types.intp, 64))):
+            builder.call(fn, [builder.gep(p8, [cgutils.int32_t(64)]), i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
 
     return sig, codegen
@@ -668,7 +680,10 @@ def release_cpu(sr, oid, q, acct, pair, g, omap, released):
 # is the open-order table: its pool holds each open order's leaves, side, price (the price its
 # open notional counts at: the price it rests at) and risk account row, so no map is kept. Each
 # is compiled once, not inlined (inlining them at each call site of the matching step made its
-# compile ~10x slower), with plain array arguments (a short call).
+# compile ~10x slower), with plain array arguments. Passing the four state arrays as data
+# pointers and row counts instead (18 call arguments instead of 46) was measured in session 6:
+# no change of the risk / plain ratio beyond the noise and no shorter cold compile, so it was
+# taken out again (bench/RESULTS.md): the calls cost the spills around them, not their words.
 # ---------------------------------------------------------------------------------------------
 @njit(cache=True, inline="always")
 def risk_row_book(ts, side, px, qty, action, otype, ar, sr, lv, lpx, acct, sym, pair, g):

@@ -484,3 +484,30 @@ def test_large_ids_and_row_mapping():
     o = e.open_orders()
     assert o["order_id"].tolist() == [2, (1 << 64) - 1, 4] and o["account"].tolist() == [4_000_000_000, 1 << 21, 9]
     assert e.accounts()["account"].tolist() == [9, 1 << 21, 4_000_000_000]
+
+
+
+def test_row_prefetch_changes_nothing():
+    """prefetch (kernels/risk/checks.py: one or two cache lines of a row, by the row's length)
+    is a hint only: every value stays as it was, whatever the row length."""
+    from numba import njit
+    from hpte.kernels.risk.checks import prefetch
+
+    @njit(_nrt=False)
+    def touch(p3, a2, m2):
+        t = 0
+        for i in range(p3.shape[0]):
+            prefetch(p3, i, p3.shape[1] - 1)
+            prefetch(a2, i, -1)
+            prefetch(m2, i, -1)
+            t += p3[i, p3.shape[1] - 1, 0] + a2[i, 0] + m2[i, 0]
+        return t
+
+    rng = np.random.default_rng(3)
+    p3 = rng.integers(-9, 9, (4, 3, 16))     # 128-byte rows: two lines
+    a2 = rng.integers(-9, 9, (4, 16))
+    m2 = rng.integers(-9, 9, (4, 4))         # 32-byte rows: one line
+    before = [p3.copy(), a2.copy(), m2.copy()]
+    assert touch(p3, a2, m2) == int(p3[:, 2, 0].sum() + a2[:, 0].sum() + m2[:, 0].sum())
+    for x, y in zip((p3, a2, m2), before):
+        np.testing.assert_array_equal(x, y)
