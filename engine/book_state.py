@@ -32,6 +32,7 @@ class Inputs(NamedTuple):
     post: np.ndarray     # uint8 0/1
     force: np.ndarray    # uint8 reject reason forced by the engine (0 = none)
     exp: np.ndarray      # int64 ns good-till-date expiry (0 = none)
+    stop: np.ndarray     # int64 ticks stop price of STOP / STOP_LIMIT rows (0 = none)
 
 
 class State(NamedTuple):
@@ -53,6 +54,7 @@ class State(NamedTuple):
     tab: np.ndarray
     o_arow: np.ndarray   # int32[P] risk account row of each order (engines with risk; else empty)
     o_exp: np.ndarray    # int64[P] good-till-date expiry (ns) of each order, 0 = none
+    o_stop: np.ndarray   # int64[P] stop price (ticks) of each untriggered stop order
 
 
 class Outputs(NamedTuple):
@@ -77,6 +79,7 @@ _STATE_DTYPES = {
     "lv_head": np.int32, "lv_tail": np.int32, "lv_qty": np.int64, "lv_cnt": np.int32,
     "o_id": np.uint64, "o_qty": np.int64, "o_px": np.int64, "o_next": np.int32,
     "o_prev": np.int32, "o_acct": np.uint32, "o_flags": np.uint8, "tab": np.int32, "o_exp": np.int64,
+    "o_stop": np.int64,
 }
 
 
@@ -336,7 +339,7 @@ def _first_prices(new: np.ndarray, symbol, px, action, otype, default: int, chun
 
 
 # the per-order (pool slot) arrays of State: what moves when one book's pool moves (_move_pool)
-POOL_ARRAYS = ("o_id", "o_qty", "o_px", "o_next", "o_prev", "o_acct", "o_flags", "o_arow", "o_exp")
+POOL_ARRAYS = ("o_id", "o_qty", "o_px", "o_next", "o_prev", "o_acct", "o_flags", "o_arow", "o_exp", "o_stop")
 LUT_MAX_SYMBOL = 1 << 22  # symbols below this get a direct symbol -> book lookup table
 MAX_LEVELS_MULTIPLE = 4096  # Engine(max_levels=...) stays a multiple of this (the API's rule)
 INIT_LEVELS = 128   # a book's first ladder (levels, centred on its first price); grows by doubling
@@ -393,7 +396,7 @@ class BookStore:
             "o_next": np.full(P, -1, np.int32), "o_prev": np.full(P, -1, np.int32),
             "o_acct": np.zeros(P, np.uint32), "o_flags": np.zeros(P, np.uint8),
             "tab": np.zeros(T, np.int32), "o_arow": np.zeros(P if self.risk_rows else 0, np.int32),
-            "o_exp": np.zeros(P, np.int64),
+            "o_exp": np.zeros(P, np.int64), "o_stop": np.zeros(P, np.int64),
         }
         return State(bk=bk, **arr)
 
@@ -436,6 +439,8 @@ class BookStore:
             bk[:, K.F_FREE] = -1
             bk[:, K.F_PHEAD] = -1
             bk[:, K.F_PTAIL] = -1
+            bk[:, K.F_SHEAD] = -1
+            bk[:, K.F_STAIL] = -1
             # centre each new ladder on the first positive limit price of a new order
             # F_BASE holds the first price until the book gets its ladder (centred on it)
             bk[:, K.F_BASE] = _first_prices(new, symbol, px, action, otype, self.init_levels // 2)
@@ -489,11 +494,11 @@ class BookStore:
         bk = self.S.bk
         if books.size == 1:  # one order: the common low-latency case
             b = int(books[0])
-            if bk[b, K.F_NLEV] > 0 and (action[0] != Sch.ACT_NEW or bk[b, K.F_PCAP] > bk[b, K.F_NREST] + bk[b, K.F_NPARK]):
+            if bk[b, K.F_NLEV] > 0 and (action[0] != Sch.ACT_NEW or bk[b, K.F_PCAP] > bk[b, K.F_NREST] + bk[b, K.F_NPARK] + bk[b, K.F_NSTOP]):
                 return 0
         nb = self.n_books
         new_rows = np.bincount(books[action == Sch.ACT_NEW], minlength=nb)
-        want = bk[:, K.F_NREST] + bk[:, K.F_NPARK] + new_rows
+        want = bk[:, K.F_NREST] + bk[:, K.F_NPARK] + bk[:, K.F_NSTOP] + new_rows
         if at_most_double:
             want = np.minimum(want, np.maximum(2 * bk[:, K.F_PCAP], self.init_pool))
         grow = want > bk[:, K.F_PCAP]
@@ -537,7 +542,7 @@ class BookStore:
         if self.p_end + pcap <= self.S.o_id.shape[0] and self.t_end + tsize <= self.S.tab.shape[0]:
             self._move_pool(b, pcap, tsize)
             return
-        full = ((bk[:, K.F_NREST] + bk[:, K.F_NPARK]) * 4 >= bk[:, K.F_PCAP] * 3) & (bk[:, K.F_PCAP] > 0)
+        full = ((bk[:, K.F_NREST] + bk[:, K.F_NPARK] + bk[:, K.F_NSTOP]) * 4 >= bk[:, K.F_PCAP] * 3) & (bk[:, K.F_PCAP] > 0)
         full[b] = True
         self._grow_pools(np.flatnonzero(full), 2 * bk[:, K.F_PCAP])
 
@@ -584,6 +589,11 @@ class BookStore:
         while s >= 0:              # parked orders (a paused symbol's) rest in the ladder later
             px.append(int(S.o_px[poff + s]))
             s = int(S.o_next[poff + s])
+        s = int(S.bk[b, K.F_SHEAD])
+        while s >= 0:              # untriggered stop-limits rest at their price once triggered
+            if not S.o_flags[poff + s] & K.FL_SMKT:
+                px.append(int(S.o_px[poff + s]))
+            s = int(S.o_next[poff + s])
         return (min(px), max(px)) if px else None
 
     def ladder_for(self, b: int, px: int) -> bool:
@@ -619,6 +629,10 @@ class BookStore:
     # ---- accounting ----------------------------------------------------------------------
     def nbytes(self) -> int:
         return int(sum(a.nbytes for a in self.S))
+
+    def stops(self) -> int:
+        """Untriggered stop orders waiting outside the books (kernels/book.py F_SHEAD)."""
+        return int(self.S.bk[:, K.F_NSTOP].sum()) if self.n_books else 0
 
     def parked(self) -> int:
         """Orders parked by paused symbols (kernels/book.py F_PHEAD), waiting for an auction."""

@@ -14,7 +14,7 @@ minutes of cold compilation for the same machine code.)
 Python call, so that it shares run_chunk_cpu's compiled code instead of compiling it again).
 
 ``relayout_cpu``: copies every book from one state layout into a larger one (between kernel
-calls only) and rebuilds bitmaps and id tables.
+calls only) and rebuilds bitmaps and id tables (resting, parked and untriggered stop orders).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit
 
 from .book import (
-    F_ASK, F_BASE, F_BID, F_HW, F_LOFF, F_NEXP, F_NLEV, F_PHEAD, F_POFF, F_SYM, F_TMASK, F_TOFF, ST_OK, bit_clear,
+    F_ASK, F_BASE, F_BID, F_HW, F_LOFF, F_NEXP, F_NLEV, F_PHEAD, F_POFF, F_SHEAD, F_SYM, F_TMASK, F_TOFF, ST_OK, bit_clear,
     bit_set, gtd_due_plain, gtd_due_risk, id_insert, process_row, process_row_risk,
 )
 from hpte.kernels.risk.breaker import brk_end_row
@@ -110,6 +110,7 @@ def relayout_cpu(S, T, nbooks_old):
             T.o_acct[tp + s] = S.o_acct[sp + s]
             T.o_flags[tp + s] = S.o_flags[sp + s]
             T.o_exp[tp + s] = S.o_exp[sp + s]
+            T.o_stop[tp + s] = S.o_stop[sp + s]
         if T.o_arow.shape[0] > 0:
             for s in range(S.bk[b, F_HW]):
                 T.o_arow[tp + s] = S.o_arow[sp + s]
@@ -120,6 +121,10 @@ def relayout_cpu(S, T, nbooks_old):
                 id_insert(T.tab, T.bk[b, F_TOFF], T.bk[b, F_TMASK], S.o_id[sp + s], s)
                 s = S.o_next[sp + s]
         s = S.bk[b, F_PHEAD]
+        while s >= 0:
+            id_insert(T.tab, T.bk[b, F_TOFF], T.bk[b, F_TMASK], S.o_id[sp + s], s)
+            s = S.o_next[sp + s]
+        s = S.bk[b, F_SHEAD]      # untriggered stops
         while s >= 0:
             id_insert(T.tab, T.bk[b, F_TOFF], T.bk[b, F_TMASK], S.o_id[sp + s], s)
             s = S.o_next[sp + s]
@@ -141,6 +146,10 @@ def index_ids_cpu(S, b):
             id_insert(S.tab, toff, tmask, S.o_id[sp + s], s)
             s = S.o_next[sp + s]
     s = bk[b, F_PHEAD]
+    while s >= 0:
+        id_insert(S.tab, toff, tmask, S.o_id[sp + s], s)
+        s = S.o_next[sp + s]
+    s = bk[b, F_SHEAD]       # untriggered stops
     while s >= 0:
         id_insert(S.tab, toff, tmask, S.o_id[sp + s], s)
         s = S.o_next[sp + s]
