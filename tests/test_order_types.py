@@ -363,3 +363,23 @@ def test_stops_match_reference(stp, algo, cols):
                                  ("deltas", S.DELTA_COLUMNS), ("l3", S.L3_COLUMNS)):
                 assert_same(got[key], ref[key], columns, f"{tag}: {key}")
             assert_same(got["end"].events, ref["end"].events, S.EVENT_COLUMNS, f"{tag}: end_session events")
+
+
+def test_itch_out_refuses_stop_orders(tmp_path):
+    """ITCH out does not publish stops yet: a clear error, not a book with phantom orders."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import pytest
+    from hpte.engine.io import InputError
+    from hpte.engine.md.itch import ItchError
+    from hpte.engine.md.itch_out import events_to_itch
+    from hpte.engine.pipeline import match_file
+    rows = [row(1, 1, SL, 101, 2, acct=2), row(2, 10, B, 0, 1, otype=S.OT_STOP, stop=101),
+            row(3, 11, B, 101, 1, acct=3)]
+    res = ReferenceEngine().submit(rows_to_columns(rows))
+    with pytest.raises(ItchError, match="STOP"):
+        events_to_itch(res.events)
+    path = tmp_path / "orders.parquet"
+    pq.write_table(pa.table(rows_to_columns(rows)), path)
+    with pytest.raises(InputError, match="row 1: ITCH out"):
+        match_file(path, tmp_path / "fills.parquet", keep=True)
