@@ -53,8 +53,8 @@ class State(NamedTuple):
     o_flags: np.ndarray
     tab: np.ndarray
     o_arow: np.ndarray   # int32[P] risk account row of each order (engines with risk; else empty)
-    o_exp: np.ndarray    # int64[P] good-till-date expiry (ns) of each order, 0 = none
-    o_stop: np.ndarray   # int64[P] stop price (ticks) of each untriggered stop order
+    o_exp: np.ndarray    # int64[P] good-till-date expiry (ns) of each order, 0 = none; a waiting
+                         #   stop's stop price (kernels/book.py)
 
 
 class Outputs(NamedTuple):
@@ -79,7 +79,6 @@ _STATE_DTYPES = {
     "lv_head": np.int32, "lv_tail": np.int32, "lv_qty": np.int64, "lv_cnt": np.int32,
     "o_id": np.uint64, "o_qty": np.int64, "o_px": np.int64, "o_next": np.int32,
     "o_prev": np.int32, "o_acct": np.uint32, "o_flags": np.uint8, "tab": np.int32, "o_exp": np.int64,
-    "o_stop": np.int64,
 }
 
 
@@ -339,7 +338,7 @@ def _first_prices(new: np.ndarray, symbol, px, action, otype, default: int, chun
 
 
 # the per-order (pool slot) arrays of State: what moves when one book's pool moves (_move_pool)
-POOL_ARRAYS = ("o_id", "o_qty", "o_px", "o_next", "o_prev", "o_acct", "o_flags", "o_arow", "o_exp", "o_stop")
+POOL_ARRAYS = ("o_id", "o_qty", "o_px", "o_next", "o_prev", "o_acct", "o_flags", "o_arow", "o_exp")
 LUT_MAX_SYMBOL = 1 << 22  # symbols below this get a direct symbol -> book lookup table
 MAX_LEVELS_MULTIPLE = 4096  # Engine(max_levels=...) stays a multiple of this (the API's rule)
 INIT_LEVELS = 128   # a book's first ladder (levels, centred on its first price); grows by doubling
@@ -396,7 +395,7 @@ class BookStore:
             "o_next": np.full(P, -1, np.int32), "o_prev": np.full(P, -1, np.int32),
             "o_acct": np.zeros(P, np.uint32), "o_flags": np.zeros(P, np.uint8),
             "tab": np.zeros(T, np.int32), "o_arow": np.zeros(P if self.risk_rows else 0, np.int32),
-            "o_exp": np.zeros(P, np.int64), "o_stop": np.zeros(P, np.int64),
+            "o_exp": np.zeros(P, np.int64),
         }
         return State(bk=bk, **arr)
 

@@ -34,8 +34,9 @@ State tuple ``S`` (see engine/book_state.py for allocation):
   tab     int32[T]       open-addressing id index: local slot + 1, 0 = empty
   o_arow  int32[P]       (risk) account row of each order; empty without risk
   o_exp   int64[P]       good-till-date expiry (ns), 0 = none; stale on free slots (only
-                         slots the id index maps to count)
-  o_stop  int64[P]       stop price (ticks) of an untriggered stop (flag FL_STOP); else stale
+                         slots the id index maps to count). For a waiting stop (flag FL_STOP,
+                         never good-till-date) its stop price (ticks) instead: no pool array
+                         more for stops; reset to 0 when the stop triggers
 """
 from __future__ import annotations
 
@@ -495,7 +496,7 @@ def park_unlink(S, b, s):
 
 @register_jitable
 def stop_append(S, b, s):
-    """Put slot s (fields set: o_stop, flags with FL_STOP) at the back of book b's stop list
+    """Put slot s (fields set: o_exp = its stop price, flags with FL_STOP) at the back of book b's stop list
     (acceptance order) and widen the book's trigger bounds to its stop price."""
     bk = S.bk
     poff = bk[b, F_POFF]
@@ -508,7 +509,7 @@ def stop_append(S, b, s):
         bk[b, F_SHEAD] = s
     bk[b, F_STAIL] = s
     bk[b, F_NSTOP] += 1
-    sp = S.o_stop[poff + s]
+    sp = S.o_exp[poff + s]
     if (S.o_flags[poff + s] & FL_SELL) != 0:
         if bk[b, F_SSMAX] == 0 or sp > bk[b, F_SSMAX]:
             bk[b, F_SSMAX] = sp
@@ -551,7 +552,7 @@ def stop_next_due(S, b):
     smax = np.int64(0)
     s = bk[b, F_SHEAD]
     while s >= 0:
-        sp = S.o_stop[poff + s]
+        sp = S.o_exp[poff + s]
         sell = (S.o_flags[poff + s] & FL_SELL) != 0
         if found < 0 and ((sell and last <= sp) or ((not sell) and last >= sp)):
             found = s
@@ -670,7 +671,7 @@ def rest_price(R, sr, side, px):
 def gtd_live(S, b, poff, s):
     """Expiry (ns) of local slot s of book b if it holds a live good-till-date order, else 0."""
     e = S.o_exp[poff + s]
-    if e == 0:
+    if e == 0 or (S.o_flags[poff + s] & FL_STOP) != 0:     # a waiting stop's field is its stop price
         return np.int64(0)
     if id_find(S.tab, S.bk[b, F_TOFF], S.bk[b, F_TMASK], S.o_id, poff, S.o_id[poff + s]) != s:
         return np.int64(0)      # a free slot's stale expiry
@@ -1511,8 +1512,7 @@ def _make_step(RISK):
         if not lim:
             fl |= np.uint8(FL_SMKT)
         S.o_flags[ms] = fl
-        S.o_exp[ms] = 0
-        S.o_stop[ms] = I.stop[i]
+        S.o_exp[ms] = I.stop[i]          # a waiting stop's stop price (see the State notes)
         id_insert(S.tab, bk[b, F_TOFF], bk[b, F_TMASK], oid, s)
         stop_append(S, b, s)
         return ST_OK
@@ -1550,13 +1550,13 @@ def _make_step(RISK):
         if (not smkt) and outside_ladder(S, b, px):
             return ST_NEED_LADDER
         npx = 0 if smkt else px
-        nstop = S.o_stop[ms] if nsp == 0 else nsp
-        keep = npx == S.o_px[ms] and nstop == S.o_stop[ms] and q <= lq
+        nstop = S.o_exp[ms] if nsp == 0 else nsp
+        keep = npx == S.o_px[ms] and nstop == S.o_exp[ms] and q <= lq
         S.o_qty[ms] = q
         if not keep:
             stop_unlink(S, b, s)
             S.o_px[ms] = npx
-            S.o_stop[ms] = nstop
+            S.o_exp[ms] = nstop
             stop_append(S, b, s)
         emit_event(O, r, seq, ts, sym, oid, S.o_acct[ms], SELL if (fl & FL_SELL) != 0 else BUY,
                    EV_REPLACED, R_NONE, npx, q, q)
@@ -1593,7 +1593,8 @@ def _make_step(RISK):
             is_market = (fl & FL_SMKT) != 0
             stop_unlink(S, b, s)
             S.o_flags[ms] = fl & np.uint8(~(FL_STOP | FL_SMKT) & 0xFF)
-            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_TRIGGERED, R_NONE, S.o_stop[ms], q, q)
+            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_TRIGGERED, R_NONE, S.o_exp[ms], q, q)
+            S.o_exp[ms] = 0                  # the stop price field is the expiry again: none
             q, stopped, _halt = match_taker(S, O, r, b, seq, ts, oid, acct, side, is_market, px, q, stp,
                                             None, 0, 0, 0)
             if stopped or q == 0 or is_market:

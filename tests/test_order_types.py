@@ -324,6 +324,18 @@ def test_stop_with_pro_rata_and_stp():
                   row(5, 81, B, 101, 1, acct=4)], algo=algo, stp=stp)
 
 
+def test_waiting_stop_is_not_expired_by_a_gtd_sweep():
+    # a waiting stop keeps its stop price where a book order keeps its expiry (o_exp): the GTD
+    # sweep at ts 300 (order 1 due at 200) must leave stop 20 (stop price 150 < 300) waiting, and
+    # once triggered and resting it is not good-till-date
+    ev, _, end = both([row(100, 1, B, 90, 1, exp=200), row(101, 20, B, 160, 2, otype=S.OT_STOP_LIMIT, stop=150),
+                       row(300, 2, SL, 200, 1, acct=2),
+                       row(400, 3, SL, 150, 1, acct=2), row(401, 4, B, 150, 1, acct=3),
+                       row(10**6, 5, B, 10, 1, acct=3)], end_ts=10**7)
+    assert [(o, e, r) for o, e, r, *_ in evp(ev) if e in (EX, TR)] == [(1, EX, S.R_EXPIRE_TIME), (20, TR, 0)]
+    assert [o for o, *_ in evp(end.events)] == []
+
+
 def test_stop_not_supported_with_risk():
     from hpte.engine.risk.limits import RiskLimits
     eng = Engine(risk=RiskLimits.from_toml("[defaults]\nmax_order_qty = 100\n"))
@@ -352,7 +364,7 @@ def test_stop_submit_order_path_and_growth():
 
 @settings(max_examples=30, deadline=None)
 @given(stp=st.sampled_from(list(S.STP_NAMES)), algo=st.sampled_from(["fifo", "pro-rata", "allocation"]),
-       cols=order_streams(max_rows=60, n_symbols=2, n_accounts=3, n_prices=4, stops=True))
+       cols=order_streams(max_rows=60, n_symbols=2, n_accounts=3, n_prices=4, stops=True, gtd=True))
 def test_stops_match_reference(stp, algo, cols):
     ref = _outputs(ReferenceEngine(stp=stp, algo=algo), cols, None)
     for size in (1, 7, None):
