@@ -230,7 +230,12 @@ def order_streams(draw, min_rows: int = 0, max_rows: int = 60, n_symbols: int = 
                 row["expire_ts_ns"] = _pick(draw, [(85, ts + draw(st.integers(1, 8))), (8, ts),
                                                    (4, 10**10), (3 * bad, -1)])
             if stops and otype in (S.OT_STOP, S.OT_STOP_LIMIT):
-                row["stop_price_ticks"] = _pick(draw, [(95, draw(st.integers(97, 104))), (3 * bad, 0), (2 * bad, -2)])
+                if "expire_ts_ns" in row and draw(st.integers(0, 9)) > 0:
+                    del row["expire_ts_ns"]         # mostly no GTD stop (INVALID_EXPIRE)
+                last = sim.books[symbol].last if symbol in sim.books else 0   # generation only
+                near = last + draw(st.integers(-2, 2)) if last else 100
+                row["stop_price_ticks"] = _pick(draw, [(50, near), (45, draw(st.integers(97, 104))), (3 * bad, 0),
+                                                       (2 * bad, -2)])
                 if row["tif"] in (S.TIF_IOC, S.TIF_FOK) and draw(st.integers(0, 3)) > 0:
                     row["tif"] = S.TIF_GTC          # mostly valid stops (a few IOC / FOK rejects)
             elif stops and bad and draw(st.integers(0, 29)) == 0:
