@@ -33,6 +33,7 @@ class Inputs(NamedTuple):
     post: np.ndarray     # uint8 0/1
     force: np.ndarray    # uint8 reject reason forced by the engine (0 = none)
     exp: np.ndarray      # int64 ns good-till-date expiry (0 = none)
+    stop: np.ndarray     # int64 ticks stop price of STOP / STOP_LIMIT rows (0 = none)
 
 
 class State(NamedTuple):
@@ -53,7 +54,8 @@ class State(NamedTuple):
     o_flags: np.ndarray
     tab: np.ndarray
     o_arow: np.ndarray   # int32[P] risk account row of each order (engines with risk; else empty)
-    o_exp: np.ndarray    # int64[P] good-till-date expiry (ns) of each order, 0 = none
+    o_exp: np.ndarray    # int64[P] good-till-date expiry (ns) of each order, 0 = none; a waiting
+                         #   stop's stop price (kernels/book.py)
 
 
 class Outputs(NamedTuple):
@@ -462,6 +464,8 @@ class BookStore:
             bk[:, K.F_FREE] = -1
             bk[:, K.F_PHEAD] = -1
             bk[:, K.F_PTAIL] = -1
+            bk[:, K.F_SHEAD] = -1
+            bk[:, K.F_STAIL] = -1
             # centre each new ladder on the first positive limit price of a new order
             # F_BASE holds the first price until the book gets its ladder (centred on it)
             bk[:, K.F_BASE] = _first_prices(new, symbol, px, action, otype, self.init_levels // 2)
@@ -523,11 +527,11 @@ class BookStore:
         bk = self.S.bk
         if books.size == 1:  # one order: the common low-latency case
             b = int(books[0])
-            if bk[b, K.F_NLEV] > 0 and (action[0] != Sch.ACT_NEW or bk[b, K.F_PCAP] > bk[b, K.F_NREST] + bk[b, K.F_NPARK]):
+            if bk[b, K.F_NLEV] > 0 and (action[0] != Sch.ACT_NEW or bk[b, K.F_PCAP] > bk[b, K.F_NREST] + bk[b, K.F_NPARK] + bk[b, K.F_NSTOP]):
                 return 0
         nb = self.n_books
         new_rows = np.bincount(books[action == Sch.ACT_NEW], minlength=nb)
-        live = bk[:, K.F_NREST] + bk[:, K.F_NPARK]
+        live = bk[:, K.F_NREST] + bk[:, K.F_NPARK] + bk[:, K.F_NSTOP]
         if at_most_double:
             pcap = bk[:, K.F_PCAP]
             want = np.minimum(live + new_rows, np.maximum(2 * pcap, self.init_pool))
@@ -578,7 +582,7 @@ class BookStore:
         if self.p_end + pcap <= self.S.o_id.shape[0] and self.t_end + tsize <= self.S.tab.shape[0]:
             self._move_pool(b, pcap, tsize)
             return
-        full = ((bk[:, K.F_NREST] + bk[:, K.F_NPARK]) * 4 >= bk[:, K.F_PCAP] * 3) & (bk[:, K.F_PCAP] > 0)
+        full = ((bk[:, K.F_NREST] + bk[:, K.F_NPARK] + bk[:, K.F_NSTOP]) * 4 >= bk[:, K.F_PCAP] * 3) & (bk[:, K.F_PCAP] > 0)
         full[b] = True
         self._grow_pools(np.flatnonzero(full), 2 * bk[:, K.F_PCAP])
 
@@ -642,7 +646,7 @@ class BookStore:
             return 0
         bk = S.bk
         pcap = bk[:, K.F_PCAP]
-        live = bk[:, K.F_NREST] + bk[:, K.F_NPARK]
+        live = bk[:, K.F_NREST] + bk[:, K.F_NPARK] + bk[:, K.F_NSTOP]   # slots in use
         target = np.where(live > 0, np.maximum(live + (live + 3) // 4, self.init_pool), 0)
         full = self._full_reserve[:target.size]
         if full.size:     # the last fully reserved batch's NEW rows: room the next one would want
@@ -680,6 +684,11 @@ class BookStore:
         while s >= 0:              # parked orders (a paused symbol's) rest in the ladder later
             px.append(int(S.o_px[poff + s]))
             s = int(S.o_next[poff + s])
+        s = int(S.bk[b, K.F_SHEAD])
+        while s >= 0:              # untriggered stop-limits rest at their price once triggered
+            if not S.o_flags[poff + s] & K.FL_SMKT:
+                px.append(int(S.o_px[poff + s]))
+            s = int(S.o_next[poff + s])
         return (min(px), max(px)) if px else None
 
     def ladder_for(self, b: int, px: int) -> bool:
@@ -715,6 +724,10 @@ class BookStore:
     # ---- accounting ----------------------------------------------------------------------
     def nbytes(self) -> int:
         return int(sum(a.nbytes for a in self.S))
+
+    def stops(self) -> int:
+        """Untriggered stop orders waiting outside the books (kernels/book.py F_SHEAD)."""
+        return int(self.S.bk[:, K.F_NSTOP].sum()) if self.n_books else 0
 
     def parked(self) -> int:
         """Orders parked by paused symbols (kernels/book.py F_PHEAD), waiting for an auction."""

@@ -53,7 +53,7 @@ class _OneRow:
                         px=_ro(c["price_ticks"]), qty=_ro(c["qty"]), action=_ro(c["action"]),
                         otype=_ro(c["order_type"]), tif=_ro(c["tif"]), acct=_ro(c["account"]),
                         post=_ro(c["post_only"]), force=_ro(self.force),
-                        exp=_ro(c["expire_ts_ns"]))
+                        exp=_ro(c["expire_ts_ns"]), stop=_ro(c["stop_price_ticks"]))
         self.book = np.zeros(1, np.int64)
         self.bufs = OutputBuffers()         # output rows, kept across calls
         self.fn = None                      # the compiled entry point, once known
@@ -247,7 +247,8 @@ class Engine:
         I = Inputs(ts=_ro(c["ts_ns"]), oid=_ro(c["order_id"]), side=_ro(c["side"]),
                    px=_ro(c["price_ticks"]), qty=_ro(c["qty"]), action=_ro(c["action"]),
                    otype=_ro(c["order_type"]), tif=_ro(c["tif"]), acct=_ro(c["account"]),
-                   post=_ro(c["post_only"]), force=_ro(force), exp=_ro(c["expire_ts_ns"]))
+                   post=_ro(c["post_only"]), force=_ro(force), exp=_ro(c["expire_ts_ns"]),
+                   stop=_ro(c["stop_price_ticks"]))
         if self.risk is not None:
             fills, events, deltas = self._submit_risk(I, books, c, n, want, copy)
         elif self._gpu is not None:
@@ -281,7 +282,7 @@ class Engine:
     def submit_order(self, ts_ns: int, order_id: int, side: int, price_ticks: int, qty: int,
                      action: int = S.ACT_NEW, order_type: int = S.OT_LIMIT, tif: int = S.TIF_GTC,
                      account: int = 0, symbol: int = 0, post_only: int = 0, expire_ts_ns: int = 0,
-                     outputs=None) -> Result:
+                     stop_price_ticks: int = 0, outputs=None) -> Result:
         """One order, the low-latency way: scalars in, no batch validation or allocation beyond
         the few output rows returned. Same semantics and outputs as ``submit`` of a one-row
         batch (values are range-checked the same way). outputs: as for ``submit``."""
@@ -289,13 +290,13 @@ class Engine:
         if self.risk is not None:
             return self.submit(outputs=want, batch={k: np.array([v], dt) for (k, dt, _r, _d), v in zip(
                 S.ORDER_COLUMNS, (ts_ns, order_id, side, price_ticks, qty, action, order_type, tif,
-                                  account, symbol, post_only, expire_ts_ns))})
+                                  account, symbol, post_only, expire_ts_ns, stop_price_ticks))})
         one = self._one
         if one is None:
             one = self._one = _OneRow()
         try:
             one.set(ts_ns, order_id, side, price_ticks, qty, action, order_type, tif, account, symbol, post_only,
-                    expire_ts_ns)
+                    expire_ts_ns, stop_price_ticks)
         except (OverflowError, ValueError, TypeError) as e:
             raise InputError(f"submit_order: {e}") from None
         if self.last_ts is not None and ts_ns < self.last_ts:
@@ -579,7 +580,7 @@ class Engine:
 
     def _remove(self, ts_ns: int, mode: int, acct: int, code: int, reason: int) -> Result:
         """remove_orders_cpu over every book (mode -1: nothing), with risk releases."""
-        nrest = self.store.resting() + self.store.parked() if mode >= 0 else 0
+        nrest = self.store.resting() + self.store.parked() + self.store.stops() if mode >= 0 else 0
         O = alloc_outputs([[0, nrest + 1, nrest + 1]])
         if mode >= 0:
             remove_orders_cpu(self.store.S, O, self.store.books_by_symbol(), np.uint64(self.seq),
@@ -620,10 +621,16 @@ class Engine:
             nrest = int(self.store.S.bk[b, K.F_NREST])
             m = nrest if self.stp != S.STP_NONE else min(max(int(I.qty[row]), 0), nrest)
             bk = self.store.S.bk
+            need = [m, 2 * m + 4 + extra, m + 3 + extra]
+            ns = int(bk[b, K.F_NSTOP])
+            if self.risk is None and (ns or int(I.otype[row]) >= S.OT_STOP):   # as the kernel reserves
+                need = list(K.stop_room(nrest, ns))
             nexp = int(bk[b, K.F_NEXP])
             if nexp and int(I.ts[row]) >= nexp:   # a good-till-date sweep is due before the row:
-                extra += nrest + int(bk[b, K.F_NPARK])   # up to every order of the book expires
-            O = grow_outputs(O, r, np.array([m, 2 * m + 4 + extra, m + 3 + extra], np.int64))
+                x = nrest + int(bk[b, K.F_NPARK])   # up to every order of the book expires
+                need[1] += x
+                need[2] += x
+            O = grow_outputs(O, r, np.array(need, np.int64))
             self.grow_counts["output"] += 1
         else:  # pragma: no cover - a kernel bug
             raise RuntimeError(f"kernel returned unknown status {st}")

@@ -115,7 +115,7 @@ class DeviceBookStore(BookStore):
             return 0
         bk = self._bk()
         new_rows = np.bincount(books[action == Sch.ACT_NEW], minlength=bk.shape[0])
-        if not ((new_rows > bk[:, K.F_PCAP] - bk[:, K.F_NREST]).any()
+        if not ((new_rows > bk[:, K.F_PCAP] - bk[:, K.F_NREST] - bk[:, K.F_NSTOP]).any()
                 or ((new_rows > 0) & (bk[:, K.F_NLEV] == 0)).any()):
             return 0
         return super().reserve(books, action, at_most_double)
@@ -288,7 +288,12 @@ class GpuMatcher:
             nexp = S.bk[b_out, K.F_NEXP]
             x = xp.where((nexp != 0) & (dI.ts[row_out] >= nexp),
                          S.bk[b_out, K.F_NREST] + S.bk[b_out, K.F_NPARK], 0)
-            need = xp.stack([m, 2 * m + 4 + x, m + 3 + x], axis=1)
+            # books with untriggered stops (or a NEW stop row) reserve K.stop_room: the cascade
+            ns = S.bk[b_out, K.F_NSTOP]
+            sk = nrest + 2 * ns + 4
+            st_ = (ns != 0) | (dI.otype[row_out] >= Sch.OT_STOP)
+            need = xp.stack([xp.where(st_, sk, m), xp.where(st_, 8 * sk + 8, 2 * m + 4) + x,
+                             xp.where(st_, 3 * sk + 4, m + 3) + x], axis=1)
             O = grow_outputs_xp(xp, O, r_out, need)
             eng.grow_counts["output"] += int(r_out.shape[0])
         other = B.to_host(xp.stack([st, row, b], axis=1)[~out_mask])

@@ -14,7 +14,7 @@ import numpy as np
 from . import schema as S
 from .book_state import NO_ROWS, STREAMS, Rows, parse_outputs
 from .engine import Engine
-from .io import Columns, TableWriter, events_table, read_orders, to_arrow, write_columns, write_table
+from .io import Columns, InputError, TableWriter, events_table, read_orders, to_arrow, write_columns, write_table
 from .schema import arrow_schema
 
 
@@ -177,6 +177,12 @@ def match_file(orders: str | Path, fills: str | Path, events: str | Path | None 
     in memory instead (all three streams: ``hpte match --itch`` needs them). notice: a context
     manager factory wrapped around the kernels' warm-up (the CLI's "compiling kernels" notice)."""
     cols = read_orders(orders)
+    if keep:
+        stops = np.flatnonzero((cols["action"] == S.ACT_NEW) & ((cols["order_type"] == S.OT_STOP)
+                                                                  | (cols["order_type"] == S.OT_STOP_LIMIT)))
+        if stops.size:   # their waiting time would show as orders in the ITCH book (issue 11)
+            raise InputError(f"column 'order_type' row {int(stops[0])}: ITCH out (--itch) does not publish "
+                             "STOP / STOP_LIMIT orders yet; match this file without --itch")
     with (notice() if notice is not None else nullcontext()):
         from .device import resolve_device
         warm_up(resolve_device(device).kind, risk is not None)

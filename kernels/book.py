@@ -34,7 +34,9 @@ State tuple ``S`` (see engine/book_state.py for allocation):
   tab     int32[T]       open-addressing id index: local slot + 1, 0 = empty
   o_arow  int32[P]       (risk) account row of each order; empty without risk
   o_exp   int64[P]       good-till-date expiry (ns), 0 = none; stale on free slots (only
-                         slots the id index maps to count)
+                         slots the id index maps to count). For a waiting stop (flag FL_STOP,
+                         never good-till-date) its stop price (ticks) instead: no pool array
+                         more for stops; reset to 0 when the stop triggers
 """
 from __future__ import annotations
 
@@ -55,12 +57,13 @@ from hpte.kernels.risk.checks import G_NEED_PX, risk_fill_book, risk_release_boo
 
 from .enums import (
     ACT_CANCEL, ACT_NEW, ACT_REPLACE, BUY, EV_ACCEPTED, EV_CANCELLED, EV_EXPIRED, EV_FILLED,
-    EV_PARTIALLY_FILLED, EV_REJECTED, EV_REPLACED, OT_LIMIT, OT_MARKET, R_DUPLICATE_ORDER_ID,
+    EV_PARTIALLY_FILLED, EV_REJECTED, EV_REPLACED, EV_TRIGGERED, OT_LIMIT, OT_MARKET, OT_STOP, OT_STOP_LIMIT,
+    R_DUPLICATE_ORDER_ID, R_INVALID_STOP_PRICE, R_INVALID_STOP_TIF, R_STOP_NOT_SUPPORTED, R_UNEXPECTED_STOP_PRICE,
     R_FOK_NOT_FILLABLE, R_INVALID_ACTION, R_INVALID_ORDER_TYPE, R_INVALID_POST_ONLY,
     R_INVALID_PRICE, R_INVALID_QTY, R_INVALID_SIDE, R_INVALID_TIF, R_NONE, R_NOT_OWNER,
     R_EXPIRE_IN_PAST, R_EXPIRE_TIME, R_INVALID_EXPIRE, R_POST_ONLY_WOULD_TAKE, R_PRICE_BAND, R_SELF_TRADE, R_UNKNOWN_ORDER, R_VELOCITY, RR_SYMBOL_PAUSED,
     SELL, STP_CANCEL_BOTH, TS_PAUSED,
-    STP_CANCEL_NEWEST, STP_CANCEL_OLDEST, STP_DECREMENT, STP_NONE, TIF_DAY, TIF_FOK, TIF_GTC,
+    STP_CANCEL_NEWEST, STP_CANCEL_OLDEST, STP_DECREMENT, STP_NONE, TIF_DAY, TIF_FOK, TIF_GTC, TIF_IOC,
 )
 
 # numba's IR inliner trips its own pedantic scope check on these functions (harmless: the
@@ -98,7 +101,15 @@ F_LMM0 = 25     # the LMM accounts: bk[b, F_LMM0 : F_LMM0 + F_NLMM]
 MAX_LMM = 7
 F_NEXP = 32     # earliest expire_ts_ns (ns) of the book's good-till-date orders, 0 = none (may be
                 #   stale-early after a cancel: the sweep then finds nothing due and recomputes it)
-NF = 34
+# Stop orders (README "Stop and stop-limit orders"): untriggered stops wait in pool slots outside
+# the ladder, in a list in acceptance order (linked through o_next / o_prev like the parked list)
+F_LAST = 34     # price (ticks) of the book's last trade, 0 = none yet
+F_SHEAD = 35    # first untriggered stop (local slot), -1 none
+F_STAIL = 36    # last untriggered stop
+F_NSTOP = 37    # untriggered stops (0: the step never looks at them: the FIFO path stays as it was)
+F_SBMIN = 38    # lowest stop price of the waiting buy stops, 0 = none; F_SSMAX: highest of the
+F_SSMAX = 39    #   sell stops. Both may be stale-wide after a cancel (a scan recomputes them)
+NF = 40
 
 # Allocation steps (bits of bk[b, F_ALGO]); steps 0 (R >= T: everything fills) and 5 (FIFO
 # residual) always apply, so a book with no bit set is plain FIFO
@@ -121,6 +132,8 @@ ST_NEED_MAP = 5      # (risk) the open-order map of the risk state is half full
 FL_SELL = 1
 FL_POST = 8
 FL_PARKED = 16
+FL_STOP = 32     # an untriggered stop (in the book's stop list, not in the ladder)
+FL_SMKT = 64     # ... a stop-market one (a MARKET order once triggered; o_px 0)
 
 _U1 = np.uint64(1)
 _U0 = np.uint64(0)
@@ -481,6 +494,80 @@ def park_unlink(S, b, s):
     S.o_flags[poff + s] &= np.uint8(~FL_PARKED & 0xFF)
 
 
+@register_jitable
+def stop_append(S, b, s):
+    """Put slot s (fields set: o_exp = its stop price, flags with FL_STOP) at the back of book b's stop list
+    (acceptance order) and widen the book's trigger bounds to its stop price."""
+    bk = S.bk
+    poff = bk[b, F_POFF]
+    t = bk[b, F_STAIL]
+    S.o_prev[poff + s] = t
+    S.o_next[poff + s] = -1
+    if t >= 0:
+        S.o_next[poff + t] = s
+    else:
+        bk[b, F_SHEAD] = s
+    bk[b, F_STAIL] = s
+    bk[b, F_NSTOP] += 1
+    sp = S.o_exp[poff + s]
+    if (S.o_flags[poff + s] & FL_SELL) != 0:
+        if bk[b, F_SSMAX] == 0 or sp > bk[b, F_SSMAX]:
+            bk[b, F_SSMAX] = sp
+    else:
+        if bk[b, F_SBMIN] == 0 or sp < bk[b, F_SBMIN]:
+            bk[b, F_SBMIN] = sp
+
+
+@register_jitable
+def stop_unlink(S, b, s):
+    """Take slot s out of book b's stop list (does not free it; the bounds stay, stale-wide)."""
+    bk = S.bk
+    poff = bk[b, F_POFF]
+    p = S.o_prev[poff + s]
+    n = S.o_next[poff + s]
+    if p >= 0:
+        S.o_next[poff + p] = n
+    else:
+        bk[b, F_SHEAD] = n
+    if n >= 0:
+        S.o_prev[poff + n] = p
+    else:
+        bk[b, F_STAIL] = p
+    bk[b, F_NSTOP] -= 1
+    if bk[b, F_NSTOP] == 0:
+        bk[b, F_SBMIN] = 0
+        bk[b, F_SSMAX] = 0
+
+
+@register_jitable
+def stop_next_due(S, b):
+    """The first stop of book b's list (acceptance order) that its last trade price triggers (a
+    buy stop at or below it, a sell stop at or above it), as a local slot, or -1; recomputes the
+    trigger bounds of the stops that stay. Call only when bk[b, F_LAST] != 0."""
+    bk = S.bk
+    poff = bk[b, F_POFF]
+    last = bk[b, F_LAST]
+    found = -1
+    bmin = np.int64(0)
+    smax = np.int64(0)
+    s = bk[b, F_SHEAD]
+    while s >= 0:
+        sp = S.o_exp[poff + s]
+        sell = (S.o_flags[poff + s] & FL_SELL) != 0
+        if found < 0 and ((sell and last <= sp) or ((not sell) and last >= sp)):
+            found = s
+        elif sell:
+            if smax == 0 or sp > smax:
+                smax = sp
+        else:
+            if bmin == 0 or sp < bmin:
+                bmin = sp
+        s = S.o_next[poff + s]
+    bk[b, F_SBMIN] = bmin
+    bk[b, F_SSMAX] = smax
+    return found
+
+
 @register_jitable(inline="always")
 def add_resting(S, b, s):
     """Put slot s (fields already set) at the back of its price level."""
@@ -584,7 +671,7 @@ def rest_price(R, sr, side, px):
 def gtd_live(S, b, poff, s):
     """Expiry (ns) of local slot s of book b if it holds a live good-till-date order, else 0."""
     e = S.o_exp[poff + s]
-    if e == 0:
+    if e == 0 or (S.o_flags[poff + s] & FL_STOP) != 0:     # a waiting stop's field is its stop price
         return np.int64(0)
     if id_find(S.tab, S.bk[b, F_TOFF], S.bk[b, F_TMASK], S.o_id, poff, S.o_id[poff + s]) != s:
         return np.int64(0)      # a free slot's stale expiry
@@ -614,6 +701,19 @@ def gtd_scan(S, b, poff, ts):
         elif nxt == 0 or e < nxt:
             nxt = e
     return best, ndue, nxt
+
+
+@register_jitable
+def stop_room(nrest, ns):
+    """Output rows (fills, events, deltas) a row of a book with `nrest` resting orders and `ns`
+    untriggered stops (or a NEW stop) reserves: the row and every stop it may trigger, each a
+    taker in turn. Every fill either completes a maker (at most nrest + ns + 1 orders: stops
+    that rest may be taken later in the cascade) or completes a taker (at most ns + 2), so
+    K = nrest + 2 ns + 4 bounds the fills; events: two per fill, at most two per self-trade
+    (each ends a maker or a taker) and three per taker; deltas: one per level a maker left,
+    three per taker. The engine's output growth uses the same function."""
+    k = nrest + 2 * ns + 4
+    return k, 8 * k + 8, 3 * k + 4
 
 
 def _make_step(RISK):
@@ -758,6 +858,7 @@ def _make_step(RISK):
         maker_side = SELL if side == BUY else BUY
         q -= f
         S.o_qty[ms] = mq
+        S.bk[b, F_LAST] = lp
         emit_fill(O, r, seq, ts, sym, oid, mid, acct, macct, side, lp, f)
         if RISK:
             risk_fill(R, sr, ts, tar, side, npx, q == 0, np.int64(S.o_arow[ms]), mq == 0, lp, f)
@@ -993,6 +1094,7 @@ def _make_step(RISK):
                     q -= f
                     S.o_qty[ms] = mq
                     removed_q += f
+                    bk[b, F_LAST] = lp
                     emit_fill(O, r, seq, ts, sym, oid, mid, acct, macct, side, lp, f)
                     if RISK:
                         risk_fill(R, sr, ts, tar, side, npx, q == 0, np.int64(S.o_arow[ms]), mq == 0, lp, f)
@@ -1076,7 +1178,7 @@ def _make_step(RISK):
         Anything but ST_OK means the row was not applied: the caller grows what the status
         names and calls again for the same row (with RISK, breaker transitions that were due at
         the row's time may already have been written; they are not repeated).
-        I: input columns (ts, oid, side, px, qty, action, otype, tif, acct, post, force, exp), length n.
+        I: input columns (ts, oid, side, px, qty, action, otype, tif, acct, post, force, exp, stop), length n.
         The drivers call ``gtd_due`` before it (good-till-date orders due at the row's ts expire
         first; kept out of the inlined step, which measured ~5% slower on FIFO flows with it).
         """
@@ -1088,8 +1190,13 @@ def _make_step(RISK):
         else:
             m = min(max(q, 0), nrest)
         extra = 8 if RISK else 0   # breaker transitions: at most 4 events and 4 deltas a row
-        if (O.cur[r, 0] + m > O.cap[r, 0] or O.cur[r, 1] + 2 * m + 4 + extra > O.cap[r, 1]
-                or O.cur[r, 2] + m + 3 + extra > O.cap[r, 2]):
+        ne = 2 * m + 4 + extra
+        nd = m + 3 + extra
+        ns = bk[b, F_NSTOP]
+        if not RISK and (ns != 0 or I.otype[i] >= OT_STOP):
+            # stops may trigger after the row, each one a taker in turn (stop_room)
+            m, ne, nd = stop_room(nrest, ns)
+        if O.cur[r, 0] + m > O.cap[r, 0] or O.cur[r, 1] + ne > O.cap[r, 1] or O.cur[r, 2] + nd > O.cap[r, 2]:
             return ST_NEED_OUTPUT
         ts = I.ts[i]
         oid = I.oid[i]
@@ -1118,13 +1225,13 @@ def _make_step(RISK):
             rej = R_NONE
             if side != BUY and side != SELL:
                 rej = R_INVALID_SIDE
-            elif otype != OT_LIMIT and otype != OT_MARKET:
+            elif otype > OT_STOP_LIMIT:
                 rej = R_INVALID_ORDER_TYPE
             elif tif > TIF_DAY:
                 rej = R_INVALID_TIF
             elif q <= 0:
                 rej = R_INVALID_QTY
-            elif otype == OT_LIMIT and px <= 0:
+            elif (otype == OT_LIMIT or otype == OT_STOP_LIMIT) and px <= 0:
                 rej = R_INVALID_PRICE
             elif post and not (otype == OT_LIMIT and (tif == TIF_GTC or tif == TIF_DAY)):
                 rej = R_INVALID_POST_ONLY
@@ -1132,6 +1239,14 @@ def _make_step(RISK):
                 rej = R_INVALID_EXPIRE
             elif I.exp[i] != 0 and I.exp[i] <= ts:
                 rej = R_EXPIRE_IN_PAST
+            elif I.stop[i] != 0 and otype < OT_STOP:
+                rej = R_UNEXPECTED_STOP_PRICE
+            elif otype >= OT_STOP and RISK:
+                rej = R_STOP_NOT_SUPPORTED
+            elif otype >= OT_STOP and I.stop[i] <= 0:
+                rej = R_INVALID_STOP_PRICE
+            elif otype >= OT_STOP and (tif == TIF_IOC or tif == TIF_FOK):
+                rej = R_INVALID_STOP_TIF
             elif id_find(S.tab, toff, tmask, S.o_id, poff, oid) >= 0:
                 rej = R_DUPLICATE_ORDER_ID
             elif I.force[i] != 0:
@@ -1139,6 +1254,8 @@ def _make_step(RISK):
             if rej != R_NONE:
                 emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, rej, px, q, 0)
                 return ST_OK
+            if not RISK and otype >= OT_STOP:
+                return stop_accept(I, S, O, r, i, b, seq)
             is_market = otype == OT_MARKET
             rests = (not is_market) and (tif == TIF_GTC or tif == TIF_DAY)
             if paused and not rests:
@@ -1233,6 +1350,12 @@ def _make_step(RISK):
         oside = SELL if (fl & FL_SELL) != 0 else BUY
         opx = S.o_px[ms]
         if act == ACT_CANCEL:
+            if not RISK and (fl & FL_STOP) != 0:     # an untriggered stop: not in the book
+                stop_unlink(S, b, s)
+                id_delete(S.tab, toff, tmask, S.o_id, poff, oid)
+                slot_free(S, b, poff, s)
+                emit_event(O, r, seq, ts, sym, oid, acct, oside, EV_CANCELLED, R_NONE, opx, lq, 0)
+                return ST_OK
             if RISK:
                 rr, npx = risk_gate(I, O, r, i, seq, R, sym, act, oside, px, q, lq, opx)
                 if rr != 0:
@@ -1251,11 +1374,15 @@ def _make_step(RISK):
             return ST_OK
 
         # REPLACE: q = new open quantity, px = new price
+        if not RISK and (fl & FL_STOP) != 0:
+            return stop_replace(I, S, O, r, i, b, seq, s)
         rej = R_NONE
         if q <= 0:
             rej = R_INVALID_QTY
         elif px <= 0:
             rej = R_INVALID_PRICE
+        elif I.stop[i] != 0:
+            rej = R_UNEXPECTED_STOP_PRICE
         elif (fl & FL_POST) != 0 and crosses(S, b, oside, False, px):
             rej = R_POST_ONLY_WOULD_TAKE
         elif I.force[i] != 0:
@@ -1351,6 +1478,137 @@ def _make_step(RISK):
         return ST_OK
 
     @register_jitable
+    def stop_accept(I, S, O, r, i, b, seq):
+        """A valid NEW STOP / STOP_LIMIT row i: ACCEPTED, then it waits in book b's stop list
+        (a pool slot outside the ladder: no delta, not in the visible book). A stop-limit's
+        price must lie inside the ladder (it rests there once triggered)."""
+        bk = S.bk
+        if bk[b, F_FREE] < 0 and bk[b, F_HW] >= bk[b, F_PCAP]:
+            return ST_NEED_POOL
+        lim = I.otype[i] == OT_STOP_LIMIT
+        px = I.px[i]
+        if lim and outside_ladder(S, b, px):
+            return ST_NEED_LADDER
+        poff = bk[b, F_POFF]
+        oid = I.oid[i]
+        q = I.qty[i]
+        side = I.side[i]
+        tpx = px if lim else 0
+        emit_event(O, r, seq, I.ts[i], bk[b, F_SYM], oid, I.acct[i], side, EV_ACCEPTED, R_NONE, tpx, q, q)
+        s = bk[b, F_FREE]
+        if s >= 0:
+            bk[b, F_FREE] = S.o_next[poff + s]
+        else:
+            s = bk[b, F_HW]
+            bk[b, F_HW] = s + 1
+        ms = poff + s
+        S.o_id[ms] = oid
+        S.o_qty[ms] = q
+        S.o_px[ms] = tpx
+        S.o_acct[ms] = I.acct[i]
+        fl = np.uint8((I.tif[i] << 1) | FL_STOP)
+        if side == SELL:
+            fl |= np.uint8(FL_SELL)
+        if not lim:
+            fl |= np.uint8(FL_SMKT)
+        S.o_flags[ms] = fl
+        S.o_exp[ms] = I.stop[i]          # a waiting stop's stop price (see the State notes)
+        id_insert(S.tab, bk[b, F_TOFF], bk[b, F_TMASK], oid, s)
+        stop_append(S, b, s)
+        return ST_OK
+
+    @register_jitable
+    def stop_replace(I, S, O, r, i, b, seq, s):
+        """REPLACE row i of an untriggered stop (local slot s, owner checked): new quantity, new
+        limit price (stop-limit; a stop-market's row price is ignored), new stop price when
+        stop_price_ticks != 0. It keeps its place in the stop list only when nothing but a
+        smaller quantity changes; else it goes to the back (a new acceptance)."""
+        bk = S.bk
+        poff = bk[b, F_POFF]
+        ms = poff + s
+        fl = S.o_flags[ms]
+        smkt = (fl & FL_SMKT) != 0
+        lq = S.o_qty[ms]
+        q = I.qty[i]
+        px = I.px[i]
+        nsp = I.stop[i]
+        ts = I.ts[i]
+        sym = bk[b, F_SYM]
+        oid = I.oid[i]
+        rej = R_NONE
+        if q <= 0:
+            rej = R_INVALID_QTY
+        elif (not smkt) and px <= 0:
+            rej = R_INVALID_PRICE
+        elif nsp < 0:
+            rej = R_INVALID_STOP_PRICE
+        elif I.force[i] != 0:
+            rej = I.force[i]
+        if rej != R_NONE:
+            emit_event(O, r, seq, ts, sym, oid, I.acct[i], I.side[i], EV_REJECTED, rej, px, q, lq)
+            return ST_OK
+        if (not smkt) and outside_ladder(S, b, px):
+            return ST_NEED_LADDER
+        npx = 0 if smkt else px
+        nstop = S.o_exp[ms] if nsp == 0 else nsp
+        keep = npx == S.o_px[ms] and nstop == S.o_exp[ms] and q <= lq
+        S.o_qty[ms] = q
+        if not keep:
+            stop_unlink(S, b, s)
+            S.o_px[ms] = npx
+            S.o_exp[ms] = nstop
+            stop_append(S, b, s)
+        emit_event(O, r, seq, ts, sym, oid, S.o_acct[ms], SELL if (fl & FL_SELL) != 0 else BUY,
+                   EV_REPLACED, R_NONE, npx, q, q)
+        return ST_OK
+
+    @register_jitable
+    def stops_fire(S, O, r, b, seq, ts, stp):
+        """After a row of book b (plain engine): trigger the stops its last trade price reaches,
+        one at a time, the first in acceptance order first; each enters the book as the taker it
+        now is (TRIGGERED, then matched as a MARKET order (stop) or a LIMIT order at its price
+        (stop-limit) whose remainder rests), and its own trades may trigger more. Outputs go to
+        region r under the row's seq and ts; the step reserved room for all of it (stop_room)."""
+        bk = S.bk
+        sym = bk[b, F_SYM]
+        while bk[b, F_NSTOP] != 0:
+            last = bk[b, F_LAST]
+            if last == 0:
+                return
+            lo = bk[b, F_SBMIN]
+            hi = bk[b, F_SSMAX]
+            if not ((lo != 0 and last >= lo) or (hi != 0 and last <= hi)):
+                return
+            s = stop_next_due(S, b)
+            if s < 0:
+                return
+            poff = bk[b, F_POFF]
+            ms = poff + s
+            oid = S.o_id[ms]
+            acct = S.o_acct[ms]
+            q = S.o_qty[ms]
+            px = S.o_px[ms]
+            fl = S.o_flags[ms]
+            side = SELL if (fl & FL_SELL) != 0 else BUY
+            is_market = (fl & FL_SMKT) != 0
+            stop_unlink(S, b, s)
+            S.o_flags[ms] = fl & np.uint8(~(FL_STOP | FL_SMKT) & 0xFF)
+            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_TRIGGERED, R_NONE, S.o_exp[ms], q, q)
+            S.o_exp[ms] = 0                  # the stop price field is the expiry again: none
+            q, stopped, _halt = match_taker(S, O, r, b, seq, ts, oid, acct, side, is_market, px, q, stp,
+                                            None, 0, 0, 0)
+            if stopped or q == 0 or is_market:
+                if q > 0 and not stopped:       # a stop-market's remainder: nothing left to take
+                    emit_event(O, r, seq, ts, sym, oid, acct, side, EV_EXPIRED, R_NONE, 0, q, 0)
+                id_delete(S.tab, bk[b, F_TOFF], bk[b, F_TMASK], S.o_id, poff, oid)
+                slot_free(S, b, poff, s)
+                continue
+            S.o_qty[ms] = q
+            top_gain(S, b, s, side, px - bk[b, F_BASE])
+            g = add_resting(S, b, s)
+            emit_delta(O, r, seq, ts, sym, side, px, S.lv_qty[g], S.lv_cnt[g])
+
+    @register_jitable
     def gtd_due(I, S, O, r, i, b, seq, R):
         """Before input row i of book b: expire the book's good-till-date orders due at its ts
         (``expire_due``). ST_OK, or ST_NEED_OUTPUT with nothing written."""
@@ -1359,14 +1617,18 @@ def _make_step(RISK):
             esr = R.sr[i]
         return expire_due(S, O, r, b, seq, I.ts[i], S.bk[b, F_SYM], R, esr)
 
-    return step, match_taker, fok_fillable, gtd_due
+    return step, match_taker, fok_fillable, gtd_due, stops_fire
 
 
-_step_plain, match_taker, fok_fillable, gtd_due_plain = _make_step(False)
-process_row_risk, _match_taker_risk, _fok_fillable_risk, gtd_due_risk = _make_step(True)
+_step_plain, match_taker, fok_fillable, gtd_due_plain, _stops_fire_plain = _make_step(False)
+process_row_risk, _match_taker_risk, _fok_fillable_risk, gtd_due_risk, _stops_fire_risk = _make_step(True)
 
 
 @register_jitable(inline="always")
 def process_row(I, S, O, r, i, b, seq, stp):
-    """The per-row step without risk checks or breakers (``_make_step``)."""
-    return _step_plain(I, S, O, r, i, b, seq, stp, None)
+    """The per-row step without risk checks or breakers (``_make_step``), then the stops the
+    row's trades trigger (``stops_fire``; a book with no untriggered stop skips it: one compare)."""
+    st = _step_plain(I, S, O, r, i, b, seq, stp, None)
+    if st == ST_OK and S.bk[b, F_NSTOP] != 0:
+        _stops_fire_plain(S, O, r, b, seq, I.ts[i], stp)
+    return st

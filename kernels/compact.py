@@ -5,8 +5,8 @@ A book's pool is a slice of the flat per-order arrays (o_id, o_qty, ...) holding
 [0, pcap); slots [0, hw) have been used, the freed ones are chained through o_next from F_FREE.
 Pools grow when full and would otherwise never give memory back: a book that once held 50,000
 orders and now holds 5,000 keeps 50,000 slots. ``compact_pool_cpu`` renumbers the live slots
-(resting orders in the ladder, parked orders) to 0 .. live-1, keeping their relative order, so
-that the pool can then be laid out with fewer slots (relayout_cpu copies slots [0, hw)).
+(resting orders in the ladder, parked orders, untriggered stops) to 0 .. live-1, keeping their
+relative order, so that the pool can then be laid out with fewer slots (relayout_cpu copies slots [0, hw)).
 
 Slot numbers are internal: every output and every priority comes from the links (FIFO per
 level, the parked list in arrival order) and the order ids, never from slot numbers (the
@@ -19,21 +19,23 @@ import numpy as np
 from numba import njit
 
 from .book import (
-    F_FREE, F_HW, F_LOFF, F_NLEV, F_PHEAD, F_POFF, F_PTAIL, F_TMASK, F_TOFF, F_TOPA, F_TOPB, id_insert,
+    F_FREE, F_HW, F_LOFF, F_NLEV, F_PHEAD, F_POFF, F_PTAIL, F_SHEAD, F_STAIL, F_TMASK, F_TOFF, F_TOPA, F_TOPB,
+    id_insert,
 )
 
 
 @njit(cache=True, nogil=True)
 def compact_pool_cpu(S, b, newslot):
-    """Renumber book b's live slots (those reachable from its occupied levels and its parked
-    list) to 0 .. live-1 in increasing old-slot order, in place, and rebuild its id table.
+    """Renumber book b's live slots (those reachable from its occupied levels, its parked
+    list and its list of untriggered stops) to 0 .. live-1 in increasing old-slot order, in
+    place, and rebuild its id table.
 
     S: the State (engine/book_state.py). b: the book. newslot: int32 scratch of at least
     bk[b, F_HW] entries (contents ignored; on return newslot[s] is the new number of old slot s,
     or -1 for a free slot). Every per-order array (o_id, o_qty, o_px, o_next, o_prev, o_acct,
     o_flags, o_exp and, when present, o_arow) is moved; links, level heads and tails, the parked
-    list, the TOP orders (F_TOPB / F_TOPA) and the id table follow; afterwards the free list is
-    empty (F_FREE = -1) and F_HW = live. Returns live (slots in use). The pool's capacity
+    list, the stop list, the TOP orders (F_TOPB / F_TOPA) and the id table follow; afterwards the
+    free list is empty (F_FREE = -1) and F_HW = live. Returns live (slots in use). The pool's capacity
     (F_PCAP) and place are unchanged: the caller lays the books out afresh to give memory back.
     """
     bk = S.bk
@@ -49,10 +51,11 @@ def compact_pool_cpu(S, b, newslot):
             while s >= 0:
                 newslot[s] = 0
                 s = S.o_next[poff + s]
-    s = bk[b, F_PHEAD]
-    while s >= 0:
-        newslot[s] = 0
-        s = S.o_next[poff + s]
+    for head in (F_PHEAD, F_SHEAD):    # the parked list, the untriggered stops
+        s = bk[b, head]
+        while s >= 0:
+            newslot[s] = 0
+            s = S.o_next[poff + s]
     live = 0
     for s in range(hw):
         if newslot[s] == 0:
@@ -85,9 +88,10 @@ def compact_pool_cpu(S, b, newslot):
         if S.lv_cnt[g] > 0:
             S.lv_head[g] = newslot[S.lv_head[g]]
             S.lv_tail[g] = newslot[S.lv_tail[g]]
-    if bk[b, F_PHEAD] >= 0:
-        bk[b, F_PHEAD] = newslot[bk[b, F_PHEAD]]
-        bk[b, F_PTAIL] = newslot[bk[b, F_PTAIL]]
+    for head, tail in ((F_PHEAD, F_PTAIL), (F_SHEAD, F_STAIL)):
+        if bk[b, head] >= 0:
+            bk[b, head] = newslot[bk[b, head]]
+            bk[b, tail] = newslot[bk[b, tail]]
     for f in (F_TOPB, F_TOPA):       # local slot + 1, 0 = none (a TOP order is always live)
         if bk[b, f] > 0:
             bk[b, f] = newslot[bk[b, f] - 1] + 1

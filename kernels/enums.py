@@ -12,6 +12,8 @@ ACT_REPLACE = 2
 
 OT_LIMIT = 0
 OT_MARKET = 1
+OT_STOP = 2          # stop (stop-market): a MARKET order once the last trade reaches stop_price_ticks
+OT_STOP_LIMIT = 3    # stop-limit: a LIMIT order at price_ticks once the last trade reaches its stop price
 
 TIF_GTC = 0
 TIF_IOC = 1
@@ -63,6 +65,10 @@ R_AUCTION = 20             # fills and events of a reopening (or stand-alone) ca
 R_EXPIRE_TIME = 21         # a good-till-date order reached its expire_ts_ns (EXPIRED event)
 R_EXPIRE_IN_PAST = 22      # NEW with expire_ts_ns at or before its own ts_ns
 R_INVALID_EXPIRE = 23      # NEW with a negative expire_ts_ns, or one on an order that cannot rest
+R_INVALID_STOP_PRICE = 24  # STOP / STOP_LIMIT with stop_price_ticks <= 0 (REPLACE of a stop: < 0)
+R_UNEXPECTED_STOP_PRICE = 25  # stop_price_ticks on a LIMIT / MARKET order (NEW, or REPLACE of one)
+R_INVALID_STOP_TIF = 26    # STOP / STOP_LIMIT with tif IOC or FOK (a stop waits: GTC or DAY)
+R_STOP_NOT_SUPPORTED = 27  # STOP / STOP_LIMIT on an engine with risk checks (not yet supported there)
 
 # Risk reject reasons (kernels/risk/checks.py; README "Risk limits")
 RR_MAX_ORDER_QTY = 100
@@ -85,6 +91,7 @@ EV_PAUSED = 9              # trading pause: orders accepted and cancelled, nothi
 EV_AUCTION = 10            # call period of the reopening auction
 EV_RESUMED = 11            # continuous trading again (after a limit state or an auction)
 EV_HALTED = 12             # market-wide halt by command
+EV_TRIGGERED = 13          # a stop order's stop price was reached: it enters the book now
 
 TS_CONTINUOUS = 0
 TS_LIMIT = 1

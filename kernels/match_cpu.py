@@ -14,7 +14,7 @@ minutes of cold compilation for the same machine code.)
 Python call, so that it shares run_chunk_cpu's compiled code instead of compiling it again).
 
 ``relayout_cpu``: copies every book from one state layout into a larger one (between kernel
-calls only) and rebuilds bitmaps and id tables.
+calls only) and rebuilds bitmaps and id tables (resting, parked and untriggered stop orders).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit
 
 from .book import (
-    F_ASK, F_BASE, F_BID, F_HW, F_LOFF, F_NEXP, F_NLEV, F_PHEAD, F_POFF, F_SYM, F_TMASK, F_TOFF, ST_OK, bit_clear,
+    F_ASK, F_BASE, F_BID, F_HW, F_LOFF, F_NEXP, F_NLEV, F_PHEAD, F_POFF, F_SHEAD, F_SYM, F_TMASK, F_TOFF, ST_OK, bit_clear,
     bit_set, gtd_due_plain, gtd_due_risk, id_insert, process_row, process_row_risk,
 )
 from hpte.kernels.risk.breaker import brk_end_row
@@ -123,6 +123,10 @@ def relayout_cpu(S, T, nbooks_old):
         while s >= 0:
             id_insert(T.tab, T.bk[b, F_TOFF], T.bk[b, F_TMASK], S.o_id[sp + s], s)
             s = S.o_next[sp + s]
+        s = S.bk[b, F_SHEAD]      # untriggered stops
+        while s >= 0:
+            id_insert(T.tab, T.bk[b, F_TOFF], T.bk[b, F_TMASK], S.o_id[sp + s], s)
+            s = S.o_next[sp + s]
 
 
 @njit(cache=True)
@@ -141,6 +145,10 @@ def index_ids_cpu(S, b):
             id_insert(S.tab, toff, tmask, S.o_id[sp + s], s)
             s = S.o_next[sp + s]
     s = bk[b, F_PHEAD]
+    while s >= 0:
+        id_insert(S.tab, toff, tmask, S.o_id[sp + s], s)
+        s = S.o_next[sp + s]
+    s = bk[b, F_SHEAD]       # untriggered stops
     while s >= 0:
         id_insert(S.tab, toff, tmask, S.o_id[sp + s], s)
         s = S.o_next[sp + s]

@@ -10,8 +10,8 @@ import numpy as np
 from numba import njit
 
 from .book import (
-    F_ASK, F_ASKQTY, F_BASE, F_BID, F_BIDQTY, F_LOFF, F_NLEV, F_PHEAD, F_POFF, F_SYM, F_TMASK,
-    F_TOFF, FL_PARKED, FL_SELL, add_resting, emit_delta, emit_event, emit_fill, id_delete, id_find,
+    F_ASK, F_ASKQTY, F_BASE, F_BID, F_BIDQTY, F_LOFF, F_NLEV, F_PHEAD, F_POFF, F_SHEAD, F_SYM, F_TMASK,
+    F_TOFF, FL_PARKED, FL_SELL, stop_unlink, add_resting, emit_delta, emit_event, emit_fill, id_delete, id_find,
     park_unlink, remove_resting, scan_down, scan_up, slot_free,
 )
 from hpte.kernels.risk.breaker import (
@@ -97,7 +97,8 @@ def l3_cpu(S, order, sym, side, px, oid, acct, qty, tif):
 def remove_orders_cpu(S, O, order, seq, ts, mode, acct, code, reason):
     """Take resting orders out of the books: mode 0 every DAY order and every good-till-date
     order whose expiry is at or before ts (end of session), mode 1
-    every order of account `acct`, mode 2 every order (kill switches). One event (`code`,
+    every order of account `acct`, mode 2 every order (kill switches); per book the book's
+    orders, then the parked ones, then the untriggered stops (DAY stops at end of session). One event (`code`,
     `reason`) per order and one delta per level touched, to region 0, whose capacity must hold
     one event and one delta per resting order. Returns the orders removed."""
     k = 0
@@ -141,6 +142,20 @@ def remove_orders_cpu(S, O, order, seq, ts, mode, acct, code, reason):
                            SELL if (S.o_flags[poff + s] & FL_SELL) != 0 else BUY, code, reason,
                            S.o_px[poff + s], S.o_qty[poff + s], 0)
                 park_unlink(S, b, s)
+                id_delete(S.tab, S.bk[b, F_TOFF], S.bk[b, F_TMASK], S.o_id, poff, oid)
+                slot_free(S, b, poff, s)
+                k += 1
+            s = nxt
+        s = S.bk[b, F_SHEAD]          # untriggered stops (no deltas either), in acceptance order
+        while s >= 0:
+            nxt = S.o_next[poff + s]
+            if mode == 2 or (mode == 1 and S.o_acct[poff + s] == acct) or \
+                    (mode == 0 and ((S.o_flags[poff + s] >> 1) & 3) == TIF_DAY):
+                oid = S.o_id[poff + s]
+                emit_event(O, 0, seq, ts, sym, oid, S.o_acct[poff + s],
+                           SELL if (S.o_flags[poff + s] & FL_SELL) != 0 else BUY, code, reason,
+                           S.o_px[poff + s], S.o_qty[poff + s], 0)
+                stop_unlink(S, b, s)
                 id_delete(S.tab, S.bk[b, F_TOFF], S.bk[b, F_TMASK], S.o_id, poff, oid)
                 slot_free(S, b, poff, s)
                 k += 1

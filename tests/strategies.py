@@ -35,7 +35,7 @@ ORDER_DTYPES = {name: dt for name, dt, _, _ in S.ORDER_COLUMNS}
 
 # Invalid values used now and then (each fits its column's dtype).
 BAD_SIDES = (0, 2, -2, 127)
-BAD_TYPES = (2, 9, 255)
+BAD_TYPES = (4, 9, 255)
 BAD_TIFS = (4, 9, 255)
 BAD_ACTIONS = (3, 7, 255)
 BAD_QTYS = (0, -1, -7)
@@ -174,7 +174,7 @@ def _pick(draw, weighted: Sequence[tuple[int, object]]):
 @st.composite
 def order_streams(draw, min_rows: int = 0, max_rows: int = 60, n_symbols: int = 2,
                   n_accounts: int = 3, n_prices: int = 5, invalid: bool = True,
-                  first_id: int = 1, gtd: bool = False) -> dict[str, np.ndarray]:
+                  first_id: int = 1, gtd: bool = False, stops: bool = False) -> dict[str, np.ndarray]:
     """A stream of order rows (dict of numpy columns of the order schema) that stresses the book.
 
     Prices come from `n_prices` ticks around 100 (buys a little lower than sells, so books both
@@ -185,6 +185,8 @@ def order_streams(draw, min_rows: int = 0, max_rows: int = 60, n_symbols: int = 
     id used before (mostly finished) and an id never used; with the owner's account and book
     most of the time. With `invalid`, a few percent of values are out of range. With `gtd`, a
     half of the NEW rows carry an `expire_ts_ns` a few ns ahead (some in the past, some far ahead).
+    With `stops`, about a third of the NEW rows are STOP / STOP_LIMIT orders with stop prices among
+    the trading prices (a few with a bad stop price or tif), and some REPLACE rows move a stop price.
     """
     n = draw(st.integers(min_rows, max_rows))
     symbols = [0, 7, 1 << 31][: max(1, n_symbols)]
@@ -211,7 +213,8 @@ def order_streams(draw, min_rows: int = 0, max_rows: int = 60, n_symbols: int = 
             side = _pick(draw, [(50, S.BUY), (50, S.SELL), (2 * bad, "bad")])
             if side == "bad":
                 side = draw(st.sampled_from(BAD_SIDES))
-            otype = _pick(draw, [(85, S.OT_LIMIT), (13, S.OT_MARKET), (1 * bad, "bad")])
+            otype = _pick(draw, [(85, S.OT_LIMIT), (13, S.OT_MARKET), (1 * bad, "bad"),
+                                 (25 if stops else 0, S.OT_STOP), (25 if stops else 0, S.OT_STOP_LIMIT)])
             if otype == "bad":
                 otype = draw(st.sampled_from(BAD_TYPES))
             tif = _pick(draw, [(45, S.TIF_GTC), (15, S.TIF_IOC), (12, S.TIF_FOK), (25, S.TIF_DAY),
@@ -226,6 +229,17 @@ def order_streams(draw, min_rows: int = 0, max_rows: int = 60, n_symbols: int = 
             if gtd and draw(st.integers(0, 1)) == 0:
                 row["expire_ts_ns"] = _pick(draw, [(85, ts + draw(st.integers(1, 8))), (8, ts),
                                                    (4, 10**10), (3 * bad, -1)])
+            if stops and otype in (S.OT_STOP, S.OT_STOP_LIMIT):
+                if "expire_ts_ns" in row and draw(st.integers(0, 9)) > 0:
+                    del row["expire_ts_ns"]         # mostly no GTD stop (INVALID_EXPIRE)
+                last = sim.books[symbol].last if symbol in sim.books else 0   # generation only
+                near = last + draw(st.integers(-2, 2)) if last else 100
+                row["stop_price_ticks"] = _pick(draw, [(50, near), (45, draw(st.integers(97, 104))), (3 * bad, 0),
+                                                       (2 * bad, -2)])
+                if row["tif"] in (S.TIF_IOC, S.TIF_FOK) and draw(st.integers(0, 3)) > 0:
+                    row["tif"] = S.TIF_GTC          # mostly valid stops (a few IOC / FOK rejects)
+            elif stops and bad and draw(st.integers(0, 29)) == 0:
+                row["stop_price_ticks"] = 101       # a stop price on a non-stop order
             if oid not in owner:
                 used.append(oid)
             owner[oid] = (account, symbol, side if side in (S.BUY, S.SELL) else S.BUY)
@@ -254,6 +268,8 @@ def order_streams(draw, min_rows: int = 0, max_rows: int = 60, n_symbols: int = 
                        order_type=S.OT_LIMIT, tif=draw(st.sampled_from([S.TIF_GTC, S.TIF_IOC, S.TIF_DAY])),
                        post_only=draw(st.sampled_from([0, 0, 0, 1])))
             side = sd
+            if stops and action == S.ACT_REPLACE and draw(st.integers(0, 3)) == 0:
+                row["stop_price_ticks"] = _pick(draw, [(90, draw(st.integers(97, 104))), (5 * bad, -1)])
             if target is not None and action == S.ACT_REPLACE and draw(st.integers(0, 2)) == 0:
                 # same price: in place (qty <= leaves) or re-entry (qty up)
                 row.update(price_ticks=target.price, qty=max(1, target.leaves + draw(st.integers(-2, 2))))
@@ -285,6 +301,7 @@ def random_stream(rng: np.random.Generator, n: int, n_symbols: int = 3, n_accoun
     cols = {name: np.empty(n, dtype=dt) for name, dt, _, _ in S.ORDER_COLUMNS}
     cols["ts_ns"][:] = 1_000_000 + np.cumsum(rng.integers(0, 3, n))
     cols["expire_ts_ns"][:] = 0             # no good-till-date orders (order_streams(gtd=True) has them)
+    cols["stop_price_ticks"][:] = 0         # no stop orders (order_streams(stops=True) has them)
     used: list[int] = []
     sim = ReferenceEngine()                 # to know which orders are live
     owner: dict[int, tuple[int, int, int]] = {}

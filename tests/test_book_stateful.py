@@ -1,13 +1,15 @@
 """Stateful hypothesis tests of the book, for every engine in IMPLS.
 
-A RuleBasedStateMachine submits NEW limit orders, MARKET orders, cancels, replaces, small
-random batches and end-of-session calls, and keeps a ledger built only from the engine's
+A RuleBasedStateMachine submits NEW limit orders, MARKET orders, stop and stop-limit orders,
+cancels, replaces (of stops too), small random batches and end-of-session calls, and keeps a ledger built only from the engine's
 outputs. Invariants after every step:
 
 - never crossed at rest: per book, best bid < best ask;
 - quantity conserved per order: filled + resting + cancelled + expired + decremented =
   submitted (ACCEPTED qty plus every user REPLACE's change), and every event's leaves_qty is
   the ledger's leaves minus the event's qty;
+- waiting stops are nowhere in the book (book_l3, levels, deltas) until TRIGGERED, which only a
+  waiting stop gets (qty = leaves = its leaves); then it is a taker like any other;
 - price-time priority: within a level, book_l3 lists orders by the seq at which they entered
   it (ACCEPTED, or a re-entering REPLACE; in-place replaces and decrements keep it);
 - book_levels qty/orders equal the book_l3 sums, depth-limited levels are a prefix, and the
@@ -32,12 +34,13 @@ QTYS = st.integers(1, 9)
 
 class _Entry:
     __slots__ = ("side", "account", "price", "leaves", "submitted", "filled", "cancelled",
-                 "expired", "decremented", "stamp")
+                 "expired", "decremented", "stamp", "waiting")
 
     def __init__(self, side, account, price, qty, stamp):
         self.side, self.account, self.price, self.leaves = side, account, price, qty
         self.submitted, self.filled, self.cancelled, self.expired, self.decremented = qty, 0, 0, 0, 0
         self.stamp = stamp
+        self.waiting = False        # an untriggered stop (not in the book)
 
     def consumed(self):
         return self.filled + self.cancelled + self.expired + self.decremented
@@ -114,6 +117,19 @@ class BookMachine(RuleBasedStateMachine):
         self._submit([dict(order_id=self._fresh_id(data), side=side, price_ticks=0, qty=qty,
                            order_type=S.OT_MARKET, tif=tif, account=acct, symbol=sym)])
 
+    @rule(data=st.data(), side=st.sampled_from([S.BUY, S.SELL]), price=PRICES, stop=PRICES, qty=QTYS,
+          otype=st.sampled_from([S.OT_STOP, S.OT_STOP_LIMIT]), tif=st.sampled_from([S.TIF_GTC, S.TIF_DAY]),
+          acct=st.sampled_from(ACCOUNTS), sym=st.sampled_from(SYMBOLS))
+    def stop_order(self, data, side, price, stop, qty, otype, tif, acct, sym):
+        self._submit([dict(order_id=self._fresh_id(data), side=side, price_ticks=price, qty=qty,
+                           order_type=otype, stop_price_ticks=stop, tif=tif, account=acct, symbol=sym)])
+
+    @rule(data=st.data(), price=PRICES, stop=PRICES, qty=st.integers(0, 9))
+    def replace_stop(self, data, price, stop, qty):
+        (sym, oid), acct = self._target(data)
+        self._submit([dict(order_id=oid, side=S.BUY, price_ticks=price, qty=qty, action=S.ACT_REPLACE,
+                           stop_price_ticks=stop, account=acct, symbol=sym)])
+
     @rule(data=st.data())
     def cancel(self, data):
         (sym, oid), acct = self._target(data)
@@ -131,7 +147,7 @@ class BookMachine(RuleBasedStateMachine):
         self._submit([dict(order_id=oid, side=S.BUY, price_ticks=price, qty=qty, action=S.ACT_REPLACE,
                            account=acct, symbol=sym)])
 
-    @rule(cols=order_streams(max_rows=6, first_id=10_000))
+    @rule(cols=order_streams(max_rows=6, first_id=10_000, stops=True))
     def submit_batch(self, cols):
         self._submit(list(iter_rows(cols)))
 
@@ -196,10 +212,20 @@ class BookMachine(RuleBasedStateMachine):
                 assert key not in self.live, f"ACCEPTED {e} while {key} rests"
                 assert qty == leaves > 0
                 self.live[key] = _Entry(side, acct, px, qty, seq)
+                r = inputs[seq - seq0]
+                self.live[key].waiting = r["order_type"] in (S.OT_STOP, S.OT_STOP_LIMIT)
                 continue
             entry = self.live.get(key)
             assert entry is not None, f"event {e} for an order that is not live"
             assert (acct, side) == (entry.account, entry.side), (e, entry.account, entry.side)
+            if ev == S.EV_TRIGGERED:
+                assert entry.waiting and qty == leaves == entry.leaves and rsn == S.R_NONE, e
+                entry.waiting = False
+                entry.stamp = seq           # it enters the book now
+                continue
+            if entry.waiting:
+                assert ev in (S.EV_REPLACED, S.EV_CANCELLED, S.EV_EXPIRED) and rsn in (
+                    S.R_NONE, S.R_END_OF_SESSION), f"{e}: a waiting stop does not trade"
             if ev == S.EV_REPLACED and rsn == S.R_NONE:
                 assert qty == leaves > 0
                 in_place = px == entry.price and qty <= entry.leaves
@@ -248,11 +274,12 @@ class BookMachine(RuleBasedStateMachine):
             return
         levels = as_rows(self.eng.book_levels(), S.LEVEL_COLUMNS)
         l3 = as_rows(self.eng.book_l3(), S.L3_COLUMNS)
-        # L3 = the ledger's live orders, quantity and price
-        assert len(l3) == len(self.live), f"book_l3 has {len(l3)} orders, ledger {len(self.live)}"
+        # L3 = the ledger's live orders (waiting stops are not in the book), quantity and price
+        in_book = sum(1 for e in self.live.values() if not e.waiting)
+        assert len(l3) == in_book, f"book_l3 has {len(l3)} orders, ledger {in_book}"
         for sym, side, px, oid, acct, qty, tif in l3:
             e = self.live.get((sym, oid))
-            assert e is not None, f"resting order {(sym, oid)} unknown to the ledger"
+            assert e is not None and not e.waiting, f"resting order {(sym, oid)} unknown to the ledger or a stop"
             assert (side, px, acct, qty) == (e.side, e.price, e.account, e.leaves), (sym, oid)
             assert tif in (S.TIF_GTC, S.TIF_DAY)
         # books ascending, bids best->worst then asks best->worst, FIFO by stamp

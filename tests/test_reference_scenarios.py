@@ -571,7 +571,7 @@ def test_each_new_reject_reason(impl):
         N(1, B, 100, 1, action=255),            # INVALID_ACTION even on a resting id: leaves 0
         N(3, 0, 0, 0, otype=9, tif=9),          # INVALID_SIDE first
         N(4, 2, 100, 1),                        # INVALID_SIDE
-        N(5, SL, 0, 0, otype=2, tif=9),         # INVALID_ORDER_TYPE before tif/qty/price
+        N(5, SL, 0, 0, otype=4, tif=9),         # INVALID_ORDER_TYPE before tif/qty/price
         N(6, SL, 0, 0, tif=4),                  # INVALID_TIF before qty/price
         N(7, SL, 0, 0, po=1, tif=IOC),          # INVALID_QTY before price/post-only
         N(8, SL, 100, -4),                      # INVALID_QTY

@@ -8,6 +8,7 @@ import pytest
 from reference.matcher import ReferenceEngine
 from strategies import split_batches
 
+from hpte.engine import schema as S
 from hpte.engine.engine import Engine
 
 
@@ -148,9 +149,11 @@ def test_new_books_one_at_a_time_are_appended_and_match_the_reference():
         np.testing.assert_array_equal(eng.book_l3()[k], v, err_msg=k)
 
 
-def _pile_up_then_cancel(rng, n_books, n_pile, n_tail):
+def _pile_up_then_cancel(rng, n_books, n_pile, n_tail, stops=0.0):
     """Every book piles up resting orders (passive prices, some GTD), then most of them are
-    cancelled and trading goes on around the few left: pools that were large hold little."""
+    cancelled and trading goes on around the few left: pools that were large hold little.
+    With ``stops`` > 0 that share of the pile-up rows are stop-limit orders (stop prices on both
+    sides of 1000, so that the tail's trades trigger some of them after a shrink)."""
     n = n_pile + n_tail
     sym = rng.integers(0, n_books, n).astype(np.uint32)
     side = rng.choice(np.array([1, -1], np.int8), n)
@@ -169,9 +172,19 @@ def _pile_up_then_cancel(rng, n_books, n_pile, n_tail):
     side[canc] = side[victims]
     exp = np.where(rng.random(n) < 0.05, n + rng.integers(-n // 2, n, n), 0).astype(np.int64)
     exp[action == 1] = 0
-    return {"ts_ns": np.arange(n, dtype=np.int64), "order_id": oid, "side": side, "price_ticks": px,
+    cols = {"ts_ns": np.arange(n, dtype=np.int64), "order_id": oid, "side": side, "price_ticks": px,
             "qty": rng.integers(1, 20, n).astype(np.int64), "action": action, "symbol": sym,
             "expire_ts_ns": np.maximum(exp, 0)}
+    if stops:
+        stop = (np.arange(n) < n_pile) & (action == 0) & (rng.random(n) < stops)
+        otype = np.zeros(n, np.uint8)
+        otype[stop] = S.OT_STOP_LIMIT
+        sp = np.zeros(n, np.int64)
+        sp[stop] = 1000 + side[stop].astype(np.int64) * rng.integers(1, 15, int(stop.sum()))
+        px[stop] = sp[stop] + side[stop].astype(np.int64) * 2     # the limit, 2 ticks beyond
+        cols["expire_ts_ns"][stop] = 0                           # a stop is never good-till-date
+        cols.update(order_type=otype, stop_price_ticks=sp)
+    return cols
 
 
 def test_compact_pool_keeps_the_book_and_matches_its_python_form():
@@ -206,15 +219,21 @@ def test_compact_pool_keeps_the_book_and_matches_its_python_form():
     assert found == list(range(live))
 
 
-@pytest.mark.parametrize("threads,algo", [(1, "fifo"), (2, "allocation"), (1, "risk")])
+@pytest.mark.parametrize("threads,algo", [(1, "fifo"), (2, "allocation"), (1, "risk"), (1, "stops")])
 def test_pools_shrink_when_mostly_empty_and_match_the_reference(threads, algo):
     """Pools that grew for a pile-up of resting orders shrink (compacted, cut to their live
     orders, every book laid out afresh in smaller arrays) once most orders are cancelled;
     outputs, books and good-till-date expiries afterwards equal the reference's, and the
     state gets smaller. With risk (no limit set: the reference's outputs) the orders' risk rows
-    move too: the risk state ends as that of an engine that never shrinks."""
+    move too: the risk state ends as that of an engine that never shrinks. With stops, untriggered
+    stop-limit orders wait in the pools through the shrinks (the compaction moves the stop list)
+    and are triggered afterwards."""
     from hpte.engine.risk.limits import RiskLimits
-    cols = _pile_up_then_cancel(np.random.default_rng(7 + threads), 5, 4000, 4500)
+    cols = _pile_up_then_cancel(np.random.default_rng(7 + threads), 5, 4000, 4500,
+                                stops=0.05 if algo == "stops" else 0.0)
+    if algo == "stops":
+        algo = "fifo"
+        assert (cols["order_type"] == S.OT_STOP_LIMIT).sum() > 100
     ref = ReferenceEngine(algo="fifo" if algo == "risk" else algo)
     want = ref.submit(cols)
 
@@ -238,6 +257,9 @@ def test_pools_shrink_when_mostly_empty_and_match_the_reference(threads, algo):
             peak = max(peak, eng.state_bytes())
         g = type("R", (), {s: _concat(got, s) for s in ("fills", "events", "deltas")})
         _assert_same(g, want, f"threads {threads} batches {sizes}")
+        if "order_type" in cols:    # stops triggered after the pools shrank (they waited through it)
+            trig = g.events["event"] == S.EV_TRIGGERED
+            assert trig.sum() > 10 and g.events["seq"][trig].max() > 4000, trig.sum()
         assert eng.store.shrinks >= 1, eng.store.shrinks
         assert eng.state_bytes() * 2 < peak, (eng.state_bytes(), peak)
         for k, v in ref.book_l3().items():

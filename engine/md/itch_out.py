@@ -163,6 +163,10 @@ def events_to_itch(events: Mapping, n_fills: int | None = None) -> ItchOut:
     symbols = srt[np.concatenate([[True], srt[1:] != srt[:-1]])] if srt.size else srt
     if symbols.size > 65_535:
         raise ItchError(f"ITCH out: {symbols.size} symbols, but ITCH has at most 65,535 locate codes")
+    trig = np.flatnonzero(code_all == S.EV_TRIGGERED)
+    if trig.size:
+        raise ItchError(f"ITCH out: a stop order was triggered (event at seq {int(_col(events, 'seq', np.int64)[trig[0]])}); "
+                        "ITCH out does not publish STOP / STOP_LIMIT orders yet")
     keep = np.flatnonzero(code_all != S.EV_REJECTED)
     seq = seq[keep]
     ts = ts_all[keep]

@@ -19,9 +19,9 @@ import pyarrow as pa
 from hpte.engine import schema as S
 from hpte.engine.engine import Engine
 
-# the order columns the gateway takes (it has no good-till-date entry yet: expire_ts_ns is left
-# out, so the journal's format is unchanged) and the client's order id
-JOURNAL_SCHEMA = pa.schema([f for f in S.ORDER_SCHEMA if f.name != "expire_ts_ns"]
+# the order columns the gateway takes (it has no good-till-date or stop entry yet: expire_ts_ns
+# and stop_price_ticks are left out, so the journal's format is unchanged) and the client's order id
+JOURNAL_SCHEMA = pa.schema([f for f in S.ORDER_SCHEMA if f.name not in ("expire_ts_ns", "stop_price_ticks")]
                            + [pa.field("client_order_id", pa.uint64(), nullable=False)])
 LIVE = ("OPEN", "PARTIALLY_FILLED")
 TRADES_KEPT = 100_000             # default of max_trades_kept (per symbol)

@@ -49,9 +49,11 @@ def _columns(rows: list[tuple], columns) -> dict:
 
 
 class _Order:
-    __slots__ = ("order_id", "account", "side", "price", "leaves", "tif", "post_only", "market", "expire")
+    __slots__ = ("order_id", "account", "side", "price", "leaves", "tif", "post_only", "market", "expire",
+                 "stop", "stop_market")
 
-    def __init__(self, order_id, account, side, price, leaves, tif, post_only, market=False, expire=0):
+    def __init__(self, order_id, account, side, price, leaves, tif, post_only, market=False, expire=0,
+                 stop=0, stop_market=False):
         self.order_id = order_id
         self.account = account
         self.side = side
@@ -61,6 +63,8 @@ class _Order:
         self.post_only = post_only
         self.market = market
         self.expire = expire        # good-till-date expiry (ns), 0 = none
+        self.stop = stop            # stop price while an untriggered stop, else 0
+        self.stop_market = stop_market   # an untriggered STOP (a MARKET order once triggered)
 
 
 class _Book:
@@ -70,6 +74,8 @@ class _Book:
         self.orders: dict[int, _Order] = {}
         self.algo = None            # engine/matching.py Algo, set by ReferenceEngine._book
         self.top = {S.BUY: None, S.SELL: None}   # each side's TOP order (when still in the book)
+        self.stops: list[_Order] = []   # untriggered stops, in acceptance order (also in `orders`)
+        self.last = 0               # price of the book's last trade, 0 = none yet
 
     def top_order(self, side: int):
         """The side's TOP order, or None: it lost the status when it left the book or was
@@ -105,6 +111,8 @@ def _crosses(side: int, price: int, market: bool, level_price: int) -> bool:
 
 class ReferenceEngine:
     """Plain-Python matcher with the real engine's API; `stp` is a key of schema.STP_NAMES."""
+
+    stops_supported = True          # the risk engines reject STOP / STOP_LIMIT (STOP_NOT_SUPPORTED)
 
     def __init__(self, stp: str = "none", algo: str = "fifo", matching=None):
         if stp not in S.STP_NAMES:
@@ -178,6 +186,10 @@ class ReferenceEngine:
                     if not q:
                         del book.levels[side][p]
                     self._delta(book, side, p)
+            for o in [o for o in book.stops if o.tif == S.TIF_DAY]:     # DAY stops (no delta)
+                self._event(o.order_id, o.account, o.side, S.EV_EXPIRED, S.R_END_OF_SESSION, o.price, o.leaves, 0)
+                book.stops.remove(o)
+                del book.orders[o.order_id]
         return self._result()
 
     def book_levels(self, depth: int | None = None) -> dict:
@@ -245,19 +257,44 @@ class ReferenceEngine:
             self._replace(row)
         else:
             self._reject(row, S.R_INVALID_ACTION)
+        self._fire_stops(self._book(row["symbol"]))
+
+    def _fire_stops(self, book: _Book):
+        """After each row: while the book's last trade price reaches a waiting stop (a buy stop
+        at or below it, a sell stop at or above it), the first such stop in acceptance order is
+        TRIGGERED and enters the book as a taker: a MARKET order (stop) or a LIMIT order at its
+        price (stop-limit), matched, its remainder expired or resting. Its own trades move the
+        last price, so the loop looks again."""
+        while book.last:
+            due = [o for o in book.stops if (o.side == S.BUY and book.last >= o.stop)
+                   or (o.side == S.SELL and book.last <= o.stop)]
+            if not due:
+                return
+            o = due[0]
+            book.stops.remove(o)
+            self._event(o.order_id, o.account, o.side, S.EV_TRIGGERED, S.R_NONE, o.stop, o.leaves, o.leaves)
+            o.market, o.stop, o.stop_market = o.stop_market, 0, False
+            own_best = book.best(o.side)
+            self._match(book, o)
+            self._remainder(book, o)
+            if o.leaves == 0:
+                del book.orders[o.order_id]
+            elif (book.algo.steps & ALG_TOP) and (own_best is None or
+                                                  (o.price > own_best if o.side == S.BUY else o.price < own_best)):
+                book.top[o.side] = o
 
     def _new(self, row):
         side, otype, tif, qty, price = row["side"], row["order_type"], row["tif"], row["qty"], row["price_ticks"]
         post_only = row["post_only"] != 0
         if side not in (S.BUY, S.SELL):
             return self._reject(row, S.R_INVALID_SIDE)
-        if otype not in (S.OT_LIMIT, S.OT_MARKET):
+        if otype not in (S.OT_LIMIT, S.OT_MARKET, S.OT_STOP, S.OT_STOP_LIMIT):
             return self._reject(row, S.R_INVALID_ORDER_TYPE)
         if tif not in (S.TIF_GTC, S.TIF_IOC, S.TIF_FOK, S.TIF_DAY):
             return self._reject(row, S.R_INVALID_TIF)
         if qty <= 0:
             return self._reject(row, S.R_INVALID_QTY)
-        if otype == S.OT_LIMIT and price <= 0:
+        if otype in (S.OT_LIMIT, S.OT_STOP_LIMIT) and price <= 0:
             return self._reject(row, S.R_INVALID_PRICE)
         if post_only and not (otype == S.OT_LIMIT and tif in (S.TIF_GTC, S.TIF_DAY)):
             return self._reject(row, S.R_INVALID_POST_ONLY)
@@ -266,9 +303,27 @@ class ReferenceEngine:
             return self._reject(row, S.R_INVALID_EXPIRE)
         if expire != 0 and expire <= row["ts_ns"]:
             return self._reject(row, S.R_EXPIRE_IN_PAST)
+        stop = row["stop_price_ticks"]
+        is_stop = otype in (S.OT_STOP, S.OT_STOP_LIMIT)
+        if stop != 0 and not is_stop:
+            return self._reject(row, S.R_UNEXPECTED_STOP_PRICE)
+        if is_stop and not self.stops_supported:
+            return self._reject(row, S.R_STOP_NOT_SUPPORTED)
+        if is_stop and stop <= 0:
+            return self._reject(row, S.R_INVALID_STOP_PRICE)
+        if is_stop and tif in (S.TIF_IOC, S.TIF_FOK):
+            return self._reject(row, S.R_INVALID_STOP_TIF)
         book = self._book(row["symbol"])
         if row["order_id"] in book.orders:
             return self._reject(row, S.R_DUPLICATE_ORDER_ID)
+        if is_stop:     # it waits outside the book (no delta) for the last trade to reach it
+            market = otype == S.OT_STOP
+            o = _Order(row["order_id"], row["account"], side, 0 if market else price, qty, tif, False,
+                       stop=stop, stop_market=market)
+            self._event(o.order_id, o.account, side, S.EV_ACCEPTED, S.R_NONE, o.price, qty, qty)
+            book.stops.append(o)
+            book.orders[o.order_id] = o
+            return None
         market = otype == S.OT_MARKET
         taker = _Order(row["order_id"], row["account"], side, 0 if market else price, qty, tif,
                        post_only, market, expire)
@@ -373,6 +428,7 @@ class ReferenceEngine:
 
     def _trade(self, book: _Book, q: deque, taker: _Order, maker: _Order, price: int, f: int):
         """The taker fills f lots against `maker` of level q: fill row, maker and taker events."""
+        book.last = price
         maker.leaves -= f
         taker.leaves -= f
         self._fill(taker, maker, price, f)
@@ -453,6 +509,11 @@ class ReferenceEngine:
             return self._reject(row, S.R_UNKNOWN_ORDER)
         if o.account != row["account"]:
             return self._reject(row, S.R_NOT_OWNER, o.leaves)
+        if o in book.stops:         # an untriggered stop: not in the book, no delta
+            self._event(o.order_id, o.account, o.side, S.EV_CANCELLED, S.R_NONE, o.price, o.leaves, 0)
+            book.stops.remove(o)
+            del book.orders[o.order_id]
+            return None
         r = self._risk(row, o.leaves)
         if r:
             return self._reject(row, r, o.leaves)
@@ -470,10 +531,14 @@ class ReferenceEngine:
         if o.account != row["account"]:
             return self._reject(row, S.R_NOT_OWNER, o.leaves)
         qty, price = row["qty"], row["price_ticks"]
+        if o in book.stops:
+            return self._replace_stop(book, o, row)
         if qty <= 0:
             return self._reject(row, S.R_INVALID_QTY, o.leaves)
         if price <= 0:
             return self._reject(row, S.R_INVALID_PRICE, o.leaves)
+        if row["stop_price_ticks"] != 0:
+            return self._reject(row, S.R_UNEXPECTED_STOP_PRICE, o.leaves)
         if o.post_only:
             best = book.best(-o.side)
             if best is not None and _crosses(o.side, price, False, best):
@@ -482,6 +547,26 @@ class ReferenceEngine:
         if r:
             return self._reject(row, r, o.leaves)
         return self._apply_replace(book, o, qty, price)
+
+    def _replace_stop(self, book: _Book, o: _Order, row):
+        """REPLACE of an untriggered stop: new quantity, new limit price (a stop-market ignores
+        the row's price), new stop price unless stop_price_ticks is 0. It keeps its place in
+        the stop list only when just the quantity goes down (or stays)."""
+        qty, price, stop = row["qty"], row["price_ticks"], row["stop_price_ticks"]
+        if qty <= 0:
+            return self._reject(row, S.R_INVALID_QTY, o.leaves)
+        if not o.stop_market and price <= 0:
+            return self._reject(row, S.R_INVALID_PRICE, o.leaves)
+        if stop < 0:
+            return self._reject(row, S.R_INVALID_STOP_PRICE, o.leaves)
+        new_price = 0 if o.stop_market else price
+        new_stop = stop if stop != 0 else o.stop
+        if not (new_price == o.price and new_stop == o.stop and qty <= o.leaves):
+            book.stops.remove(o)
+            book.stops.append(o)
+        o.leaves, o.price, o.stop = qty, new_price, new_stop
+        self._event(o.order_id, o.account, o.side, S.EV_REPLACED, S.R_NONE, new_price, qty, qty)
+        return None
 
     def _apply_replace(self, book: _Book, o: _Order, qty: int, price: int):
         """A REPLACE that passed every check: in place (same price, not more) or re-entered."""
