@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 _OPTION_NAMES = {"n_events": "--events", "n_books": "--books", "n_accounts": "--accounts",
-                 "seed": "--seed", "start_mid": "--start-mid"}
+                 "seed": "--seed", "start_mid": "--start-mid",
+                 "stops": "--stops", "gtd": "--gtd"}
 
 
 def gen(
@@ -20,6 +21,8 @@ def gen(
     accounts: Annotated[int, typer.Option("--accounts", "-a", help="Accounts 1..A, drawn Zipf(1.3).")] = 5000,
     seed: Annotated[int, typer.Option("--seed", "-s", help="Random seed; the flow is a function of all options.")] = 0,
     start_mid: Annotated[int, typer.Option("--start-mid", help="Starting mid of every book, ticks.")] = 100_000,
+    stops: Annotated[float, typer.Option("--stops", help="Share of the NEW GTC rows turned into stop / stop-limit orders (0..1).")] = 0.0,
+    gtd: Annotated[float, typer.Option("--gtd", help="Share of the NEW GTC rows given an expiry (good-till-date, 0..1).")] = 0.0,
 ) -> None:
     """Generate synthetic order flow (60% new GTC, 30% cancels, 10% IOC) and write it as an order file."""
     from hpte.engine import gen as G
@@ -37,7 +40,8 @@ def gen(
                     bar.update(i - done[0])
                 done[0] = i
 
-            cols, st = G.generate_flow_stats(events, books, accounts, seed, start_mid, progress=progress)
+            cols, st = G.generate_flow_stats(events, books, accounts, seed, start_mid, progress=progress,
+                                                 stops=stops, gtd=gtd)
         t0 = time.perf_counter()
         path = io.write_columns(out, cols, schema.ORDER_SCHEMA)
         t_write = time.perf_counter() - t0
@@ -47,9 +51,13 @@ def gen(
             msg = msg.replace(name, opt)
         typer.echo(f"hpte gen: error: {msg}", err=True)
         raise typer.Exit(1) from None
+    mix = ""
+    if stops or gtd:
+        mix = (f"; mixed in {st.stops + st.stop_limits:,} stops ({st.stop_limits:,} stop-limit) and {st.gtd:,} GTD "
+               "(trades and resting at end are the generator's plain simulation, without them)")
     typer.echo(
         f"wrote {st.n_events:,} events ({st.n_books:,} book{'s' if st.n_books != 1 else ''}) to {path}: "
         f"{st.new:,} new GTC, {st.cancel:,} cancels, {st.ioc:,} IOC; {st.trades:,} trades, "
         f"{st.resting_end:,} resting at end, {st.levels_touched:,} levels touched; "
-        f"generated in {st.seconds:.2f} s, written in {t_write:.2f} s"
+        f"generated in {st.seconds:.2f} s, written in {t_write:.2f} s{mix}"
     )

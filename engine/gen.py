@@ -14,7 +14,13 @@ in time order.
 The generator tracks the book itself (hpte.kernels.gen.gen_flow_cpu): cancels only name orders
 resting at that moment, with their own account, side, price and leaves quantity.
 
-Determinism: the flow is a function of (n_events, n_books, n_accounts, seed, start_mid). All
+Order-type mix (``stops``, ``gtd``; both 0 by default, and then the flow is exactly the plain
+one): mix_order_types turns a seeded share of the NEW LIMIT GTC rows into STOP / STOP_LIMIT
+orders and good-till-date orders after the plain flow is generated. The generator's own book
+(and so GenStats' trades, resting_end, ...) is that of the plain flow; it does not simulate
+stops or expiry. Icebergs do not exist in the engine yet and are not mixed in.
+
+Determinism: the flow is a function of (n_events, n_books, n_accounts, seed, start_mid, stops, gtd). All
 random numbers come from ``np.random.default_rng(seed)`` in a fixed order, drawn in chunks of
 GEN_CHUNK events (a constant, so progress reporting never changes the flow). A flow is not a
 prefix of a longer flow of the same seed.
@@ -47,6 +53,11 @@ P_IOC_QTY = 0.04                # IOC quantity: geometric(P_IOC_QTY) lots, then 
 ZIPF_S = 1.3                    # account popularity exponent
 LADDER_MARGIN = DIST_MAX + 64   # ladder ticks beyond the walk's range on either side
 MAX_EVENTS = 2**31 - 1
+MIX_STREAM = 0x6D6978           # second word of the mix's seed: np.random.default_rng([seed, MIX_STREAM])
+P_STOP_DIST = 0.35              # stop price: geometric(P_STOP_DIST) ticks (1, 2, ...) beyond the touch estimate
+P_STOP_LIMIT = 0.5              # share of the stops that are STOP_LIMIT (the rest STOP)
+STOP_LIMIT_SLACK = 2            # STOP_LIMIT limit price: stop price + side * uniform{0..2} ticks
+GTD_MEAN_NS = 1_000_000         # GTD horizon: 1 + geometric(1 / GTD_MEAN_NS) ns after the row's ts_ns
 MAX_LEVELS = 1 << 28            # total ladder size over all books (int64 entries)
 
 
@@ -94,6 +105,9 @@ class GenStats:
     levels_touched: int       # distinct (book, price) levels where an order ever rested
     clipped: int              # prices clipped into the ladder (expected 0)
     seconds: float            # generation time
+    stops: int = 0            # NEW GTC rows turned into STOP orders (mix_order_types)
+    stop_limits: int = 0      # NEW GTC rows turned into STOP_LIMIT orders
+    gtd: int = 0              # NEW GTC rows given an expire_ts_ns
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -115,6 +129,83 @@ def _validate(n_events, n_books, n_accounts, seed, start_mid) -> tuple[int, int,
     sd = _check_int("seed", seed, 0, 2**63 - 1)
     sm = _check_int("start_mid", start_mid, 1, 1 << 50)
     return n, nb, na, sd, sm
+
+
+def _check_fraction(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    v = float(value)
+    if not (0.0 <= v <= 1.0):
+        raise ValueError(f"{name} must be a fraction in [0, 1], got {value!r}")
+    return v
+
+
+def _validate_mix(stops, gtd) -> tuple[float, float]:
+    fs, fg = _check_fraction("stops", stops), _check_fraction("gtd", gtd)
+    if fs + fg > 1.0:
+        raise ValueError(f"stops + gtd must be at most 1 (both are shares of the NEW GTC rows), got {fs} + {fg}")
+    return fs, fg
+
+
+def mix_order_types(cols: Columns, mid: np.ndarray, *, stops: float = 0.0, gtd: float = 0.0,
+                    seed: int = 0) -> tuple[Columns, dict[str, int]]:
+    """Turn a seeded share of a flow's NEW LIMIT GTC rows into stop and good-till-date orders.
+
+    Parameters
+    ----------
+    cols : order columns (schema.ORDER_COLUMNS), length n; not modified.
+    mid : float64[n], per row the latent mid of the row's book, ticks (FlowSetup.mid); the touch
+        is estimated as round(mid) -/+ 1 tick (the flow's passive orders sit >= 1 tick from it).
+    stops, gtd : fractions in [0, 1] with stops + gtd <= 1 of the NEW LIMIT GTC rows (k =
+        round(fraction * count) rows each, disjoint, chosen by a seeded permutation).
+    seed : int >= 0; the mix draws from ``np.random.default_rng([seed, MIX_STREAM])``, so the
+        plain flow's own stream is untouched.
+
+    Stops: side kept, tif GTC; stop_price_ticks = touch estimate + side * geometric(P_STOP_DIST)
+    ticks (a buy stop above the ask, a sell stop below the bid: each triggers when the last trade
+    moves that way), at least 1. Half (P_STOP_LIMIT) are STOP_LIMIT with price_ticks = stop price
+    + side * uniform{0..STOP_LIMIT_SLACK} (at least 1), the rest STOP with price_ticks 0.
+    GTD: expire_ts_ns = ts_ns + 1 + geometric(1 / GTD_MEAN_NS) ns (> ts_ns: always valid).
+
+    Every mixed row passes the engine's validation. A later CANCEL row of a converted order may
+    find it gone (a stop triggered and filled, an order expired) and is then rejected
+    UNKNOWN_ORDER by the engine, as a cancel racing a fill would be.
+
+    Returns (new columns (unchanged columns shared, changed ones copied), counts
+    {"stops", "stop_limits", "gtd"}).
+    """
+    fs, fg = _validate_mix(stops, gtd)
+    sd = _check_int("seed", seed, 0, 2**63 - 1)
+    counts = {"stops": 0, "stop_limits": 0, "gtd": 0}
+    if fs == 0.0 and fg == 0.0:
+        return cols, counts
+    mid = np.asarray(mid, dtype=np.float64)
+    n = len(cols["ts_ns"])
+    if mid.shape != (n,):
+        raise ValueError(f"mid must have one value per row ({n}), got shape {mid.shape}")
+    rows = np.flatnonzero((cols["action"] == S.ACT_NEW) & (cols["tif"] == S.TIF_GTC)
+                          & (cols["order_type"] == S.OT_LIMIT) & (cols["expire_ts_ns"] == 0))
+    m = rows.size
+    ks = min(m, int(math.floor(fs * m + 0.5)))
+    kg = min(m - ks, int(math.floor(fg * m + 0.5)))
+    rng = np.random.default_rng([sd, MIX_STREAM])
+    perm = rng.permutation(m)
+    si = np.sort(rows[perm[:ks]])
+    gi = np.sort(rows[perm[ks:ks + kg]])
+    out = dict(cols)
+    for name in ("order_type", "price_ticks", "stop_price_ticks", "expire_ts_ns"):
+        out[name] = cols[name].copy()
+    side = cols["side"][si].astype(np.int64)
+    touch = np.rint(mid[si]).astype(np.int64) + side
+    stop_px = np.maximum(1, touch + side * rng.geometric(P_STOP_DIST, ks))
+    is_lim = rng.random(ks) < P_STOP_LIMIT
+    lim_px = np.maximum(1, stop_px + side * rng.integers(0, STOP_LIMIT_SLACK + 1, ks))
+    out["order_type"][si] = np.where(is_lim, S.OT_STOP_LIMIT, S.OT_STOP).astype(np.uint8)
+    out["price_ticks"][si] = np.where(is_lim, lim_px, 0)
+    out["stop_price_ticks"][si] = stop_px
+    out["expire_ts_ns"][gi] = cols["ts_ns"][gi] + 1 + rng.geometric(1.0 / GTD_MEAN_NS, kg)
+    counts.update(stops=int(ks - is_lim.sum()), stop_limits=int(is_lim.sum()), gtd=int(kg))
+    return out, counts
 
 
 def _zipf_tables(n_accounts: int) -> tuple[np.ndarray, np.ndarray]:
@@ -213,13 +304,17 @@ def draw_flow_inputs(n_events: int, n_books: int = 1, n_accounts: int = 5000, se
 
 def generate_flow_stats(n_events: int, n_books: int = 1, n_accounts: int = 5000, seed: int = 0,
                         start_mid: int = 100_000,
-                        progress: Optional[Callable[[int, int], None]] = None) -> tuple[Columns, GenStats]:
+                        progress: Optional[Callable[[int, int], None]] = None,
+                        stops: float = 0.0, gtd: float = 0.0) -> tuple[Columns, GenStats]:
     """Generate a flow and its statistics; see generate_flow.
 
     progress : called as ``progress(events_done, n_events)`` after each chunk.
+    The statistics other than stops / stop_limits / gtd are those of the plain flow (the
+    generator's book does not simulate stops or expiry).
     """
     t0 = time.perf_counter()
     n, nb, na, sd, sm = _validate(n_events, n_books, n_accounts, seed, start_mid)
+    _validate_mix(stops, gtd)
     rng = np.random.default_rng(sd)
     st = draw_setup(rng, n, nb, sm)
     cdf, guide = _zipf_tables(na)
@@ -254,6 +349,7 @@ def generate_flow_stats(n_events: int, n_books: int = 1, n_accounts: int = 5000,
         if progress is not None:
             progress(i1, n)
     cols = {name: out[name] for name, _dt, _req, _default in S.ORDER_COLUMNS}
+    cols, mixed = mix_order_types(cols, st.mid, stops=stops, gtd=gtd, seed=sd)
     cnt = counters
     passive = int(cnt[K.C_PASSIVE])
     ioc_qty = int(cnt[K.C_IOC_QTY])
@@ -266,13 +362,13 @@ def generate_flow_stats(n_events: int, n_books: int = 1, n_accounts: int = 5000,
         ioc_qty_mean=ioc_qty / int(cnt[K.C_IOC]) if cnt[K.C_IOC] else math.nan,
         ioc_fill_ratio=1.0 - int(cnt[K.C_IOC_EXPIRED]) / ioc_qty if ioc_qty else math.nan,
         resting_end=int(n_rest.sum()), levels_touched=int(touched.sum()),
-        clipped=int(cnt[K.C_CLIPPED]), seconds=time.perf_counter() - t0,
+        clipped=int(cnt[K.C_CLIPPED]), seconds=time.perf_counter() - t0, **mixed,
     )
     return cols, stats
 
 
 def generate_flow(n_events: int, n_books: int = 1, n_accounts: int = 5000, seed: int = 0,
-                  start_mid: int = 100_000) -> Columns:
+                  start_mid: int = 100_000, stops: float = 0.0, gtd: float = 0.0) -> Columns:
     """Synthetic order flow with the statistics of FORMATS.md's benchmark flow.
 
     Parameters
@@ -282,6 +378,9 @@ def generate_flow(n_events: int, n_books: int = 1, n_accounts: int = 5000, seed:
     n_accounts : int >= 1, accounts 1 .. n_accounts, Zipf(1.3).
     seed : int >= 0, seed of ``np.random.default_rng``; the flow is a function of all arguments.
     start_mid : int >= 1, every book's starting mid, ticks.
+    stops, gtd : shares in [0, 1] (sum <= 1) of the NEW LIMIT GTC rows turned into STOP /
+        STOP_LIMIT orders and good-till-date orders (mix_order_types); 0 and 0 give the plain
+        flow, unchanged.
 
     Returns
     -------
@@ -289,6 +388,7 @@ def generate_flow(n_events: int, n_books: int = 1, n_accounts: int = 5000, seed:
     n_events: ts_ns int64 (non-decreasing ns), order_id uint64 (NEW: unique, spread over 64 bits;
     CANCEL: the id of an order resting at that moment), side int8, price_ticks int64, qty int64
     (CANCEL: the order's leaves), action uint8 (NEW / CANCEL), order_type uint8 (LIMIT), tif uint8
-    (GTC / IOC), account uint32, symbol uint32, post_only uint8 (0).
+    (GTC / IOC), account uint32, symbol uint32, post_only uint8 (0); with the mix also
+    order_type STOP / STOP_LIMIT, stop_price_ticks and expire_ts_ns (else 0).
     """
-    return generate_flow_stats(n_events, n_books, n_accounts, seed, start_mid)[0]
+    return generate_flow_stats(n_events, n_books, n_accounts, seed, start_mid, stops=stops, gtd=gtd)[0]

@@ -271,3 +271,132 @@ def test_cli_gen_bad_arguments(tmp_path, args, needle):
     assert len(text.splitlines()) == 1 and needle in text and "Traceback" not in text, text
     assert res.exception is None or isinstance(res.exception, SystemExit)
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Order-type mix: --stops / --gtd (mix_order_types)
+# ---------------------------------------------------------------------------------------------
+def _digest(cols) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for name, dt, _req, _default in S.ORDER_COLUMNS:
+        a = np.ascontiguousarray(cols[name])
+        assert a.dtype == dt, name
+        h.update(name.encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("args,digest", [
+    # sha256 of the columns as generated before the mix existed (branch stp, 4796e95): the
+    # benchmark workload must not change when the mix is off
+    ((20_000, 1, 5000, 1), "e4719c7b4d30687e9f0bb040a3e3e19f65bea11a83f266bdfbdb7365a824656b"),
+    ((5_000, 3, 100, 7), "86ee6532704ef7dd9fda2828b34262ba0920df8afd4e513a7e9fd2d00ac52bdd"),
+])
+def test_mix_off_is_the_plain_flow_byte_for_byte(args, digest):
+    assert _digest(G.generate_flow(*args)) == digest
+    assert _digest(G.generate_flow(*args, stops=0, gtd=0.0)) == digest
+
+
+def _new_gtc(cols):
+    return (cols["action"] == S.ACT_NEW) & (cols["tif"] == S.TIF_GTC)
+
+
+@pytest.mark.parametrize("stops,gtd", [(0.1, 0.0), (0.0, 0.25), (0.2, 0.3), (0.5, 0.5), (1.0, 0.0)])
+def test_mix_fractions_and_row_contents(stops, gtd):
+    plain, pst = G.generate_flow_stats(4000, 2, 100, 9)
+    cols, st = G.generate_flow_stats(4000, 2, 100, 9, stops=stops, gtd=gtd)
+    setup, _ = G.draw_flow_inputs(4000, 2, 100, 9)
+    n_new = int(_new_gtc(plain).sum())
+    is_stop = np.isin(cols["order_type"], [S.OT_STOP, S.OT_STOP_LIMIT])
+    is_gtd = cols["expire_ts_ns"] != 0
+    assert is_stop.sum() == st.stops + st.stop_limits == round(stops * n_new)
+    assert is_gtd.sum() == st.gtd == min(round(gtd * n_new), n_new - round(stops * n_new))
+    assert (cols["order_type"] == S.OT_STOP_LIMIT).sum() == st.stop_limits
+    assert not (is_stop & is_gtd).any()
+    changed = is_stop | is_gtd
+    assert _new_gtc(plain)[changed].all()          # only NEW GTC rows change, and they stay NEW GTC
+    assert _new_gtc(cols)[changed].all()
+    for name, *_ in S.ORDER_COLUMNS:                # every other row and column is the plain flow's
+        if name not in ("order_type", "price_ticks", "stop_price_ticks", "expire_ts_ns"):
+            np.testing.assert_array_equal(cols[name], plain[name], err_msg=name)
+        else:
+            np.testing.assert_array_equal(cols[name][~changed], plain[name][~changed], err_msg=name)
+    # stops sit beyond the touch estimate on the side where a move triggers them
+    side = cols["side"][is_stop].astype(np.int64)
+    touch = np.rint(setup.mid[is_stop]).astype(np.int64) + side
+    beyond = (cols["stop_price_ticks"][is_stop] - touch) * side
+    assert (beyond >= 1).all()
+    lim = cols["order_type"] == S.OT_STOP_LIMIT
+    assert (cols["price_ticks"][cols["order_type"] == S.OT_STOP] == 0).all()
+    slack = (cols["price_ticks"][lim] - cols["stop_price_ticks"][lim]) * cols["side"][lim]
+    assert ((slack >= 0) & (slack <= G.STOP_LIMIT_SLACK)).all()
+    assert (cols["expire_ts_ns"][is_gtd] > cols["ts_ns"][is_gtd]).all()
+    # the plain simulation's statistics are kept as they were
+    assert (st.trades, st.resting_end, st.new) == (pst.trades, pst.resting_end, pst.new)
+
+
+def test_mix_is_deterministic_per_seed():
+    a = G.generate_flow(3000, seed=4, stops=0.2, gtd=0.2)
+    b = G.generate_flow(3000, seed=4, stops=0.2, gtd=0.2)
+    c = G.generate_flow(3000, seed=5, stops=0.2, gtd=0.2)
+    assert _digest(a) == _digest(b) != _digest(c)
+    plain = G.generate_flow(3000, seed=4)
+    d, _ = G.mix_order_types(plain, G.draw_flow_inputs(3000, seed=4)[0].mid, stops=0.2, gtd=0.2, seed=4)
+    assert _digest(d) == _digest(a)
+    assert _digest(plain) == _digest(G.generate_flow(3000, seed=4))   # the input is not modified
+
+
+def test_mixed_flow_engine_equals_reference_with_triggers_and_expiries():
+    from reference.matcher import ReferenceEngine
+    from strategies import assert_same
+
+    from hpte.engine.engine import Engine
+
+    cols = G.generate_flow(3000, n_books=2, n_accounts=50, seed=21, stops=0.15, gtd=0.2)
+    res = Engine().submit(cols)
+    ref = ReferenceEngine().submit(cols)
+    assert_same(res.events, ref.events, S.EVENT_COLUMNS, "events")
+    assert_same(res.fills, ref.fills, S.FILL_COLUMNS, "fills")
+    assert_same(res.deltas, ref.deltas, S.DELTA_COLUMNS, "deltas")
+    ev, reason = res.events["event"], res.events["reason"]
+    assert (ev == S.EV_TRIGGERED).sum() > 0
+    assert ((ev == S.EV_EXPIRED) & (reason == S.R_EXPIRE_TIME)).sum() > 0
+    # no row is invalid: the only rejects are cancels of converted orders already gone
+    rej = ev == S.EV_REJECTED
+    assert set(reason[rej].tolist()) <= {S.R_UNKNOWN_ORDER}
+    seq = res.events["seq"][rej].astype(np.int64)
+    assert (cols["action"][seq] == S.ACT_CANCEL).all()
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    ({"stops": -0.1}, "stops"), ({"stops": 1.5}, "stops"), ({"gtd": float("nan")}, "gtd"),
+    ({"gtd": "0.1"}, "gtd"), ({"stops": True}, "stops"), ({"stops": 0.6, "gtd": 0.5}, "stops \\+ gtd"),
+])
+def test_mix_bad_fractions(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        G.generate_flow(10, **kwargs)
+
+
+def test_cli_gen_mix(tmp_path):
+    out = tmp_path / "mix.parquet"
+    res = runner.invoke(app, ["gen", str(out), "--events", "3000", "--seed", "5", "--stops", "0.1", "--gtd", "0.2"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "stops" in lines[0] and "GTD" in lines[0] and "plain simulation" in lines[0]
+    got = io.read_orders(out)
+    want = G.generate_flow(3000, seed=5, stops=0.1, gtd=0.2)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--stops", "1.5"], "--stops"), (["--gtd", "-0.5"], "--gtd"), (["--stops", "0.7", "--gtd", "0.7"], "--stops + --gtd"),
+])
+def test_cli_gen_mix_bad_fractions(tmp_path, args, needle):
+    out = tmp_path / "x.parquet"
+    res = runner.invoke(app, ["gen", str(out), "--events", "10", *args])
+    assert res.exit_code != 0
+    text = res.output.strip()
+    assert len(text.splitlines()) == 1 and needle in text and "Traceback" not in text, text
+    assert not out.exists()
