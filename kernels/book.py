@@ -458,26 +458,25 @@ def remove_resting(S, b, s):
 
 
 @register_jitable
-def park_append(S, b, s):
-    """Park slot s (fields set) at the back of book b's parked list (a paused symbol's orders
-    wait there for the reopening auction: a paused book may cross, the ladder may not)."""
+def list_append(S, b, s, fh, ft, fn):
+    """Put slot s at the back of one of book b's slot lists (linked through o_next / o_prev):
+    bk[b, fh] / bk[b, ft] its first / last slot (-1 none), bk[b, fn] its length."""
     bk = S.bk
     poff = bk[b, F_POFF]
-    t = bk[b, F_PTAIL]
+    t = bk[b, ft]
     S.o_prev[poff + s] = t
     S.o_next[poff + s] = -1
     if t >= 0:
         S.o_next[poff + t] = s
     else:
-        bk[b, F_PHEAD] = s
-    bk[b, F_PTAIL] = s
-    bk[b, F_NPARK] += 1
-    S.o_flags[poff + s] |= np.uint8(FL_PARKED)
+        bk[b, fh] = s
+    bk[b, ft] = s
+    bk[b, fn] += 1
 
 
 @register_jitable
-def park_unlink(S, b, s):
-    """Take slot s out of book b's parked list (does not free it)."""
+def list_unlink(S, b, s, fh, ft, fn):
+    """Take slot s out of the slot list of book b that list_append's fields name (not freed)."""
     bk = S.bk
     poff = bk[b, F_POFF]
     p = S.o_prev[poff + s]
@@ -485,30 +484,36 @@ def park_unlink(S, b, s):
     if p >= 0:
         S.o_next[poff + p] = n
     else:
-        bk[b, F_PHEAD] = n
+        bk[b, fh] = n
     if n >= 0:
         S.o_prev[poff + n] = p
     else:
-        bk[b, F_PTAIL] = p
-    bk[b, F_NPARK] -= 1
-    S.o_flags[poff + s] &= np.uint8(~FL_PARKED & 0xFF)
+        bk[b, ft] = p
+    bk[b, fn] -= 1
+
+
+@register_jitable
+def park_append(S, b, s):
+    """Park slot s (fields set) at the back of book b's parked list (a paused symbol's orders
+    wait there for the reopening auction: a paused book may cross, the ladder may not)."""
+    list_append(S, b, s, F_PHEAD, F_PTAIL, F_NPARK)
+    S.o_flags[S.bk[b, F_POFF] + s] |= np.uint8(FL_PARKED)
+
+
+@register_jitable
+def park_unlink(S, b, s):
+    """Take slot s out of book b's parked list (does not free it)."""
+    list_unlink(S, b, s, F_PHEAD, F_PTAIL, F_NPARK)
+    S.o_flags[S.bk[b, F_POFF] + s] &= np.uint8(~FL_PARKED & 0xFF)
 
 
 @register_jitable
 def stop_append(S, b, s):
-    """Put slot s (fields set: o_exp = its stop price, flags with FL_STOP) at the back of book b's stop list
-    (acceptance order) and widen the book's trigger bounds to its stop price."""
+    """Put slot s (fields set: o_exp = its stop price, flags with FL_STOP) at the back of book b's
+    stop list (acceptance order) and widen the book's trigger bounds to its stop price."""
+    list_append(S, b, s, F_SHEAD, F_STAIL, F_NSTOP)
     bk = S.bk
     poff = bk[b, F_POFF]
-    t = bk[b, F_STAIL]
-    S.o_prev[poff + s] = t
-    S.o_next[poff + s] = -1
-    if t >= 0:
-        S.o_next[poff + t] = s
-    else:
-        bk[b, F_SHEAD] = s
-    bk[b, F_STAIL] = s
-    bk[b, F_NSTOP] += 1
     sp = S.o_exp[poff + s]
     if (S.o_flags[poff + s] & FL_SELL) != 0:
         if bk[b, F_SSMAX] == 0 or sp > bk[b, F_SSMAX]:
@@ -521,19 +526,8 @@ def stop_append(S, b, s):
 @register_jitable
 def stop_unlink(S, b, s):
     """Take slot s out of book b's stop list (does not free it; the bounds stay, stale-wide)."""
+    list_unlink(S, b, s, F_SHEAD, F_STAIL, F_NSTOP)
     bk = S.bk
-    poff = bk[b, F_POFF]
-    p = S.o_prev[poff + s]
-    n = S.o_next[poff + s]
-    if p >= 0:
-        S.o_next[poff + p] = n
-    else:
-        bk[b, F_SHEAD] = n
-    if n >= 0:
-        S.o_prev[poff + n] = p
-    else:
-        bk[b, F_STAIL] = p
-    bk[b, F_NSTOP] -= 1
     if bk[b, F_NSTOP] == 0:
         bk[b, F_SBMIN] = 0
         bk[b, F_SSMAX] = 0
