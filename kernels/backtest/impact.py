@@ -102,6 +102,7 @@ def _row(I, S, O, books, nor, seq, t, oid, acct, side, px, q, action, otype, tif
     I.post[0] = 0
     I.force[0] = 0
     I.exp[0] = 0
+    I.stop[0] = 0
     O.cur[0, 0] = 0
     O.cur[0, 1] = 0
     O.cur[0, 2] = 0
@@ -199,7 +200,8 @@ def _inputs():
     return Inputs(ts=np.zeros(1, np.int64), oid=np.zeros(1, np.uint64), side=np.zeros(1, np.int8),
                   px=np.zeros(1, np.int64), qty=np.zeros(1, np.int64), action=np.zeros(1, np.uint8),
                   otype=np.zeros(1, np.uint8), tif=np.zeros(1, np.uint8), acct=np.zeros(1, np.uint32),
-                  post=np.zeros(1, np.uint8), force=np.zeros(1, np.uint8), exp=np.zeros(1, np.int64))
+                  post=np.zeros(1, np.uint8), force=np.zeros(1, np.uint8), exp=np.zeros(1, np.int64),
+                  stop=np.zeros(1, np.int64))
 
 
 class SimBook:
