@@ -627,9 +627,12 @@ def im_fills(S, O, xo, t, cfg, sc, fills, rsp):
     return ok
 
 
-@register_jitable
+@njit(cache=True, nogil=True, _nrt=False)
 def im_market(k, side, px, j, q, arrival, end, t, cfg, sc, S, O, I, books, nor, xo, fills, rsp, V):
     """Replay one market event into the simulated book (impact rules 1-5 and 7); returns IM_*.
+    im_market and im_request are compiled on their own without reference counting (they
+    allocate nothing): inlined into the reference-counted driver, every call increfed and
+    decrefed each array of S, O and I (dozens of atomic operations per replayed message).
     V: int64[2, L], the data's own ladder (as no-impact mode keeps it; its best levels in
     sc[SC_DBB], sc[SC_DBA]), for rule 7."""
     L = V.shape[1]
@@ -690,7 +693,7 @@ def im_market(k, side, px, j, q, arrival, end, t, cfg, sc, S, O, I, books, nor, 
     return IM_OK if ok else IM_RING
 
 
-@register_jitable
+@njit(cache=True, nogil=True, _nrt=False)
 def im_request(req, h, t, cfg, sc, S, O, I, books, nor, xo, fills, evs, rsp, L):
     """A strategy request arrives at the simulated book (impact rule 6); returns IM_*. IM_POOL
     and IM_FLUSH leave everything as it was (call again for the same request)."""

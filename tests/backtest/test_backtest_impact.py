@@ -261,3 +261,24 @@ def test_without_strategy_orders_the_simulated_book_is_the_data(real):
     assert len(a.equity["bid"]) > 100
     for c in ("ts_ns", "bid", "ask"):
         assert np.array_equal(a.equity[c], b.equity[c]), c
+
+
+def test_impact_step_calls_are_compiled_without_reference_counting():
+    """The per-message path (impact._row, loop.im_market, loop.im_request) is compiled on its
+    own with ``_nrt=False``: inlined into the reference-counted driver, each call increfed and
+    decrefed every array of the book's State, Outputs and Inputs (about two thirds of a
+    replayed message's cost). They allocate nothing, so this must stay possible; and a row
+    through _row still reaches the book."""
+    from hpte.kernels.backtest import impact as IM
+    from hpte.kernels.backtest import loop as LP
+    from hpte.kernels import enums as En
+    for f in (IM._row, LP.im_market, LP.im_request):
+        assert f.targetoptions.get("_nrt") is False, f.py_func.__name__
+    b = IM.SimBook(8, 16)
+    S, O, I, books, nor = b.args()
+    st = IM._row(I, S, O, books, nor, 0, 5, IM.MKT_ID0, IM.MKT_ACCT, 1, 3, 7, En.ACT_NEW, En.OT_LIMIT,
+                 En.TIF_GTC, En.STP_CANCEL_NEWEST)
+    assert st == 0 and b.resting() == 1 and O.cur[0, 1] > 0
+    st = IM._row(I, S, O, books, nor, 1, 6, IM.MKT_ID0, IM.MKT_ACCT, 1, 3, 7, En.ACT_CANCEL, En.OT_LIMIT,
+                 En.TIF_GTC, En.STP_NONE)
+    assert st == 0 and b.resting() == 0
