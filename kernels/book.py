@@ -458,6 +458,20 @@ def remove_resting(S, b, s):
 
 
 @register_jitable
+def slot_take(S, b):
+    """A free slot of book b's pool (local number): the head of its free list, else the next
+    never-used slot (the caller made sure the pool has room)."""
+    bk = S.bk
+    s = bk[b, F_FREE]
+    if s >= 0:
+        bk[b, F_FREE] = S.o_next[bk[b, F_POFF] + s]
+    else:
+        s = bk[b, F_HW]
+        bk[b, F_HW] = s + 1
+    return s
+
+
+@register_jitable
 def list_append(S, b, s, fh, ft, fn):
     """Put slot s at the back of one of book b's slot lists (linked through o_next / o_prev):
     bk[b, fh] / bk[b, ft] its first / last slot (-1 none), bk[b, fn] its length."""
@@ -1294,12 +1308,7 @@ def _make_step(RISK):
                 if RISK:
                     risk_release_book(tar, sr, side, q, npx, True, R.acct, R.pair)
                 return ST_OK
-            s = bk[b, F_FREE]
-            if s >= 0:
-                bk[b, F_FREE] = S.o_next[poff + s]
-            else:
-                s = bk[b, F_HW]
-                bk[b, F_HW] = s + 1
+            s = slot_take(S, b)
             ms = poff + s
             S.o_id[ms] = oid
             S.o_qty[ms] = q
@@ -1489,12 +1498,7 @@ def _make_step(RISK):
         side = I.side[i]
         tpx = px if lim else 0
         emit_event(O, r, seq, I.ts[i], bk[b, F_SYM], oid, I.acct[i], side, EV_ACCEPTED, R_NONE, tpx, q, q)
-        s = bk[b, F_FREE]
-        if s >= 0:
-            bk[b, F_FREE] = S.o_next[poff + s]
-        else:
-            s = bk[b, F_HW]
-            bk[b, F_HW] = s + 1
+        s = slot_take(S, b)
         ms = poff + s
         S.o_id[ms] = oid
         S.o_qty[ms] = q
