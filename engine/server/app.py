@@ -35,16 +35,18 @@ class OrderIn(BaseModel):
     order_id: int = Field(description="the client's order id (uint64), unique per account")
     symbol: int
     side: str = Field(description="buy or sell (or 1 / -1)")
-    price: int | None = Field(None, description="limit price in ticks (not for market orders)")
+    price: int | None = Field(None, description="limit price in ticks (not for market or stop orders)")
     qty: int = Field(description="lots, > 0")
-    order_type: str = "limit"
-    tif: str = "gtc"
+    order_type: str = Field("limit", description="limit, market, stop (a market order once triggered) or stop_limit")
+    tif: str = Field("gtc", description="gtc, ioc, fok or day (stop orders: gtc or day)")
     post_only: bool = False
+    stop_price: int | None = Field(None, description="stop and stop_limit only: the trigger price in ticks, > 0")
 
 
 class ReplaceIn(BaseModel):
-    price: int
+    price: int = Field(description="the new limit price in ticks (ignored for a waiting stop order)")
     qty: int
+    stop_price: int | None = Field(None, description="a waiting stop order's new trigger price (omitted: kept)")
 
 
 def _err(e: BadRequest) -> JSONResponse:

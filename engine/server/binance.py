@@ -35,8 +35,8 @@ from hpte.engine import schema as S
 
 from .config import ApiKey, BinanceConfig, BinanceSymbol, ServerConfig
 from .protocol import BadRequest, parse_order
-from .state import (LIVE, O_ACCT, O_COID, O_FILLED, O_NOTIONAL, O_OT, O_PX, O_QTY, O_SIDE, O_STATUS, O_SYM,
-                    O_TIF, O_TS)
+from .state import (LIVE, O_ACCT, O_COID, O_FILLED, O_NOTIONAL, O_OT, O_PX, O_QTY, O_SIDE, O_STATUS, O_STOP, O_SYM,
+                    O_TIF, O_TRIG, O_TS)
 
 DECIMAL_RE = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
 COID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
@@ -45,8 +45,11 @@ STATUS = {"OPEN": "NEW", "PARTIALLY_FILLED": "PARTIALLY_FILLED", "FILLED": "FILL
           "EXPIRED": "EXPIRED", "REJECTED": "REJECTED"}
 TIF_NAMES = ("GTC", "IOC", "FOK", "DAY")
 TIFS = {"GTC": S.TIF_GTC, "IOC": S.TIF_IOC, "FOK": S.TIF_FOK}
-TYPES = ("LIMIT", "MARKET", "LIMIT_MAKER")
-UNSUPPORTED_TYPES = ("STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT")
+TYPES = ("LIMIT", "MARKET", "LIMIT_MAKER", "STOP_LOSS", "STOP_LOSS_LIMIT")
+TYPE_NAMES = ("LIMIT", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT")          # by the engine's order_type
+OT_OF = {"LIMIT": "limit", "LIMIT_MAKER": "limit", "MARKET": "market", "STOP_LOSS": "stop",
+         "STOP_LOSS_LIMIT": "stop_limit"}
+UNSUPPORTED_TYPES = ("TAKE_PROFIT", "TAKE_PROFIT_LIMIT")
 # the engine's rejection reasons as Binance words them (-2010 NEW_ORDER_REJECTED)
 REJECT_MSG = {"POST_ONLY_WOULD_TAKE": "Order would immediately match and take.",
               "DUPLICATE_ORDER_ID": "Duplicate order sent."}
@@ -259,12 +262,14 @@ def add_routes(app: FastAPI, cfg: ServerConfig, core, submit_rows) -> None:
         st = STATUS[o[O_STATUS]]
         t = ms(o[O_TS])
         return {"symbol": b.name, "orderId": eid, "orderListId": -1, "clientOrderId": ids.text(o[O_ACCT], o[O_COID]),
-                "price": dec(o[O_PX] if o[O_OT] == S.OT_LIMIT else 0, b.tick), "origQty": dec(o[O_QTY], b.lot),
+                "price": dec(o[O_PX] if o[O_OT] in (S.OT_LIMIT, S.OT_STOP_LIMIT) else 0, b.tick),
+                "origQty": dec(o[O_QTY], b.lot),
                 "executedQty": dec(o[O_FILLED], b.lot), "cummulativeQuoteQty": notional(o[O_NOTIONAL], b),
-                "status": st, "timeInForce": TIF_NAMES[o[O_TIF]], "type": ("LIMIT", "MARKET")[o[O_OT]],
-                "side": "BUY" if o[O_SIDE] == S.BUY else "SELL", "stopPrice": dec(0, b.tick),
-                "icebergQty": dec(0, b.lot), "time": t, "updateTime": t, "isWorking": st in ("NEW", "PARTIALLY_FILLED"),
-                "workingTime": t, "origQuoteOrderQty": notional(0, b), "selfTradePreventionMode": "NONE"}
+                "status": st, "timeInForce": TIF_NAMES[o[O_TIF]], "type": TYPE_NAMES[o[O_OT]],
+                "side": "BUY" if o[O_SIDE] == S.BUY else "SELL", "stopPrice": dec(o[O_STOP] or 0, b.tick),
+                "icebergQty": dec(0, b.lot), "time": t, "updateTime": t,
+                "isWorking": st in ("NEW", "PARTIALLY_FILLED") and (not o[O_STOP] or bool(o[O_TRIG])),
+                "workingTime": t if not o[O_STOP] or o[O_TRIG] else -1, "origQuoteOrderQty": notional(0, b), "selfTradePreventionMode": "NONE"}
 
     def find(key: ApiKey, p: dict, b: BinanceSymbol, code: int, msg: str) -> tuple[int, list]:
         """The account's order named by orderId or origClientOrderId (another account's reads
@@ -428,8 +433,10 @@ def add_routes(app: FastAPI, cfg: ServerConfig, core, submit_rows) -> None:
                 raise mandatory("type")
             if typ not in TYPES:
                 extra = " (not supported by hpte)" if typ in UNSUPPORTED_TYPES else ""
-                raise BinanceError(-1116, f"Invalid orderType. ('{typ}'{extra}: LIMIT, LIMIT_MAKER or MARKET)")
-            for k in ("quoteOrderQty", "stopPrice", "icebergQty", "trailingDelta"):
+                raise BinanceError(-1116, f"Invalid orderType. ('{typ}'{extra}: LIMIT, LIMIT_MAKER, MARKET, "
+                                   "STOP_LOSS or STOP_LOSS_LIMIT)")
+            stop = typ in ("STOP_LOSS", "STOP_LOSS_LIMIT")
+            for k in ("quoteOrderQty", "icebergQty", "trailingDelta") + (() if stop else ("stopPrice",)):
                 if k in p:
                     raise not_required(k)
             stp = p.get("selfTradePreventionMode")
@@ -440,17 +447,24 @@ def add_routes(app: FastAPI, cfg: ServerConfig, core, submit_rows) -> None:
             if rt not in ("ACK", "RESULT", "FULL"):
                 raise BinanceError(-1102, f"Parameter 'newOrderRespType' = '{rt}' is malformed (ACK, RESULT or FULL).")
             tif_t = p.get("timeInForce")
-            if typ == "LIMIT":
+            if typ in ("LIMIT", "STOP_LOSS_LIMIT"):
                 if tif_t is None:
                     raise mandatory("timeInForce")
                 if tif_t not in TIFS:
                     raise BinanceError(-1115, f"Invalid timeInForce. ('{tif_t}': GTC, IOC or FOK)")
+                if stop and tif_t != "GTC":      # a stop waits for its trigger
+                    raise BinanceError(-1115, f"Invalid timeInForce. ('{tif_t}': a STOP_LOSS_LIMIT order waits "
+                                       "for its trigger; GTC only)")
             elif tif_t is not None:
                 raise not_required("timeInForce")
+            if stop:
+                if "stopPrice" not in p:
+                    raise mandatory("stopPrice")
+                stop_px = to_units(p["stopPrice"], b.tick, "stopPrice", "PRICE_FILTER")
             if "quantity" not in p:
                 raise mandatory("quantity")
             qty = to_units(p["quantity"], b.lot, "quantity", "LOT_SIZE")
-            if typ == "MARKET":
+            if typ in ("MARKET", "STOP_LOSS"):
                 if "price" in p:
                     raise not_required("price")
                 px = None
@@ -465,8 +479,10 @@ def add_routes(app: FastAPI, cfg: ServerConfig, core, submit_rows) -> None:
                 raise BinanceError(-1100, "Illegal characters found in parameter 'newClientOrderId'; legal range is "
                                    f"'{COID_RE.pattern}'.")
             m = {"type": "new", "order_id": ClientIds.number(ctext), "symbol": b.symbol, "side": side.lower(),
-                 "qty": qty, "order_type": "market" if typ == "MARKET" else "limit",
+                 "qty": qty, "order_type": OT_OF[typ],
                  "tif": tif_t.lower() if tif_t else "gtc", "post_only": typ == "LIMIT_MAKER"}
+            if stop:
+                m["stop_price"] = stop_px
             if px is not None:
                 m["price"] = px
             try:
@@ -494,7 +510,7 @@ def add_routes(app: FastAPI, cfg: ServerConfig, core, submit_rows) -> None:
                           "transactTime": t})
         d = order_json(eid, o, b)
         d["transactTime"] = t
-        for k in ("time", "updateTime", "isWorking", "stopPrice", "icebergQty"):
+        for k in ("time", "updateTime", "isWorking", "icebergQty") + (() if stop else ("stopPrice",)):
             d.pop(k)
         if typ == "LIMIT_MAKER":
             d["type"] = "LIMIT_MAKER"

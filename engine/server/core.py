@@ -430,7 +430,8 @@ class Core:
         ts = np.full(n, self._now(), np.int64)
         cols = {"ts_ns": ts, "order_id": eid, "side": side, "price_ticks": c["price_ticks"], "qty": c["qty"],
                 "action": c["action"], "order_type": c["order_type"], "tif": c["tif"], "account": acct,
-                "symbol": sym, "post_only": c["post_only"], "client_order_id": c["client_order_id"]}
+                "symbol": sym, "post_only": c["post_only"], "client_order_id": c["client_order_id"],
+                "stop_price_ticks": c["stop_price_ticks"]}
         rb = pa.RecordBatch.from_arrays([pa.array(cols[f.name], type=f.type) for f in JOURNAL_SCHEMA], schema=JOURNAL_SCHEMA)
         await self._journal(J.K_ORDERS, J.encode_batch(rb))
         t = time.perf_counter()

@@ -6,9 +6,12 @@ A JSON order message (REST body or WebSocket text frame)::
      "qty": 5, "order_type": "limit", "tif": "gtc", "post_only": false}
     {"type": "cancel", "req_id": 8, "order_id": 42}
     {"type": "replace", "req_id": 9, "order_id": 42, "price": 100001, "qty": 3}
+    {"type": "new", ..., "order_type": "stop_limit", "price": 100100, "stop_price": 100050}
 
 Integers are ticks and lots as in the order file; side, order_type and tif take their names or
-the order file's integer codes. Every error names the field (BadRequest.field).
+the order file's integer codes. A "stop" (order_type 2) or "stop_limit" (3) order needs
+``stop_price`` (ticks, > 0) and GTC or DAY; a replace of a waiting stop may carry a new
+``stop_price``. Every error names the field (BadRequest.field).
 """
 from __future__ import annotations
 
@@ -20,13 +23,16 @@ from hpte.engine import schema as S
 U64 = 2**64
 I64 = 2**63
 SIDES = {"buy": S.BUY, "sell": S.SELL, 1: S.BUY, -1: S.SELL}
-OTYPES = {"limit": S.OT_LIMIT, "market": S.OT_MARKET, 0: S.OT_LIMIT, 1: S.OT_MARKET}
+OTYPES = {"limit": S.OT_LIMIT, "market": S.OT_MARKET, "stop": S.OT_STOP, "stop_limit": S.OT_STOP_LIMIT,
+          0: S.OT_LIMIT, 1: S.OT_MARKET, 2: S.OT_STOP, 3: S.OT_STOP_LIMIT}
+OT_NAMES = ("limit", "market", "stop", "stop_limit")
 TIFS = {"gtc": S.TIF_GTC, "ioc": S.TIF_IOC, "fok": S.TIF_FOK, "day": S.TIF_DAY,
         0: S.TIF_GTC, 1: S.TIF_IOC, 2: S.TIF_FOK, 3: S.TIF_DAY}
 ACTIONS = {"new": S.ACT_NEW, "cancel": S.ACT_CANCEL, "replace": S.ACT_REPLACE}
-FIELDS = {"new": {"type", "req_id", "order_id", "symbol", "side", "price", "qty", "order_type", "tif", "post_only"},
+FIELDS = {"new": {"type", "req_id", "order_id", "symbol", "side", "price", "qty", "order_type", "tif", "post_only",
+                  "stop_price"},
           "cancel": {"type", "req_id", "order_id", "symbol", "side", "price", "qty"},
-          "replace": {"type", "req_id", "order_id", "symbol", "price", "qty"}}
+          "replace": {"type", "req_id", "order_id", "symbol", "price", "qty", "stop_price"}}
 
 
 class BadRequest(ValueError):
@@ -75,15 +81,15 @@ def req_id_of(m) -> object:
     return None
 
 
-_NEW_KEYS = frozenset(FIELDS["new"])
+_NEW_KEYS = frozenset(FIELDS["new"] - {"stop_price"})      # the hot path: no stop orders
 _SIDE_S = {k: v for k, v in SIDES.items() if type(k) is str}
-_OT_S = {k: v for k, v in OTYPES.items() if type(k) is str}
+_OT_S = {"limit": S.OT_LIMIT, "market": S.OT_MARKET}
 _TIF_S = {k: v for k, v in TIFS.items() if type(k) is str}
 
 
 def parse_order(m, symbols: frozenset) -> tuple:
     """A JSON order message -> (action, client id, symbol, side, price, qty, order_type, tif,
-    post_only, symbol_given). Raises BadRequest naming the field.
+    post_only, symbol_given, stop_price). Raises BadRequest naming the field.
 
     The hot path: a well-formed new order with names for side, order_type and tif is taken
     here with plain type and range tests; anything else (other messages, integer codes, any
@@ -100,9 +106,9 @@ def parse_order(m, symbols: frozenset) -> tuple:
             side, ot, tif = _SIDE_S.get(sd), _OT_S.get(otn), _TIF_S.get(tn)
             if side is not None and ot is not None and tif is not None:
                 if type(px) is int and -I64 < px < I64:
-                    return (S.ACT_NEW, coid, sym, side, px, qty, ot, tif, int(po), True)
+                    return (S.ACT_NEW, coid, sym, side, px, qty, ot, tif, int(po), True, 0)
                 if px is None and ot == S.OT_MARKET:
-                    return (S.ACT_NEW, coid, sym, side, 0, qty, ot, tif, int(po), True)
+                    return (S.ACT_NEW, coid, sym, side, 0, qty, ot, tif, int(po), True, 0)
     return parse_order_checked(m, symbols)
 
 
@@ -130,25 +136,38 @@ def parse_order_checked(m, symbols: frozenset) -> tuple:
         if "side" not in m:
             raise BadRequest("side", "missing field 'side'")
         side = _enum(m, "side", SIDES, S.BUY)
-        px = _int(m, "price", -I64 + 1, I64 - 1, required=(ot == S.OT_LIMIT))
+        px = _int(m, "price", -I64 + 1, I64 - 1, required=(ot in (S.OT_LIMIT, S.OT_STOP_LIMIT)))
         qty = _int(m, "qty", 1, I64 - 1)
         tif = _enum(m, "tif", TIFS, S.TIF_GTC)
         po = m.get("post_only", False)
         if type(po) is not bool:
             raise BadRequest("post_only", "field 'post_only' must be true or false")
-        return (S.ACT_NEW, coid, sym, side, px, qty, ot, tif, int(po), True)
+        if ot in (S.OT_STOP, S.OT_STOP_LIMIT):
+            stop = _int(m, "stop_price", 1, I64 - 1)
+            if tif not in (S.TIF_GTC, S.TIF_DAY):
+                raise BadRequest("tif", f"a {OT_NAMES[ot]} order waits for its trigger: field 'tif' must be gtc or day")
+            if po:
+                raise BadRequest("post_only", f"field 'post_only' is for limit orders, not {OT_NAMES[ot]}")
+        elif "stop_price" in m:
+            raise BadRequest("stop_price", f"field 'stop_price' is only for stop and stop_limit orders, "
+                             f"not {OT_NAMES[ot]}")
+        else:
+            stop = 0
+        return (S.ACT_NEW, coid, sym, side, px, qty, ot, tif, int(po), True, stop)
     if t == "cancel":       # side, price and qty are informative, as in the order file
         side = _enum(m, "side", SIDES, S.BUY)
         return (S.ACT_CANCEL, coid, sym, side, _int(m, "price", -I64 + 1, I64 - 1, False),
-                _int(m, "qty", 0, I64 - 1, False), S.OT_LIMIT, S.TIF_GTC, 0, sym_given)
+                _int(m, "qty", 0, I64 - 1, False), S.OT_LIMIT, S.TIF_GTC, 0, sym_given, 0)
     px = _int(m, "price", -I64 + 1, I64 - 1)
     qty = _int(m, "qty", 1, I64 - 1)
-    return (S.ACT_REPLACE, coid, sym, S.BUY, px, qty, S.OT_LIMIT, S.TIF_GTC, 0, sym_given)
+    stop = _int(m, "stop_price", 1, I64 - 1, required=False)     # a waiting stop's new stop price
+    return (S.ACT_REPLACE, coid, sym, S.BUY, px, qty, S.OT_LIMIT, S.TIF_GTC, 0, sym_given, stop)
 
 
-ROW_DTYPES = (np.uint8, np.uint64, np.uint32, np.int8, np.int64, np.int64, np.uint8, np.uint8, np.uint8, np.uint8)
+ROW_DTYPES = (np.uint8, np.uint64, np.uint32, np.int8, np.int64, np.int64, np.uint8, np.uint8, np.uint8, np.uint8,
+              np.int64)
 ROW_NAMES = ("action", "client_order_id", "symbol", "side", "price_ticks", "qty", "order_type", "tif",
-             "post_only", "sym_given")
+             "post_only", "sym_given", "stop_price_ticks")
 
 
 def rows_to_columns(rows: list[tuple]) -> dict:
@@ -186,4 +205,4 @@ def parse_arrow_frame(data: bytes, account: int, symbols: frozenset) -> dict:
     return {"action": c["action"], "client_order_id": c["order_id"], "symbol": c["symbol"].copy(),
             "side": c["side"].copy(), "price_ticks": c["price_ticks"], "qty": c["qty"],
             "order_type": c["order_type"], "tif": c["tif"], "post_only": c["post_only"],
-            "sym_given": np.ones(n, np.uint8)}
+            "sym_given": np.ones(n, np.uint8), "stop_price_ticks": c["stop_price_ticks"]}

@@ -19,19 +19,26 @@ import pyarrow as pa
 from hpte.engine import schema as S
 from hpte.engine.engine import Engine
 
-# the order columns the gateway takes (it has no good-till-date or stop entry yet: expire_ts_ns
-# and stop_price_ticks are left out, so the journal's format is unchanged) and the client's order id
+from .protocol import OT_NAMES
+
+# the order columns the gateway takes (it has no good-till-date entry yet: expire_ts_ns is left
+# out) and the client's order id. stop_price_ticks was added after the first journals were
+# written; a record without it replays with its default (0: no stop), as Engine.submit does.
 JOURNAL_SCHEMA = pa.schema([f for f in S.ORDER_SCHEMA if f.name not in ("expire_ts_ns", "stop_price_ticks")]
-                           + [pa.field("client_order_id", pa.uint64(), nullable=False)])
+                           + [pa.field("client_order_id", pa.uint64(), nullable=False)]
+                           + [f for f in S.ORDER_SCHEMA if f.name == "stop_price_ticks"])
 LIVE = ("OPEN", "PARTIALLY_FILLED")
 TRADES_KEPT = 100_000             # default of max_trades_kept (per symbol)
 FINISHED_KEPT = 1_000_000         # default of max_finished_orders (whole server)
 # order table row: [account, client id, symbol, side, price, qty, leaves, filled, status, reason,
 #                   order_type, tif, filled notional (sum of fill price_ticks x qty: ticks x lots),
-#                   ts_ns of its ACCEPTED event]
+#                   ts_ns of its ACCEPTED event, stop price (0: not a stop order), triggered
+#                   (a stop order whose TRIGGERED event came)]
 (O_ACCT, O_COID, O_SYM, O_SIDE, O_PX, O_QTY, O_LEAVES, O_FILLED, O_STATUS, O_REASON, O_OT, O_TIF,
- O_NOTIONAL, O_TS) = range(14)
-O_COLS = 14
+ O_NOTIONAL, O_TS, O_STOP, O_TRIG) = range(16)
+O_COLS = 16
+# what a row of an older snapshot (before the notional/time and the stop columns) reads as
+_O_PAD = (None, None, 0, False)
 
 _EV = S.EVENT_NAMES
 _RN = S.REASON_NAMES
@@ -85,9 +92,9 @@ class Gateway:
         g = cls.__new__(cls)
         g.__dict__.update(d)
         g.engine = engine_from_state(d["engine"])
-        for o in g.orders.values():        # a snapshot from before the notional and time columns
+        for o in g.orders.values():        # a snapshot from before the notional, time or stop columns
             if len(o) < O_COLS:
-                o.extend([None] * (O_COLS - len(o)))
+                o.extend(_O_PAD[len(o) - O_COLS:])
         return g
 
     # ---- the client's ids ------------------------------------------------------------------
@@ -194,9 +201,10 @@ class Gateway:
                 c_oid, c_act, c_coid, c_px, c_qty, c_ot, c_tif = (cols[k].tolist() for k in (
                     "order_id", "action", "client_order_id", "price_ticks", "qty", "order_type", "tif"))
                 nrows = len(c_oid)
-            EV_ACC, EV_REJ, EV_F, EV_PF, EV_C, EV_X, EV_R, NEW = (
+                c_stop = cols["stop_price_ticks"].tolist() if "stop_price_ticks" in cols else [0] * nrows
+            EV_ACC, EV_REJ, EV_F, EV_PF, EV_C, EV_X, EV_R, EV_T, NEW = (
                 S.EV_ACCEPTED, S.EV_REJECTED, S.EV_FILLED, S.EV_PARTIALLY_FILLED, S.EV_CANCELLED, S.EV_EXPIRED,
-                S.EV_REPLACED, S.ACT_NEW)
+                S.EV_REPLACED, S.EV_TRIGGERED, S.ACT_NEW)
             fin = self.finished
             todo = range(len(seq))
             if cols is not None and ev.n_rows >= self.BULK_MIN:
@@ -210,7 +218,7 @@ class Gateway:
                         continue
                     orders[oid[j]] = [acct[j], c_coid[r], sym[j], side[j], c_px[r], c_qty[r], leaves[j], 0,
                                       "OPEN" if c == EV_ACC else "REJECTED", _RN[reason[j]], c_ot[r], c_tif[r],
-                                      0, ets[j]]
+                                      0, ets[j], c_stop[r], False]
                     if c == EV_REJ:
                         fin.append(oid[j])
                 elif o is None:
@@ -230,7 +238,13 @@ class Gateway:
                             fin.append(oid[j])
                         o[O_STATUS] = _EV[c]
                     o[O_REASON] = _RN[reason[j]]
+                elif c == EV_T:
+                    o[O_TRIG] = True
                 elif c == EV_R:
+                    if cols is not None and not o[O_TRIG] and o[O_STOP]:    # a waiting stop: new stop price?
+                        r = seq[j] - base
+                        if 0 <= r < nrows and c_oid[r] == oid[j] and c_stop[r]:
+                            o[O_STOP] = c_stop[r]
                     o[O_PX] = px[j]
                     o[O_QTY] = o[O_FILLED] + leaves[j]
                     o[O_LEAVES] = leaves[j]
@@ -293,7 +307,8 @@ class Gateway:
         rows = zip(ev["account"][a].tolist(), cols["client_order_id"][r].tolist(), ev["symbol"][a].tolist(),
                    ev["side"][a].tolist(), cols["price_ticks"][r].tolist(), cols["qty"][r].tolist(),
                    ev["leaves_qty"][a].tolist(), [0] * n, ["OPEN"] * n, [_RN[x] for x in ev["reason"][a].tolist()],
-                   cols["order_type"][r].tolist(), cols["tif"][r].tolist(), [0] * n, ev["ts_ns"][a].tolist())
+                   cols["order_type"][r].tolist(), cols["tif"][r].tolist(), [0] * n, ev["ts_ns"][a].tolist(),
+                   cols["stop_price_ticks"][r].tolist() if "stop_price_ticks" in cols else [0] * n, [False] * n)
         orders.update(zip(a_oid, map(list, rows)))
         rest = np.ones(len(oid), bool)
         rest[a] = False
@@ -349,5 +364,6 @@ def order_view(o: list) -> dict:
     return {"order_id": o[O_COID], "account": o[O_ACCT], "symbol": o[O_SYM],
             "side": "buy" if o[O_SIDE] == S.BUY else "sell", "price": o[O_PX], "qty": o[O_QTY],
             "leaves_qty": o[O_LEAVES], "filled_qty": o[O_FILLED], "status": o[O_STATUS],
-            "reason": o[O_REASON], "order_type": ("limit", "market")[o[O_OT]],
-            "tif": ("gtc", "ioc", "fok", "day")[o[O_TIF]], "filled_notional": o[O_NOTIONAL], "ts_ns": o[O_TS]}
+            "reason": o[O_REASON], "order_type": OT_NAMES[o[O_OT]],
+            "tif": ("gtc", "ioc", "fok", "day")[o[O_TIF]], "filled_notional": o[O_NOTIONAL], "ts_ns": o[O_TS],
+            "stop_price": o[O_STOP], "triggered": o[O_TRIG]}

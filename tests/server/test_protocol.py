@@ -11,10 +11,10 @@ from hpte.engine.server.protocol import BadRequest, parse_order, parse_order_che
 SYMBOLS = frozenset({0, 1, 2})
 VALUES = st.one_of(
     st.none(), st.booleans(), st.integers(-2**64, 2**64 + 1), st.sampled_from([0, 1, 2, 3, -1, 2**63 - 1, 2**63, 2**64 - 1]),
-    st.sampled_from(["new", "cancel", "replace", "buy", "sell", "limit", "market", "gtc", "ioc", "fok", "day", "x", ""]),
+    st.sampled_from(["new", "cancel", "replace", "buy", "sell", "limit", "market", "stop", "stop_limit", "gtc", "ioc", "fok", "day", "x", ""]),
     st.text(max_size=70), st.floats(allow_nan=False), st.lists(st.integers(), max_size=2),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=1))
-KEYS = ["type", "req_id", "order_id", "symbol", "side", "price", "qty", "order_type", "tif", "post_only", "extra"]
+KEYS = ["type", "req_id", "order_id", "symbol", "side", "price", "qty", "order_type", "tif", "post_only", "stop_price", "extra"]
 
 
 def outcome(f, m):
@@ -54,6 +54,39 @@ def test_hot_path_equals_checked_path(m):
 ])
 def test_edge_cases_agree(m):
     assert outcome(parse_order, m) == outcome(parse_order_checked, m)
+
+
+STOP = {"order_id": 1, "symbol": 0, "side": "buy", "qty": 3, "order_type": "stop", "stop_price": 100}
+
+
+@pytest.mark.parametrize("m, field, words", [
+    ({k: v for k, v in STOP.items() if k != "stop_price"}, "stop_price", "missing field 'stop_price'"),
+    ({**STOP, "stop_price": -5}, "stop_price", "out of range"),
+    ({**STOP, "stop_price": 0}, "stop_price", "out of range"),
+    ({**STOP, "stop_price": 100.5}, "stop_price", "must be an integer"),         # off the tick grid
+    ({**STOP, "stop_price": "100"}, "stop_price", "must be an integer"),
+    ({**STOP, "tif": "ioc"}, "tif", "gtc or day"),
+    ({**STOP, "tif": "fok"}, "tif", "gtc or day"),
+    ({**STOP, "order_type": "stop_limit"}, "price", "missing field 'price'"),
+    ({**STOP, "order_type": "limit", "price": 5}, "stop_price", "only for stop and stop_limit"),
+    ({**STOP, "order_type": "stop_limit", "price": 5, "post_only": True}, "post_only", "for limit orders"),
+    ({"type": "replace", "order_id": 1, "price": 5, "qty": 2, "stop_price": -1}, "stop_price", "out of range"),
+    ({"type": "cancel", "order_id": 1, "stop_price": 7}, "stop_price", "unknown field"),
+])
+def test_stop_errors_name_the_field(m, field, words):
+    with pytest.raises(BadRequest, match=words) as e:
+        parse_order(m, SYMBOLS)
+    assert e.value.field == field and e.value.code == "BAD_REQUEST"
+
+
+def test_stop_rows():
+    from hpte.engine import schema as S
+    assert parse_order(STOP, SYMBOLS) == (S.ACT_NEW, 1, 0, S.BUY, 0, 3, S.OT_STOP, S.TIF_GTC, 0, True, 100)
+    m = {**STOP, "order_type": 3, "price": 120, "tif": "day", "side": "sell"}
+    assert parse_order(m, SYMBOLS) == (S.ACT_NEW, 1, 0, S.SELL, 120, 3, S.OT_STOP_LIMIT, S.TIF_DAY, 0, True, 100)
+    r = parse_order({"type": "replace", "order_id": 1, "price": 5, "qty": 2, "stop_price": 90}, SYMBOLS)
+    assert r[0] == S.ACT_REPLACE and r[-1] == 90
+    assert parse_order({"order_id": 1, "symbol": 0, "side": "buy", "qty": 3, "price": 5}, SYMBOLS)[-1] == 0
 
 
 def test_histogram_buckets():

@@ -25,8 +25,8 @@ def hpte(*args):
     return r
 
 
-def gen_flow(path, n, books, accounts, seed):
-    hpte("gen", path, "-n", n, "-b", books, "-a", accounts, "-s", seed)
+def gen_flow(path, n, books, accounts, seed, *extra):
+    hpte("gen", path, "-n", n, "-b", books, "-a", accounts, "-s", seed, *extra)
     return read_orders(path)
 
 
@@ -74,8 +74,9 @@ def rebuild(msgs, symbol):
 
 def test_ws_flow_equals_hpte_match(make_server, tmp_path):
     """A generated flow sent as JSON over two accounts' WebSockets: the execution reports equal
-    `hpte match` on the same flow, and a market-data subscriber rebuilds the final book exactly."""
-    c = gen_flow(tmp_path / "flow.parquet", 3000, 2, 2, 7)
+    `hpte match` on the same flow, and a market-data subscriber rebuilds the final book exactly.
+    The flow has stop and stop-limit orders (JSON "stop_price"): their TRIGGERED events too."""
+    c = gen_flow(tmp_path / "flow.parquet", 3000, 2, 2, 7, "--stops", "0.05")
     hpte("match", tmp_path / "flow.parquet", "--fills", tmp_path / "f.parquet", "--events", tmp_path / "e.parquet",
          "--book", tmp_path / "b.parquet")
     ev = pq.read_table(tmp_path / "e.parquet").to_pydict()
@@ -99,6 +100,8 @@ def test_ws_flow_equals_hpte_match(make_server, tmp_path):
         if act == S.ACT_NEW:
             m |= {"price": int(c["price_ticks"][i]), "qty": int(c["qty"][i]), "order_type": int(c["order_type"][i]),
                   "tif": int(c["tif"][i])}
+            if c["stop_price_ticks"][i]:
+                m["stop_price"] = int(c["stop_price_ticks"][i])
         else:
             m |= {"price": int(c["price_ticks"][i]), "qty": int(c["qty"][i])}
         conns[a].send(orjson.dumps(m).decode())
@@ -118,6 +121,7 @@ def test_ws_flow_equals_hpte_match(make_server, tmp_path):
             import difflib
             print("\n".join(list(difflib.unified_diff([str(x) for x in want], [str(x) for x in reps], lineterm=""))[:40]))
         assert len(reps) == len(want) and reps == want
+        assert any(r[1] == "TRIGGERED" for r in reps), "the flow's stops never triggered"
         assert sum(m["type"] == "ack" for m in got[a]) == int((c["account"] == a).sum())
     # market data: rebuild from snapshot + deltas; equals the server's book and hpte match's
     book = pq.read_table(tmp_path / "b.parquet").to_pydict()
@@ -149,17 +153,19 @@ def arrow_frame(cols: dict) -> bytes:
 def test_arrow_frames_and_md_subscribe_midway(make_server, tmp_path):
     """Bulk entry in binary Arrow frames: the final book equals `hpte match` of the same rows, and a
     subscriber joining midway rebuilds it from its snapshot."""
-    c = gen_flow(tmp_path / "flow.parquet", 20_000, 3, 1, 3)
+    c = gen_flow(tmp_path / "flow.parquet", 20_000, 3, 1, 3, "--stops", "0.02")
     write_columns(tmp_path / "flow1.parquet", c, S.ORDER_SCHEMA)
     hpte("match", tmp_path / "flow1.parquet", "--fills", tmp_path / "f.parquet", "--book", tmp_path / "b.parquet")
     srv = make_server()
     ws = ws_connect(srv, "/v1/ws/orders", None)
     ws.send(orjson.dumps({"type": "auth", "key": KEYS["t1"][0]}).decode())   # first-message auth
     assert recv_msg(ws)["type"] == "authenticated"
-    cols = {k: c[k] for k in ("ts_ns", "order_id", "side", "price_ticks", "qty", "action", "order_type", "tif", "symbol")}
+    cols = {k: c[k] for k in ("ts_ns", "order_id", "side", "price_ticks", "qty", "action", "order_type", "tif", "symbol",
+                              "stop_price_ticks")}
     chunks = np.array_split(np.arange(len(c["ts_ns"])), 8)
     md = None
     msgs = []
+    triggered = 0
     for k, idx in enumerate(chunks):
         ws.send(arrow_frame({n: v[idx] for n, v in cols.items()}))
         got = recv_until(ws, lambda m: m.get("type") == "arrow")
@@ -167,6 +173,7 @@ def test_arrow_frames_and_md_subscribe_midway(make_server, tmp_path):
         t = got[-1]["table"]          # the reports of this frame's rows, with the client's order ids
         assert set(t.column("order_id").to_numpy()) <= set(c["order_id"][idx].tolist())
         assert t.num_rows >= len(idx)
+        triggered += int((t.column("event").to_numpy() == S.EV_TRIGGERED).sum())
         if k == 3:
             md = ws_connect(srv, "/v1/ws/market", "md")
             md.send(orjson.dumps({"type": "subscribe", "symbols": [0, 1, 2]}).decode())
@@ -187,6 +194,7 @@ def test_arrow_frames_and_md_subscribe_midway(make_server, tmp_path):
             assert mb == {"bids": rest["bids"], "asks": rest["asks"]} == ref
             total += h.get(f"/v1/trades/{sym}").json()["last_seq"]
         assert total == fills
+    assert triggered > 0          # stop orders came in the frames' stop_price_ticks column and triggered
     ws.close()
     md.close()
 
