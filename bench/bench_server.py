@@ -8,6 +8,12 @@ protocol, Starlette WebSockets, orjson):
   ws-paced  JSON single orders at a fixed total rate (default 10,000/s): the latency at that load
   arrow     binary Arrow IPC frames of `--frame-rows` orders
   rest      REST POST /v1/orders, one order per call, several concurrent clients
+  md-native ws-json again with `--subscribers` clients on the native market stream /v1/ws/market
+            (symbols 0-2: snapshot, then L2 deltas + trades, several messages a frame)
+  md-binance ws-json again with `--subscribers` clients on Binance's combined stream
+            /stream?streams=<s>@depth/<s>@trade for the 3 symbols (one event a frame)
+            The fan-out cost per subscriber: (gateway CPU per order with the subscribers - without)
+            / subscribers, each against the ws-json phase of the same run.
 
 The gateway runs with its journal at the default durability (fsync = "batch") in a temporary
 directory. Latency is from the client's send to the client's receipt of the ack (which the
@@ -201,6 +207,45 @@ def arrow_frame(start: int, n: int) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+async def md_subscriber(url: str, headers, first: str | None, counts: list, ready: asyncio.Event, n_ready: list,
+                        want: int) -> None:
+    """A market-data client that reads (and counts messages of) everything until cancelled."""
+    from websockets.asyncio.client import connect
+
+    async with connect(url, additional_headers=headers, max_size=1 << 26, compression=None) as ws:
+        if first:
+            await ws.send(first)
+        n_ready[0] += 1
+        if n_ready[0] == want:
+            ready.set()
+        try:
+            async for raw in ws:
+                counts[0] += raw.count("\n") + 1
+                counts[1] += len(raw)
+        except asyncio.CancelledError:
+            pass
+
+
+async def with_subscribers(kind: str, port: int, headers, n: int, run):
+    """Run `run()` with n market-data subscribers of `kind` (native or binance) connected."""
+    counts, n_ready, ready = [0, 0], [0], asyncio.Event()
+    if kind == "native":
+        url, first = f"ws://127.0.0.1:{port}/v1/ws/market", orjson.dumps({"type": "subscribe", "symbols": [0, 1, 2]}).decode()
+    else:
+        names = "/".join(f"{s}@{k}" for s in ("sym0", "sym1", "sym2") for k in ("depth", "trade"))
+        url, first = f"ws://127.0.0.1:{port}/stream?streams={names}", None
+    subs = [asyncio.ensure_future(md_subscriber(url, headers, first, counts, ready, n_ready, n)) for _ in range(n)]
+    await asyncio.wait_for(ready.wait(), 60)
+    await asyncio.sleep(0.2)
+    c0 = list(counts)
+    out = await run()
+    await asyncio.sleep(0.5)                 # the last messages drain
+    for t in subs:
+        t.cancel()
+    await asyncio.gather(*subs, return_exceptions=True)
+    return out, counts[0] - c0[0], counts[1] - c0[1]
+
+
 async def phase_rest(base, clients, seconds, n_max):
     import httpx
 
@@ -233,7 +278,8 @@ def main() -> None:
     ap.add_argument("--paced-rate", type=float, default=10_000)
     ap.add_argument("--fsync", default="batch", choices=("always", "batch", "interval"),
                     help="the gateway's durability policy (default: the server's default, batch)")
-    ap.add_argument("--phases", default="echo,ws-json,ws-paced,arrow,rest")
+    ap.add_argument("--phases", default="echo,ws-json,ws-paced,arrow,rest,md-native,md-binance")
+    ap.add_argument("--subscribers", type=int, default=8, help="market-data clients in md-native / md-binance")
     ap.add_argument("--max-messages", type=int, default=2_000_000, help="per client and phase")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--profile", type=Path, default=None,
@@ -246,7 +292,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="hpte-bench-server-"))
     cfg = tmp / "SERVER.toml"
     cfg.write_text(f'[server]\nsymbols = [0, 1, 2]\njournal_dir = "journal"\nfsync = "{a.fsync}"\n'
-                   f'\n[[keys]]\nkey = "{KEY}"\naccount = 1\nrole = "trader"\n')
+                   f'\n[[keys]]\nkey = "{KEY}"\naccount = 1\nrole = "trader"\n'
+                   + "".join(f'\n[[binance.symbols]]\nname = "SYM{s}"\nsymbol = {s}\nbase = "B{s}"\nquote = "Q"\n'
+                             f'tick_size = "0.01"\nlot_size = "0.001"\n' for s in range(3)))
     ep, gp = free_port(), free_port()
     procs = []
     try:
@@ -316,6 +364,22 @@ def main() -> None:
             if "rest" in ph:
                 n, el, lat = await phase_rest(f"http://127.0.0.1:{gp}", a.clients, a.seconds, a.max_messages)
                 res["rest"] = {"msgs": n, "seconds": el, "per_s": n / el, **pct(lat), **cpu(n)}
+            for kind in ("native", "binance"):
+                if f"md-{kind}" not in ph:
+                    continue
+                if "ws-json" not in res:
+                    raise SystemExit("md-native / md-binance are measured against the ws-json phase: run it too")
+
+                async def run(kind=kind):
+                    cpu(0)                                 # the mark: after the subscribers connected
+                    return await phase_ws(f"ws://127.0.0.1:{gp}/v1/ws/orders", hdr, a.clients, a.seconds,
+                                          a.window, a.max_messages, make_order, json_ack)
+                (n, el, lat), msgs, nbytes = await with_subscribers(kind, gp, hdr, a.subscribers, run)
+                c = cpu(n)
+                res[f"md-{kind}"] = {"msgs": n, "seconds": el, "per_s": n / el, **pct(lat), **c,
+                                     "subscribers": a.subscribers, "md_msgs": msgs, "md_bytes": nbytes,
+                                     "fanout_cpu_us_per_order_per_sub":
+                                         (c["server_cpu_us"] - res["ws-json"]["server_cpu_us"]) / a.subscribers}
 
         asyncio.run(run_all())
     finally:
@@ -336,6 +400,15 @@ def main() -> None:
         f = lambda x: f"{x:9.0f}" if x is not None else f"{'-':>9}"
         print(f"{k:<10} {v['per_s']:12,.0f} {v['per_s'] / base:8.2f} {f(v['p50_us'])} {f(v['p99_us'])} {f(v['p999_us'])} "
               f"{v['server_cpu_us']:17.2f} {v['server_cpu_us'] / cbase:8.2f}")
+    for k in ("md-native", "md-binance"):
+        if k in res:
+            v = res[k]
+            print(f"{k}: {v['subscribers']} subscribers received {v['md_msgs']:,} messages ({v['md_bytes'] / 1e6:.1f} MB) "
+                  f"for {v['msgs']:,} orders; fan-out cost {v['fanout_cpu_us_per_order_per_sub']:.2f} us of gateway CPU "
+                  f"per order per subscriber")
+    if "md-native" in res and "md-binance" in res:
+        print(f"Binance streams / native market stream fan-out cost: "
+              f"{res['md-binance']['fanout_cpu_us_per_order_per_sub'] / res['md-native']['fanout_cpu_us_per_order_per_sub']:.2f}x")
     shares = ", ".join(f"{k} {v['server_sys_share']:.0%}" for k, v in res.items() if "server_sys_share" in v)
     print(f"gateway CPU in the kernel (system time): {shares}")
     print(f"clients {a.clients}, window {a.window}, frame rows {a.frame_rows}, paced {a.paced_rate:,.0f}/s, "

@@ -219,8 +219,9 @@ def create_app(cfg: ServerConfig, risk_path: Path | None = None, log=print) -> F
         return {"orders": out, **gw.retention(key.account)}
 
     if cfg.binance is not None:        # the Binance-compatible subset under /api/v3
-        from .binance import add_routes
+        from .binance import add_routes, add_stream_routes
         add_routes(app, cfg, core, submit_rows)
+        add_stream_routes(app, cfg, core)
 
     # ---- market data ---------------------------------------------------------------------
     def symbol_of(text: str) -> int:

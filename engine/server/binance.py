@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 import orjson
-from fastapi import FastAPI, Request as HttpRequest
+from fastapi import FastAPI, Request as HttpRequest, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 
 from hpte.engine import schema as S
@@ -587,3 +587,246 @@ def add_routes(app: FastAPI, cfg: ServerConfig, core, submit_rows) -> None:
         return BinanceError(-1020, f"This operation is not supported (/api/v3/{rest}; see README, "
                             "'Binance-compatible subset').", 404).response()
 
+
+
+# ---- WebSocket market streams ---------------------------------------------------------------
+STREAM_RE = re.compile(r"^([a-z0-9_.-]{1,20})@(trade|depth|depth@100ms)$")
+MAX_STREAMS = 1024              # streams on one connection (Binance's limit)
+
+
+class DecFormat:
+    """dec(units, step) for one step, in integer arithmetic (the streams format every level and
+    trade of every update): the same string as ``dec``."""
+
+    def __init__(self, step: Decimal):
+        _sign, digits, exp = step.as_tuple()
+        self.mant = int("".join(map(str, digits))) * (10 ** exp if exp > 0 else 1)
+        self.k = -exp if exp < 0 else 0
+
+    def __call__(self, units: int) -> str:
+        v = units * self.mant
+        if not self.k:
+            return str(v)
+        neg, v = v < 0, abs(v)
+        s = str(v).rjust(self.k + 1, "0")
+        return ("-" if neg else "") + s[:-self.k] + "." + s[-self.k:]
+
+
+class _StreamKey:
+    """What a stream session's Session needs of a key (market streams may be public)."""
+    __slots__ = ("account", "key", "role")
+
+    def __init__(self, key: ApiKey | None):
+        self.account = key.account if key is not None else -1
+        self.key = key
+        self.role = key.role if key is not None else "public"
+
+
+class Streams:
+    """Binance's market streams over the core's market data: ``<symbol>@trade`` (one event per
+    trade) and ``<symbol>@depth`` (diff depth: the levels a result changed, absolute quantities,
+    "0" = gone). Depth events carry Binance's update ids: ``u`` = the symbol's market-data seq
+    of that result (what ``GET /api/v3/depth`` returns as lastUpdateId), ``U`` = the previous
+    depth event's ``u`` + 1 (results that changed no level, e.g. a trade-only or empty one, are
+    inside the range). So Binance's "manage a local order book" procedure works as documented:
+    buffer the events, take the REST snapshot, drop events with ``u`` <= lastUpdateId, the first
+    kept one has ``U`` <= lastUpdateId + 1 <= ``u``, each next one ``U`` = previous ``u`` + 1.
+
+    The writer calls ``fanout`` with each result's market data (Core.md_hooks); it builds each
+    subscribed stream's message once per result and queues it to every subscriber, never waiting
+    (a subscriber past ``md_backlog`` is cut off, as on the native stream)."""
+
+    def __init__(self, bc: BinanceConfig, gw):
+        self.by_name = {name.lower(): b for name, b in bc.symbols.items()}
+        self.by_sym = {b.symbol: b for b in bc.symbols.values()}
+        self.fmt = {b.symbol: (DecFormat(b.tick), DecFormat(b.lot)) for b in bc.symbols.values()}
+        self.subs: dict[int, dict[str, dict]] = {}        # hpte symbol -> kind -> {session: stream name}
+        self.last_u = {b.symbol: gw.md_seq.get(b.symbol, 0) for b in bc.symbols.values()}
+
+    def parse(self, name: str) -> tuple[BinanceSymbol, str]:
+        m = STREAM_RE.match(name) if isinstance(name, str) else None
+        b = self.by_name.get(m.group(1)) if m else None
+        if b is None:
+            raise BinanceError(-1121 if m else -1100, f"Invalid stream name {name!r} (<symbol>@trade or "
+                               f"<symbol>@depth, symbol one of {', '.join(sorted(self.by_name))})")
+        return b, "trade" if m.group(2) == "trade" else "depth"
+
+    def add(self, s, name: str) -> None:
+        b, kind = self.parse(name)
+        self.subs.setdefault(b.symbol, {}).setdefault(kind, {})[s] = name
+        s.streams.add(name)
+
+    def remove(self, s, name: str) -> None:
+        b, kind = self.parse(name)
+        self.subs.get(b.symbol, {}).get(kind, {}).pop(s, None)
+        s.streams.discard(name)
+
+    def drop(self, s) -> None:
+        for kinds in self.subs.values():
+            for d in kinds.values():
+                d.pop(s, None)
+
+    def fanout(self, md: dict, acts: list) -> None:
+        now = None
+        for sym, m in md.items():
+            deltas = m["deltas"]
+            subs = self.subs.get(sym)
+            U = None
+            if deltas and sym in self.last_u:
+                U = self.last_u[sym] + 1
+                self.last_u[sym] = m["seq"]
+            if not subs:
+                continue
+            b = self.by_sym[sym]
+            px, lot = self.fmt[sym]
+            if now is None:
+                now = time.time_ns() // 1_000_000
+            d = subs.get("depth")
+            if d and U is not None:
+                bids = [[px(p), lot(q)] for sd, p, q, _n in deltas if sd == S.BUY]
+                asks = [[px(p), lot(q)] for sd, p, q, _n in deltas if sd != S.BUY]
+                ev = {"e": "depthUpdate", "E": now, "s": b.name, "U": U, "u": m["seq"], "b": bids, "a": asks}
+                self._send(d, ev, acts)
+            t = subs.get("trade")
+            if t and m["trades"]:
+                for seq, ts, p, q, sd in m["trades"]:
+                    ev = {"e": "trade", "E": now, "s": b.name, "t": seq, "p": px(p), "q": lot(q),
+                          "T": ts // 1_000_000, "m": sd == S.SELL, "M": True}
+                    self._send(t, ev, acts)
+
+    @staticmethod
+    def _send(subs: dict, ev: dict, acts: list) -> None:
+        raw = combined = None
+        for s, name in subs.items():
+            if s.combined:
+                if combined is None or combined[0] != name:
+                    combined = (name, orjson.dumps({"stream": name, "data": ev}))
+                acts.append((s.push_raw, combined[1]))
+            else:
+                if raw is None:
+                    raw = orjson.dumps(ev)
+                acts.append((s.push_raw, raw))
+
+
+def add_stream_routes(app: FastAPI, cfg: ServerConfig, core) -> None:
+    """Binance's WebSocket market streams: ``/ws/<stream>[/<stream>...]`` (raw payloads) and
+    ``/stream?streams=<stream>/<stream>`` (combined: ``{"stream": name, "data": payload}``); live
+    ``{"method": "SUBSCRIBE" | "UNSUBSCRIBE" | "LIST_SUBSCRIPTIONS", "params": [...], "id": n}``.
+    A key (X-MBX-APIKEY or X-API-Key header) is needed unless ``public_market_data``."""
+    import asyncio
+    import contextlib
+
+    from .core import Session
+
+    bc: BinanceConfig = cfg.binance
+    st: dict = {}
+
+    def streams() -> Streams:
+        if "s" not in st:
+            c = core()
+            st["s"] = Streams(bc, c.gw)
+            c.md_hooks.append(st["s"].fanout)
+        return st["s"]
+
+    def key_of(ws: WebSocket) -> ApiKey | None:
+        k = ws.headers.get("x-mbx-apikey") or ws.headers.get("x-api-key")
+        key = cfg.keys.get(k) if k else None
+        if key is None and not bc.public_market_data:
+            raise BinanceError(-2014 if not k else -2015, "API-key format invalid. (send the X-MBX-APIKEY header; "
+                               "market streams need a key unless [binance] public_market_data = true)", 401)
+        return key
+
+    async def serve(ws: WebSocket, names: list[str], combined: bool) -> None:
+        ss = streams()
+        try:
+            key = key_of(ws)
+            if len(names) > MAX_STREAMS:
+                raise BinanceError(-1100, f"at most {MAX_STREAMS} streams on one connection")
+            for n in names:
+                ss.parse(n)
+        except BinanceError as e:
+            await ws.accept()
+            await ws.send_text(orjson.dumps({"code": e.code, "msg": e.msg}).decode())
+            await ws.close(1008, e.msg[:120])
+            return
+        s = Session(_StreamKey(key), "binance-md", cfg.md_backlog)
+        s.combined, s.streams = combined, set()
+        for n in names:              # registered before the handshake completes: a client that
+            ss.add(s, n)             # then reads the REST snapshot misses no event after it
+        me = asyncio.current_task()
+
+        async def send(data):
+            await ws.send_text(data.decode())
+
+        async def pump():
+            try:
+                await s.pump(send, coalesce=0)       # one event per frame, as Binance sends
+            except Exception:
+                s.closed = True
+            if s.close_reason:
+                with contextlib.suppress(Exception):
+                    await ws.close(1008, s.close_reason[:120])
+            me.cancel()
+
+        def reply(obj) -> None:
+            s.push_raw(orjson.dumps(obj))
+
+        def handle(text) -> None:
+            rid = None
+            try:
+                if text is None or len(text) > cfg.max_message_bytes:
+                    raise ValueError("send JSON text messages")
+                m = orjson.loads(text)
+                if not isinstance(m, dict):
+                    raise ValueError("a message must be a JSON object")
+                rid = m.get("id")
+                meth, params = m.get("method"), m.get("params", [])
+                if meth == "LIST_SUBSCRIPTIONS":
+                    reply({"result": sorted(s.streams), "id": rid})
+                    return
+                if meth not in ("SUBSCRIBE", "UNSUBSCRIBE"):
+                    raise ValueError(f"unknown method {meth!r} (SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS)")
+                if not isinstance(params, list) or not all(isinstance(x, str) for x in params):
+                    raise ValueError("'params' must be a list of stream names")
+                for n in params:
+                    ss.parse(n)
+                if meth == "SUBSCRIBE" and len(s.streams | set(params)) > MAX_STREAMS:
+                    raise ValueError(f"at most {MAX_STREAMS} streams on one connection")
+                for n in params:
+                    (ss.add if meth == "SUBSCRIBE" else ss.remove)(s, n)
+                reply({"result": None, "id": rid})
+            except BinanceError as e:
+                reply({"error": {"code": 2, "msg": f"Invalid request: {e.msg}"}, "id": rid})
+            except (ValueError, orjson.JSONDecodeError) as e:
+                reply({"error": {"code": 3 if isinstance(e, orjson.JSONDecodeError) else 2,
+                                 "msg": f"Invalid request: {e}"}, "id": rid})
+
+        try:
+            await ws.accept()
+        except Exception:
+            ss.drop(s)
+            return
+        pt = asyncio.ensure_future(pump())
+        try:
+            while not s.closed:
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    return
+                handle(msg.get("text"))
+        except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
+            return
+        finally:
+            s.closed = True
+            s.ready.set()
+            ss.drop(s)
+            if not pt.done() and pt is not asyncio.current_task():
+                pt.cancel()
+
+    @app.websocket("/ws/{path:path}")
+    async def bn_ws_raw(ws: WebSocket, path: str):
+        await serve(ws, [n for n in path.split("/") if n], False)
+
+    @app.websocket("/stream")
+    async def bn_ws_combined(ws: WebSocket):
+        q = ws.query_params.get("streams", "")
+        await serve(ws, [n for n in q.split("/") if n], True)

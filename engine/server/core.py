@@ -218,6 +218,9 @@ class Core:
         self.order_sessions: dict[int, set[Session]] = {}     # account -> order-entry sessions
         self.entered: dict[int, Session] = {}                 # engine id -> the connection that entered it (open orders)
         self.md_subs: dict[int, set[Session]] = {}            # symbol -> market-data sessions
+        # other adapters' market-data streams (the Binance streams): fn(md, acts), called by the
+        # writer with each result's market-data messages, as _fanout is
+        self.md_hooks: list = []
         self.rate = RateLimiter()
         self.stopping = False
         self.risk_path = risk_path
@@ -526,6 +529,8 @@ class Core:
                 entered.pop(oid, None)
 
     def _fanout(self, md: dict, acts: list) -> None:
+        for h in self.md_hooks:
+            h(md, acts)
         for sym, msg in md.items():
             subs = self.md_subs.get(sym)
             if subs:

@@ -80,7 +80,8 @@ def test_exchange_info_and_public(bn_server):
     assert set(by) == {"BTCUSDT", "ETHUSDT"}
     f = {x["filterType"]: x for x in by["ETHUSDT"]["filters"]}
     assert f["PRICE_FILTER"]["tickSize"] == "0.05" and f["LOT_SIZE"]["stepSize"] == "0.1"
-    assert by["ETHUSDT"]["hpteSymbol"] == 2 and by["BTCUSDT"]["orderTypes"] == ["LIMIT", "MARKET", "LIMIT_MAKER"]
+    assert by["ETHUSDT"]["hpteSymbol"] == 2
+    assert by["BTCUSDT"]["orderTypes"] == ["LIMIT", "MARKET", "LIMIT_MAKER", "STOP_LOSS", "STOP_LOSS_LIMIT"]
     one = ok(call(s, "GET", "/api/v3/exchangeInfo", None, {"symbol": "BTCUSDT"}, sign=False))
     assert [x["symbol"] for x in one["symbols"]] == ["BTCUSDT"]
 
@@ -150,7 +151,15 @@ BAD = [  # (method, path, who, params, code, words in msg), each refused with en
     ("POST", "/api/v3/order", "bn1", {"side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "1", "price": "1"}, -1102, "'symbol'"),
     ("POST", "/api/v3/order", "bn1", {"symbol": "XRPUSDT", "side": "BUY", "type": "MARKET", "quantity": "1"}, -1121, "Invalid symbol"),
     ("POST", "/api/v3/order", "bn1", {"symbol": "BTCUSDT", "side": "LONG", "type": "MARKET", "quantity": "1"}, -1117, "side"),
-    ("POST", "/api/v3/order", "bn1", {"symbol": "BTCUSDT", "side": "BUY", "type": "STOP_LOSS", "quantity": "1"}, -1116, "not supported"),
+    ("POST", "/api/v3/order", "bn1", {"symbol": "BTCUSDT", "side": "BUY", "type": "TAKE_PROFIT", "quantity": "1"}, -1116, "not supported"),
+    ("POST", "/api/v3/order", "bn1", {"symbol": "BTCUSDT", "side": "BUY", "type": "STOP_LOSS", "quantity": "1"}, -1102, "'stopPrice'"),
+    ("POST", "/api/v3/order", "bn1", {"symbol": "ETHUSDT", "side": "SELL", "type": "STOP_LOSS_LIMIT", "timeInForce": "GTC", "quantity": "1", "price": "100.05", "stopPrice": "100.07"}, -1013, "'stopPrice'"),
+    ("POST", "/api/v3/order", "bn1", {"symbol": "ETHUSDT", "side": "SELL", "type": "STOP_LOSS", "quantity": "1", "stopPrice": "-5"}, -1100, "'stopPrice'"),
+    ("POST", "/api/v3/order", "bn1", {"symbol": "ETHUSDT", "side": "SELL", "type": "STOP_LOSS", "quantity": "1", "stopPrice": "0"}, -1013, "'stopPrice'"),
+    ("POST", "/api/v3/order", "bn1", {"symbol": "ETHUSDT", "side": "SELL", "type": "STOP_LOSS_LIMIT", "timeInForce": "IOC", "quantity": "1", "price": "100.05", "stopPrice": "100.10"}, -1115, "timeInForce"),
+    ("POST", "/api/v3/order", "bn1", {"symbol": "ETHUSDT", "side": "SELL", "type": "STOP_LOSS_LIMIT", "timeInForce": "GTC", "quantity": "1", "stopPrice": "100.10"}, -1102, "'price'"),
+    ("POST", "/api/v3/order", "bn1", {"symbol": "ETHUSDT", "side": "SELL", "type": "STOP_LOSS", "quantity": "1", "price": "100.05", "stopPrice": "100.10"}, -1106, "'price'"),
+    ("POST", "/api/v3/order", "bn1", {"symbol": "ETHUSDT", "side": "SELL", "type": "LIMIT", "timeInForce": "GTC", "quantity": "1", "price": "100.05", "stopPrice": "100.10"}, -1106, "'stopPrice'"),
     ("POST", "/api/v3/order", "bn1", {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "quantity": "1", "price": "1"}, -1102, "'timeInForce'"),
     ("POST", "/api/v3/order", "bn1", {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTD", "quantity": "1", "price": "1"}, -1115, "timeInForce"),
     ("POST", "/api/v3/order", "bn1", {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "1", "price": "1"}, -1106, "'price'"),
@@ -244,6 +253,161 @@ def test_ccxt_binance_client(bn_server):
     bad.markets, bad.markets_by_id, bad.symbols = a.markets, a.markets_by_id, a.symbols
     with pytest.raises(ccxt.AuthenticationError):
         bad.fetch_open_orders("ETH/USDT")
+
+
+def _ccxt(s: Server, who: str):
+    ccxt = pytest.importorskip("ccxt", reason="ccxt is in the test extra: pip install -e '.[test,server]'")
+    ex = ccxt.binance({"apiKey": BN[who][0], "secret": BN[who][3], "enableRateLimit": False,
+                       "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False},
+                       "headers": {"X-MBX-APIKEY": BN[who][0]}})
+    ex.urls["api"]["public"] = ex.urls["api"]["private"] = s.url + "/api/v3"
+    ex.load_markets()
+    return ex
+
+
+def test_ws_streams_rebuild_book(bn_server):
+    """Binance's "manage a local order book" procedure with real clients: the websockets library on
+    /stream (diff depth + trades), ccxt's REST order book (lastUpdateId) in the middle of a random
+    flow; the rebuilt book equals the engine's, every trade after the snapshot arrives once."""
+    import random
+    from decimal import Decimal
+
+    import orjson
+    from websockets.sync.client import connect
+
+    s = bn_server
+    url = s.ws + "/stream?streams=btcusdt@depth/btcusdt@trade"
+    hdr = {"X-MBX-APIKEY": BN["bnmd"][0]}
+    ws = connect(url, additional_headers=hdr, open_timeout=30, compression=None).__enter__()
+    raw = connect(s.ws + "/ws/ethusdt@trade", additional_headers=hdr, open_timeout=30, compression=None).__enter__()
+    ex = _ccxt(s, "bnmd")
+    rng = random.Random(11)
+    placed = []
+
+    def flow(n):
+        for _ in range(n):
+            who = rng.choice(["bn1", "bn2"])
+            if placed and rng.random() < 0.25:
+                w, oid = placed.pop(rng.randrange(len(placed)))
+                call(s, "DELETE", "/api/v3/order", w, {"symbol": "BTCUSDT", "orderId": oid})
+                continue
+            px = f"{rng.randint(9990, 10010) / 100:.2f}"
+            r = ok(call(s, "POST", "/api/v3/order", who, {"symbol": "BTCUSDT", "side": rng.choice(["BUY", "SELL"]),
+                                                          "type": "LIMIT", "timeInForce": "GTC", "price": px,
+                                                          "quantity": f"0.00{rng.randint(1, 9)}",
+                                                          "newOrderRespType": "ACK"}))
+            placed.append((who, r["orderId"]))
+            mine.add(r["orderId"])
+
+    mine = set()
+    flow(30)
+    snap = ex.fetch_order_book("BTC/USDT", 5000)          # ccxt's REST: nonce = lastUpdateId
+    L = snap["nonce"]
+    trades_before = ok(call(s, "GET", "/api/v3/trades", "bnmd", {"symbol": "BTCUSDT", "limit": 1000}, sign=False))
+    flow(40)
+    mine.add(ok(call(s, "POST", "/api/v3/order", "bn1", {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT",
+                                                         "timeInForce": "GTC", "price": "0.01", "quantity": "0.001"}))
+             ["orderId"])     # a last, known change
+    final = httpx.get(s.url + "/v1/book/1", headers={"X-API-Key": KEYS["t1"][0]}).json()
+    book = {"bids": {Decimal(str(p)): Decimal(str(q)) for p, q in snap["bids"]},
+            "asks": {Decimal(str(p)): Decimal(str(q)) for p, q in snap["asks"]}}
+    prev_u, trades = None, []
+    while prev_u is None or prev_u < final["seq"]:
+        m = orjson.loads(ws.recv(timeout=30))
+        assert m["stream"] in ("btcusdt@depth", "btcusdt@trade")
+        d = m["data"]
+        if d["e"] == "trade":
+            trades.append(d)
+            continue
+        assert d["e"] == "depthUpdate" and d["s"] == "BTCUSDT"
+        if d["u"] <= L:
+            continue                                       # older than the snapshot: dropped
+        if prev_u is None:
+            assert d["U"] <= L + 1 <= d["u"], (L, d["U"], d["u"])
+        else:
+            assert d["U"] == prev_u + 1, (prev_u, d["U"])
+        prev_u = d["u"]
+        for side, key in (("b", "bids"), ("a", "asks")):
+            for p, q in d[side]:
+                if Decimal(q) == 0:
+                    book[key].pop(Decimal(p), None)
+                else:
+                    book[key][Decimal(p)] = Decimal(q)
+    assert prev_u == final["seq"]
+    want = {k: {Decimal(p) / 100: Decimal(q) / 1000 for p, q, _n in final[k]} for k in ("bids", "asks")}
+    assert book == want and want["bids"] and want["asks"]
+    # trades: the stream holds every trade, each once; those after the snapshot's trades are the REST ones
+    after = ok(call(s, "GET", "/api/v3/trades", "bnmd", {"symbol": "BTCUSDT", "limit": 1000}, sign=False))
+    last_before = trades_before[-1]["id"] if trades_before else 0
+    got = [(t["t"], t["p"], t["q"], t["m"]) for t in trades if t["t"] > last_before]
+    assert got == [(t["id"], t["price"], t["qty"], t["isBuyerMaker"]) for t in after if t["id"] > last_before]
+    assert got, "the flow made no trades"
+    # live SUBSCRIBE / LIST_SUBSCRIPTIONS / a bad stream name; the raw /ws/ path sends bare events
+    raw.send(orjson.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 1}).decode())
+    assert orjson.loads(raw.recv(timeout=30)) == {"result": None, "id": 1}
+    raw.send(orjson.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 2}).decode())
+    assert orjson.loads(raw.recv(timeout=30)) == {"result": ["btcusdt@trade", "ethusdt@trade"], "id": 2}
+    raw.send(orjson.dumps({"method": "SUBSCRIBE", "params": ["xrpusdt@trade"], "id": 3}).decode())
+    err = orjson.loads(raw.recv(timeout=30))
+    assert err["id"] == 3 and "xrpusdt@trade" in err["error"]["msg"]
+    ok(call(s, "POST", "/api/v3/order", "bn2", {"symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quantity": "0.001"}))
+    ev = orjson.loads(raw.recv(timeout=30))
+    best_bid = f"{Decimal(final['bids'][0][0]) / 100:.2f}"
+    assert (ev["e"], ev["s"], ev["p"], ev["q"], ev["m"]) == ("trade", "BTCUSDT", best_bid, "0.001", True)
+    ws.close()
+    raw.close()
+    for who in ("bn1", "bn2"):          # leave BTCUSDT's book to the next test as it was
+        for o in ok(call(s, "GET", "/api/v3/openOrders", who, {"symbol": "BTCUSDT"})):
+            if o["orderId"] in mine:
+                ok(call(s, "DELETE", "/api/v3/order", who, {"symbol": "BTCUSDT", "orderId": o["orderId"]}))
+    # no key: refused with Binance's error, naming the problem
+    with connect(s.ws + "/ws/btcusdt@depth", open_timeout=30) as bad:
+        e = orjson.loads(bad.recv(timeout=30))
+        assert e["code"] == -2014 and "X-MBX-APIKEY" in e["msg"]
+
+
+def test_stop_loss_orders(bn_server):
+    """STOP_LOSS_LIMIT / STOP_LOSS with stopPrice: waiting (NEW, isWorking false, not in depth),
+    triggered by a trade at or through the stop price (then working), cancelled while waiting;
+    also through ccxt's triggerPrice. (After the ccxt test: ETH's last trade is at 1500.05.)"""
+    s = bn_server
+    r = ok(call(s, "POST", "/api/v3/order", "bn1", {"symbol": "ETHUSDT", "side": "SELL", "type": "STOP_LOSS_LIMIT",
+                                                    "timeInForce": "GTC", "quantity": "0.3", "price": "1399.95",
+                                                    "stopPrice": "1400.00", "newClientOrderId": "stop-1"}))
+    assert (r["status"], r["type"], r["price"], r["stopPrice"], r["executedQty"]) == \
+        ("NEW", "STOP_LOSS_LIMIT", "1399.95", "1400.00", "0.0")
+    native = [o for o in httpx.get(s.url + "/v1/orders", headers={"X-API-Key": KEYS["t1"][0]}).json()["orders"]
+              if o["order_type"] == "stop_limit"]        # stopPrice in ticks exactly like price: 1400.00 / 0.05
+    assert [(o["symbol"], o["price"], o["stop_price"], o["qty"], o["triggered"]) for o in native] == [(2, 27999, 28000, 3, False)]
+    depth0 = ok(call(s, "GET", "/api/v3/depth", "bn1", {"symbol": "ETHUSDT"}, sign=False))
+    assert "1399.95" not in [a[0] for a in depth0["asks"]]            # a waiting stop is not in the book
+    o = ok(call(s, "GET", "/api/v3/order", "bn1", {"symbol": "ETHUSDT", "origClientOrderId": "stop-1"}))
+    assert (o["status"], o["isWorking"], o["stopPrice"]) == ("NEW", False, "1400.00")
+    m = ok(call(s, "POST", "/api/v3/order", "bn1", {"symbol": "ETHUSDT", "side": "BUY", "type": "STOP_LOSS",
+                                                    "quantity": "0.1", "stopPrice": "5000.00"}))
+    assert (m["status"], m["type"], m["price"], m["stopPrice"]) == ("NEW", "STOP_LOSS", "0.00", "5000.00")
+    c = ok(call(s, "DELETE", "/api/v3/order", "bn1", {"symbol": "ETHUSDT", "orderId": m["orderId"]}))
+    assert c["status"] == "CANCELED"
+    # a trade at 1400.00 (bn2 against itself) triggers the sell stop: it rests at its limit 1399.95
+    ok(call(s, "POST", "/api/v3/order", "bn2", {"symbol": "ETHUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
+                                                "quantity": "0.1", "price": "1400.00"}))
+    ok(call(s, "POST", "/api/v3/order", "bn2", {"symbol": "ETHUSDT", "side": "SELL", "type": "MARKET", "quantity": "0.1"}))
+    o = ok(call(s, "GET", "/api/v3/order", "bn1", {"symbol": "ETHUSDT", "origClientOrderId": "stop-1"}))
+    assert (o["status"], o["isWorking"], o["type"], o["origQty"]) == ("NEW", True, "STOP_LOSS_LIMIT", "0.3")
+    depth = ok(call(s, "GET", "/api/v3/depth", "bn1", {"symbol": "ETHUSDT"}, sign=False))
+    assert depth["asks"][0] == ["1399.95", "0.3"]
+    # ccxt: a limit order with triggerPrice is a STOP_LOSS_LIMIT
+    ccxt = pytest.importorskip("ccxt", reason="ccxt is in the test extra")
+    ex = ccxt.binance({"apiKey": BN["bn2"][0], "secret": BN["bn2"][3], "enableRateLimit": False,
+                       "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False},
+                       "headers": {"X-MBX-APIKEY": BN["bn2"][0]}})
+    ex.urls["api"]["public"] = ex.urls["api"]["private"] = s.url + "/api/v3"
+    ex.load_markets()
+    t = ex.create_order("ETH/USDT", "limit", "buy", 0.2, 3000.0, {"triggerPrice": 2999.95})
+    got = ex.fetch_order(t["id"], "ETH/USDT")
+    assert (got["status"], got["type"], got["triggerPrice"], got["amount"]) == ("open", "limit", 2999.95, 0.2)
+    assert got["info"]["type"] == "STOP_LOSS_LIMIT" and got["info"]["stopPrice"] == "2999.95"
+    ex.cancel_order(t["id"], "ETH/USDT")
 
 
 def test_restart_keeps_orders_and_client_ids(bn_server):

@@ -119,8 +119,36 @@ def _state_matches_offline(srv, accounts):
     return gw
 
 
+def _stops(srv) -> dict:
+    """Stop orders on symbol 2 (the load trades 0 and 1): a buy STOP that triggers at once on a
+    trade at 1000, a sell STOP_LIMIT (stop 990, limit 985) and a buy STOP (stop 1500) left
+    waiting. Returns the client ids."""
+    with srv.client("t1") as a, srv.client("t2") as b:
+        def post(c, m):
+            r = c.post("/v1/orders", json={"symbol": 2, **m})
+            assert r.status_code == 200, r.text
+            return [x["event"] for x in r.json()["reports"]]
+        assert post(a, {"order_id": 9001, "side": "sell", "price": 1000, "qty": 5}) == ["ACCEPTED"]
+        assert post(b, {"order_id": 9002, "side": "buy", "qty": 2, "order_type": "stop", "stop_price": 1000}) == ["ACCEPTED"]
+        assert post(b, {"order_id": 9003, "side": "sell", "qty": 3, "order_type": "stop_limit", "price": 985,
+                        "stop_price": 990, "tif": "day"}) == ["ACCEPTED"]
+        assert post(b, {"order_id": 9004, "side": "buy", "qty": 1, "order_type": "stop", "stop_price": 1500}) == ["ACCEPTED"]
+        # a trade at 1000: the buy stop at 1000 triggers in the same row and takes 2 more at 1000
+        # (the REST reply holds this row's own order's reports)
+        assert post(b, {"order_id": 9005, "side": "buy", "price": 1000, "qty": 1}) == ["ACCEPTED", "FILLED"]
+        assert a.get("/v1/orders/9001").json()["leaves_qty"] == 2
+        v = {o: b.get(f"/v1/orders/{o}").json() for o in (9002, 9003, 9004)}
+    assert (v[9002]["status"], v[9002]["triggered"]) == ("FILLED", True)
+    assert [(v[o]["status"], v[o]["triggered"], v[o]["stop_price"]) for o in (9003, 9004)] == \
+        [("OPEN", False, 990), ("OPEN", False, 1500)]
+    return v
+
+
 def test_kill9_under_load_recovers_exactly(make_server):
+    """... with waiting stop orders (in the snapshot and the replayed records): after the restart
+    they are still waiting in the engine and trigger as before the kill."""
     srv = make_server({"snapshot_every_batches": 25})
+    stops = _stops(srv)
     stop, errors = threading.Event(), []
     acked = {"t1": [], "t2": []}
     threads = [threading.Thread(target=_trader, args=(srv, who, base, stop, acked[who], errors))
@@ -148,6 +176,19 @@ def test_kill9_under_load_recovers_exactly(make_server):
                 r = c.get(f"/v1/orders/{oid}")
                 assert r.status_code == 200, (who, oid)
                 assert r.json() == order_view(gw.order(acct, oid))
+    with srv.client("t2") as b, srv.client("t1") as a:
+        assert {o: b.get(f"/v1/orders/{o}").json() for o in stops} == stops
+        assert {o: order_view(gw.order(2, o)) for o in stops} == stops
+        assert a.get("/v1/book/2").json() == gw.levels(2)
+        # the recovered sell stop (990) still waits in the engine: a trade at 990 triggers it,
+        # its limit 985 then rests; the buy stop at 1500 keeps waiting
+        a.post("/v1/orders", json={"order_id": 9100, "symbol": 2, "side": "buy", "price": 990, "qty": 1})
+        r = a.post("/v1/orders", json={"order_id": 9101, "symbol": 2, "side": "sell", "qty": 1, "order_type": "market"})
+        got = [(x["event"], x["order_id"]) for x in r.json()["reports"]]
+        assert got == [("ACCEPTED", 9101), ("FILLED", 9101)], got
+        assert b.get("/v1/orders/9003").json()["triggered"] is True
+        assert b.get("/v1/orders/9004").json()["triggered"] is False
+        assert a.get("/v1/book/2?depth=1").json()["asks"] == [[985, 3, 1]]
     # a torn last record: cut at restart, reported, and the state is the offline replay's
     srv.stop(kill9=True)
     seg = sorted(srv.journal.glob("seg-*.hpj"))[-1]

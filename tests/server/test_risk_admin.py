@@ -19,6 +19,12 @@ def test_risk_admin_and_recovery(make_server, tmp_path):
         assert new(a, 1, "buy", 100, 60) == [("REJECTED", "MAX_ORDER_QTY")]
         assert a.get("/v1/orders/1").json()["status"] == "REJECTED"
         assert new(a, 2, "buy", 100, 10) == [("ACCEPTED", "")]
+        # stops are not wired into the risk step yet: the engine's named reject, state unchanged
+        r = a.post("/v1/orders", json={"order_id": 8, "symbol": 0, "side": "buy", "qty": 1, "order_type": "stop",
+                                       "stop_price": 150})
+        assert [(x["event"], x["reason"]) for x in r.json()["reports"]] == [("REJECTED", "STOP_NOT_SUPPORTED")]
+        v = a.get("/v1/orders/8").json()
+        assert (v["status"], v["reason"], v["order_type"], v["stop_price"]) == ("REJECTED", "STOP_NOT_SUPPORTED", "stop", 150)
         assert new(b, 3, "sell", 100, 4) == [("ACCEPTED", ""), ("FILLED", "")]
         pos = {p["symbol"]: p["position"] for p in a.get("/v1/account").json()["positions"]}
         assert pos == {0: 4}
