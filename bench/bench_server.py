@@ -11,7 +11,7 @@ protocol, Starlette WebSockets, orjson):
   md-native ws-json again with `--subscribers` clients on the native market stream /v1/ws/market
             (symbols 0-2: snapshot, then L2 deltas + trades, several messages a frame)
   md-binance ws-json again with `--subscribers` clients on Binance's combined stream
-            /stream?streams=<s>@depth/<s>@trade for the 3 symbols (one event a frame)
+            /stream?streams=<s>@depth@100ms/<s>@trade for the 3 symbols (one event a frame)
             The fan-out cost per subscriber: (gateway CPU per order with the subscribers - without)
             / subscribers, each against the ws-json phase of the same run.
 
@@ -232,7 +232,7 @@ async def with_subscribers(kind: str, port: int, headers, n: int, run):
     if kind == "native":
         url, first = f"ws://127.0.0.1:{port}/v1/ws/market", orjson.dumps({"type": "subscribe", "symbols": [0, 1, 2]}).decode()
     else:
-        names = "/".join(f"{s}@{k}" for s in ("sym0", "sym1", "sym2") for k in ("depth", "trade"))
+        names = "/".join(f"{s}@{k}" for s in ("sym0", "sym1", "sym2") for k in ("depth@100ms", "trade"))
         url, first = f"ws://127.0.0.1:{port}/stream?streams={names}", None
     subs = [asyncio.ensure_future(md_subscriber(url, headers, first, counts, ready, n_ready, n)) for _ in range(n)]
     await asyncio.wait_for(ready.wait(), 60)

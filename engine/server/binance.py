@@ -624,17 +624,21 @@ class _StreamKey:
 
 class Streams:
     """Binance's market streams over the core's market data: ``<symbol>@trade`` (one event per
-    trade) and ``<symbol>@depth`` (diff depth: the levels a result changed, absolute quantities,
-    "0" = gone). Depth events carry Binance's update ids: ``u`` = the symbol's market-data seq
-    of that result (what ``GET /api/v3/depth`` returns as lastUpdateId), ``U`` = the previous
-    depth event's ``u`` + 1 (results that changed no level, e.g. a trade-only or empty one, are
-    inside the range). So Binance's "manage a local order book" procedure works as documented:
-    buffer the events, take the REST snapshot, drop events with ``u`` <= lastUpdateId, the first
-    kept one has ``U`` <= lastUpdateId + 1 <= ``u``, each next one ``U`` = previous ``u`` + 1.
+    trade, as it happens) and ``<symbol>@depth`` / ``<symbol>@depth@100ms`` (diff depth: the
+    levels changed in the last 1000 / 100 ms, absolute quantities, "0" = gone; nothing is sent
+    for a window without changes). Depth events carry Binance's update ids: ``u`` = the
+    symbol's market-data seq of the window's last change (what ``GET /api/v3/depth`` returns as
+    lastUpdateId), ``U`` = the first change's id, where a change's id range starts right after
+    the previous change's seq (results that changed no level, e.g. a trade-only one, are inside
+    the range). So Binance's "manage a local order book" procedure works as documented: buffer
+    the events, take the REST snapshot, drop events with ``u`` <= lastUpdateId, the first kept
+    one has ``U`` <= lastUpdateId + 1 <= ``u``, each next one ``U`` = previous ``u`` + 1.
 
-    The writer calls ``fanout`` with each result's market data (Core.md_hooks); it builds each
-    subscribed stream's message once per result and queues it to every subscriber, never waiting
-    (a subscriber past ``md_backlog`` is cut off, as on the native stream)."""
+    The writer calls ``fanout`` with each result's market data (Core.md_hooks): trades are
+    built once per result and queued to every subscriber; depth changes are merged into the
+    window of each subscribed speed when the result is delivered (after its fsync, like every
+    acknowledgement), and ``flush`` (a task, every 100 ms) sends the windows due. Nothing
+    waits on a subscriber (one past ``md_backlog`` is cut off, as on the native stream)."""
 
     def __init__(self, bc: BinanceConfig, gw):
         self.by_name = {name.lower(): b for name, b in bc.symbols.items()}
@@ -642,6 +646,9 @@ class Streams:
         self.fmt = {b.symbol: (DecFormat(b.tick), DecFormat(b.lot)) for b in bc.symbols.values()}
         self.subs: dict[int, dict[str, dict]] = {}        # hpte symbol -> kind -> {session: stream name}
         self.last_u = {b.symbol: gw.md_seq.get(b.symbol, 0) for b in bc.symbols.values()}
+        # (symbol, kind) -> the open window: [U, u, {price: qty} bids, {price: qty} asks]
+        self.windows: dict[tuple[int, str], list] = {}
+        self.ticks = 0
 
     def parse(self, name: str) -> tuple[BinanceSymbol, str]:
         m = STREAM_RE.match(name) if isinstance(name, str) else None
@@ -649,7 +656,7 @@ class Streams:
         if b is None:
             raise BinanceError(-1121 if m else -1100, f"Invalid stream name {name!r} (<symbol>@trade or "
                                f"<symbol>@depth, symbol one of {', '.join(sorted(self.by_name))})")
-        return b, "trade" if m.group(2) == "trade" else "depth"
+        return b, {"trade": "trade", "depth": "depth1000", "depth@100ms": "depth100"}[m.group(2)]
 
     def add(self, s, name: str) -> None:
         b, kind = self.parse(name)
@@ -681,12 +688,8 @@ class Streams:
             px, lot = self.fmt[sym]
             if now is None:
                 now = time.time_ns() // 1_000_000
-            d = subs.get("depth")
-            if d and U is not None:
-                bids = [[px(p), lot(q)] for sd, p, q, _n in deltas if sd == S.BUY]
-                asks = [[px(p), lot(q)] for sd, p, q, _n in deltas if sd != S.BUY]
-                ev = {"e": "depthUpdate", "E": now, "s": b.name, "U": U, "u": m["seq"], "b": bids, "a": asks}
-                self._send(d, ev, acts)
+            if U is not None and (subs.get("depth1000") or subs.get("depth100")):
+                acts.append((self._merge, (sym, U, m["seq"], deltas)))
             t = subs.get("trade")
             if t and m["trades"]:
                 for seq, ts, p, q, sd in m["trades"]:
@@ -694,10 +697,52 @@ class Streams:
                           "T": ts // 1_000_000, "m": sd == S.SELL, "M": True}
                     self._send(t, ev, acts)
 
+    def _merge(self, arg) -> None:
+        """A delivered result's depth changes into the open windows of the symbol's speeds."""
+        sym, U, u, deltas = arg
+        subs = self.subs.get(sym)
+        if not subs:
+            return
+        for kind in ("depth1000", "depth100"):
+            if subs.get(kind):
+                w = self.windows.get((sym, kind))
+                if w is None:
+                    w = self.windows[(sym, kind)] = [U, u, {}, {}]
+                w[1] = u
+                bids, asks = w[2], w[3]
+                for sd, p, q, _n in deltas:
+                    (bids if sd == S.BUY else asks)[p] = q
+
+    def flush(self, kinds=("depth100",)) -> None:
+        """Send the open windows of these speeds to their subscribers."""
+        now = time.time_ns() // 1_000_000
+        for key in [k for k in self.windows if k[1] in kinds]:
+            sym, kind = key
+            U, u, bids, asks = self.windows.pop(key)
+            subs = self.subs.get(sym, {}).get(kind)
+            if not subs:
+                continue
+            px, lot = self.fmt[sym]
+            ev = {"e": "depthUpdate", "E": now, "s": self.by_sym[sym].name, "U": U, "u": u,
+                  "b": [[px(p), lot(q)] for p, q in sorted(bids.items(), reverse=True)],
+                  "a": [[px(p), lot(q)] for p, q in sorted(asks.items())]}
+            acts: list = []
+            self._send(subs, ev, acts)
+            for fn, data in acts:
+                fn(data)
+
+    async def run(self, stopping) -> None:
+        """Every 100 ms: flush the 100 ms windows; every 10th time the 1000 ms ones too."""
+        import asyncio
+        while not stopping():
+            await asyncio.sleep(0.1)
+            self.ticks += 1
+            self.flush(("depth100", "depth1000") if self.ticks % 10 == 0 else ("depth100",))
+
     @staticmethod
     def _send(subs: dict, ev: dict, acts: list) -> None:
         raw = combined = None
-        for s, name in subs.items():
+        for s, name in list(subs.items()):
             if s.combined:
                 if combined is None or combined[0] != name:
                     combined = (name, orjson.dumps({"stream": name, "data": ev}))
@@ -726,6 +771,7 @@ def add_stream_routes(app: FastAPI, cfg: ServerConfig, core) -> None:
             c = core()
             st["s"] = Streams(bc, c.gw)
             c.md_hooks.append(st["s"].fanout)
+            st["task"] = asyncio.ensure_future(st["s"].run(lambda: c.stopping))
         return st["s"]
 
     def key_of(ws: WebSocket) -> ApiKey | None:

@@ -276,7 +276,7 @@ def test_ws_streams_rebuild_book(bn_server):
     from websockets.sync.client import connect
 
     s = bn_server
-    url = s.ws + "/stream?streams=btcusdt@depth/btcusdt@trade"
+    url = s.ws + "/stream?streams=btcusdt@depth/btcusdt@trade/btcusdt@depth@100ms"
     hdr = {"X-MBX-APIKEY": BN["bnmd"][0]}
     ws = connect(url, additional_headers=hdr, open_timeout=30, compression=None).__enter__()
     raw = connect(s.ws + "/ws/ethusdt@trade", additional_headers=hdr, open_timeout=30, compression=None).__enter__()
@@ -309,33 +309,33 @@ def test_ws_streams_rebuild_book(bn_server):
                                                          "timeInForce": "GTC", "price": "0.01", "quantity": "0.001"}))
              ["orderId"])     # a last, known change
     final = httpx.get(s.url + "/v1/book/1", headers={"X-API-Key": KEYS["t1"][0]}).json()
-    book = {"bids": {Decimal(str(p)): Decimal(str(q)) for p, q in snap["bids"]},
-            "asks": {Decimal(str(p)): Decimal(str(q)) for p, q in snap["asks"]}}
-    prev_u, trades = None, []
-    while prev_u is None or prev_u < final["seq"]:
+    speeds = ("btcusdt@depth", "btcusdt@depth@100ms")      # 1000 ms and 100 ms windows: one book each
+    books = {n: {"bids": {Decimal(str(p)): Decimal(str(q)) for p, q in snap["bids"]},
+                 "asks": {Decimal(str(p)): Decimal(str(q)) for p, q in snap["asks"]}} for n in speeds}
+    prev_u, trades = dict.fromkeys(speeds), []
+    while any(u is None or u < final["seq"] for u in prev_u.values()):
         m = orjson.loads(ws.recv(timeout=30))
-        assert m["stream"] in ("btcusdt@depth", "btcusdt@trade")
-        d = m["data"]
-        if d["e"] == "trade":
+        d, name = m["data"], m["stream"]
+        if name == "btcusdt@trade":
             trades.append(d)
             continue
-        assert d["e"] == "depthUpdate" and d["s"] == "BTCUSDT"
+        assert d["e"] == "depthUpdate" and d["s"] == "BTCUSDT" and name in speeds
         if d["u"] <= L:
             continue                                       # older than the snapshot: dropped
-        if prev_u is None:
+        if prev_u[name] is None:
             assert d["U"] <= L + 1 <= d["u"], (L, d["U"], d["u"])
         else:
-            assert d["U"] == prev_u + 1, (prev_u, d["U"])
-        prev_u = d["u"]
+            assert d["U"] == prev_u[name] + 1, (prev_u[name], d["U"])
+        prev_u[name] = d["u"]
         for side, key in (("b", "bids"), ("a", "asks")):
             for p, q in d[side]:
                 if Decimal(q) == 0:
-                    book[key].pop(Decimal(p), None)
+                    books[name][key].pop(Decimal(p), None)
                 else:
-                    book[key][Decimal(p)] = Decimal(q)
-    assert prev_u == final["seq"]
+                    books[name][key][Decimal(p)] = Decimal(q)
+    assert set(prev_u.values()) == {final["seq"]}
     want = {k: {Decimal(p) / 100: Decimal(q) / 1000 for p, q, _n in final[k]} for k in ("bids", "asks")}
-    assert book == want and want["bids"] and want["asks"]
+    assert books[speeds[0]] == books[speeds[1]] == want and want["bids"] and want["asks"]
     # trades: the stream holds every trade, each once; those after the snapshot's trades are the REST ones
     after = ok(call(s, "GET", "/api/v3/trades", "bnmd", {"symbol": "BTCUSDT", "limit": 1000}, sign=False))
     last_before = trades_before[-1]["id"] if trades_before else 0
