@@ -25,7 +25,8 @@ def _batch(rng, n, start_oid, ts):
             "qty": rng.integers(1, 9, n).astype(np.int64), "action": np.zeros(n, np.uint8),
             "order_type": np.zeros(n, np.uint8), "tif": np.zeros(n, np.uint8),
             "account": rng.integers(1, 4, n).astype(np.uint32), "symbol": rng.integers(0, 2, n).astype(np.uint32),
-            "post_only": np.zeros(n, np.uint8), "client_order_id": np.arange(start_oid, start_oid + n, dtype=np.uint64)}
+            "post_only": np.zeros(n, np.uint8), "client_order_id": np.arange(start_oid, start_oid + n, dtype=np.uint64),
+            "stop_price_ticks": np.zeros(n, np.int64)}
 
 
 def test_snapshot_restores_bit_for_bit():
