@@ -466,3 +466,38 @@ def test_bulk_translate_equals_the_per_row_loop():
         assert np.array_equal(outs[0], outs[1]), k
         assert fast.ids == slow.ids and fast.next_eid == slow.next_eid
     assert len(fast.ids) > 1000
+
+
+def test_waiting_stop_in_the_order_table_and_snapshot():
+    """The order table follows a waiting stop (stop price, replace with a new stop price,
+    TRIGGERED), the same live and after a snapshot restore, and the engine triggers it at its
+    new stop price."""
+    import pickle
+
+    def rows(*rs, ts):
+        keys = ("order_id", "client_order_id", "account", "action", "side", "price_ticks", "qty", "order_type",
+                "stop_price_ticks")
+        cols = {k: np.array([r[i] for r in rs]) for i, k in enumerate(keys)}
+        n = len(rs)
+        dt = {f.name: f.type.to_pandas_dtype() for f in JOURNAL_SCHEMA}
+        out = {k: v.astype(dt[k]) for k, v in cols.items()}
+        out |= {"ts_ns": np.full(n, ts, np.int64), "tif": np.zeros(n, np.uint8), "symbol": np.zeros(n, np.uint32),
+                "post_only": np.zeros(n, np.uint8)}
+        return out
+
+    g = Gateway([0])
+    # id, client id, account, action, side, price, qty, order_type, stop price
+    g.apply_orders(rows((1, 1, 1, S.ACT_NEW, S.SELL, 100, 10, S.OT_LIMIT, 0),
+                        (2, 2, 2, S.ACT_NEW, S.BUY, 0, 2, S.OT_STOP, 120), ts=10), replay=True)
+    assert order_view(g.orders[2])["stop_price"] == 120 and order_view(g.orders[2])["order_type"] == "stop"
+    g.apply_orders(rows((2, 2, 2, S.ACT_REPLACE, S.BUY, 1, 3, S.OT_LIMIT, 100), ts=11), replay=True)
+    h = Gateway.restore(pickle.loads(pickle.dumps(g.snapshot())))
+    for gw in (g, h):
+        v = order_view(gw.orders[2])
+        assert (v["stop_price"], v["qty"], v["triggered"], v["status"]) == (100, 3, False, "OPEN")
+        res, _b, _m = gw.apply_orders(rows((3, 3, 3, S.ACT_NEW, S.BUY, 100, 1, S.OT_LIMIT, 0), ts=12), replay=True)
+        ev = [(S.EVENT_NAMES[e], o) for e, o in zip(res.events["event"].tolist(), res.events["order_id"].tolist())]
+        assert (S.EVENT_NAMES[S.EV_TRIGGERED], 2) in ev, ev       # the new stop price (100) was reached
+        v = order_view(gw.orders[2])
+        assert (v["triggered"], v["status"], v["filled_qty"]) == (True, "FILLED", 3)
+    assert g.orders == h.orders
