@@ -37,6 +37,9 @@ def sweep_cmd(
     symbol: Annotated[Optional[int], typer.Option("--symbol", help="Symbol of a multi-symbol bars file.")] = None,
     chunk: Annotated[Optional[int], typer.Option("--chunk", help="Parameter sets per chunk (default: from --memory).")] = None,
     memory: Annotated[str, typer.Option("--memory", help="Memory budget for data and results in flight.")] = "4GiB",
+    mode: Annotated[str, typer.Option("--mode", help="Tick strategies: no-impact (the replayed book as the data says) "
+                                      "or impact (each parameter set's orders in its own copy of the replayed L3 book, "
+                                      "as hpte backtest --mode impact).")] = "no-impact",
     latency: Annotated[Optional[str], typer.Option("--latency", help="Tick strategies: as hpte backtest's --latency.")] = None,
     fees: Annotated[Optional[str], typer.Option("--fees", help="Tick strategies: maker=-20,taker=30 per lot.")] = None,
     capital: Annotated[float, typer.Option("--capital", help="Tick strategies: base of return and turnover.")] = 1e9,
@@ -74,7 +77,7 @@ def sweep_cmd(
                     out=out, top=top, metric=metric, fee=fee, init_cash=init_cash, symbol=symbol, chunk=chunk,
                     memory=memory, workers=workers, plot=plot, progress=progress, latency=latency, fees=fees,
                     seed=seed, capital=capital, sample=sample, timer=timer, tick=tick, stock=stock,
-                    max_instant_actions=max_instant_actions)
+                    max_instant_actions=max_instant_actions, mode=mode)
     except (StrategyError, InputError, DeviceError, ValueError) as e:
         raise fail(str(e)) from None
     except OSError as e:
