@@ -504,9 +504,13 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
     if mode not in ("no-impact", "impact"):
         raise SweepError(f"--mode {mode!r}: use no-impact or impact")
     if not isinstance(data, np.ndarray) and not is_bar_strategy(strategy):
-        if device != "cpu":
-            raise SweepError(f"--device {device}: tick sweeps run on CPU threads or a Dask cluster; the GPU "
-                             f"driver is for bar strategies")
+        if device not in ("cpu", "gpu"):
+            raise SweepError(f"--device {device!r}: use cpu or gpu")
+        if device == "gpu" and mode == "impact":
+            raise SweepError("--device gpu: impact-mode tick sweeps run on CPU threads or a Dask cluster; the GPU "
+                             "driver is for no-impact tick sweeps and bar strategies")
+        if device == "gpu" and cluster is not None:
+            raise SweepError("--cluster runs the CPU kernel in each worker; use --device cpu with --cluster")
         bar_only = [k for k, v, d in (("fee", fee, 0.0), ("init_cash", init_cash, 100.0), ("bars_year", bars_year, None),
                                       ("symbol", symbol, None)) if v != d]
         if bar_only:
@@ -517,7 +521,7 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
                            metric=metric, latency=latency, fees=fees, seed=seed, capital=capital, sample=sample,
                            timer=timer, tick=tick, max_instant_actions=max_instant_actions, chunk=chunk,
                            workers=workers, threads_per_worker=threads_per_worker, plot=plot, progress=progress,
-                           stock=stock, mode=mode)
+                           stock=stock, mode=mode, device=device)
     if mode != "no-impact":
         raise SweepError(f"--mode {mode}: a tick-sweep option (the strategy's orders in the replayed L3 book); "
                          f"a bar strategy trades at each bar's close")

@@ -255,7 +255,7 @@ def sweep_ticks(strategy, data, *, params=None, grid=None, cluster=None, out=Non
                 metric: str | None = None, latency=None, fees=None, seed: int = 0, capital: float = 1e9,
                 sample="1m", timer=None, tick: int | None = None, max_instant_actions: int = 100_000,
                 chunk: int | None = None, workers: int = 2, threads_per_worker: int = 1, plot: bool = True,
-                progress=None, stock: str | None = None, mode: str = "no-impact"):
+                progress=None, stock: str | None = None, mode: str = "no-impact", device: str = "cpu"):
     """``hpte.sweep`` for a tick strategy (see the module docstring); the options are
     ``hpte.backtest``'s (mode, latency, fees, seed, capital, sample, timer, tick,
     max_instant_actions) and the sweep's (params, grid, cluster, out, top, metric, chunk, workers)."""
@@ -277,6 +277,10 @@ def sweep_ticks(strategy, data, *, params=None, grid=None, cluster=None, out=Non
     src = _as_source(data, tick, stock)
     rc = prepare_run(strat, src, latency=latency, fees=fees, seed=seed, sample=sample, timer=timer,
                      max_instant_actions=max_instant_actions)
+    ginfo = None
+    if device == "gpu":
+        from hpte.engine.device import resolve_device
+        ginfo = resolve_device("gpu")          # DeviceError names what is missing, before any work
     client = owned = None
     if cluster is not None:
         client, owned = _connect(cluster, workers, threads_per_worker,
@@ -308,6 +312,21 @@ def sweep_ticks(strategy, data, *, params=None, grid=None, cluster=None, out=Non
                 emit_in_order(futs, bounds, size, sink.emit)
                 devname = f"dask ({'local cluster, ' if owned is not None else cluster + ', '}" \
                           f"{len(client.scheduler_info()['workers'])} workers)"
+            elif ginfo is not None:
+                from hpte.engine.sweep.ticks_gpu import TickGpuRunner, per_set_bytes
+                csize = chunk or max(1, min(size, 1 << 14, (1 << 31) // per_set_bytes(rc, strat.state_size, P)))
+                bounds = [(s, min(s + csize, size)) for s in range(0, size, csize)]
+                t0 = time.perf_counter()
+                empty = {c: np.zeros(0, np.int64) for c in cols}      # compile on an empty stream, timed apart
+                TickGpuRunner(strat, empty, rc, ginfo.simulator).run(g.chunk(0, 1))
+                compile_s = time.perf_counter() - t0
+                t_run = time.perf_counter()
+                runner = TickGpuRunner(strat, cols, rc, ginfo.simulator)
+                for s, e in bounds:
+                    sets = g.chunk(s, e)
+                    acc_i, acc_f, info = runner.run(sets)
+                    sink.emit(sets, rows(strat, sets, acc_i, acc_f, info, rc, **kw))
+                devname = f"gpu ({ginfo.name or ginfo.reason})"
             else:
                 import numba
                 threads = numba.get_num_threads()

@@ -157,14 +157,15 @@ def test_cli_tick_sweep(tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (["market_maker", "--param", "size=1,2", "--fee", "0.1"], "fee: bar-sweep options"),
-    (["market_maker", "--param", "size=1,2", "--device", "gpu"], "tick sweeps run on CPU threads"),
+    (["market_maker", "--param", "size=1,2", "--device", "tpu"], "--device 'tpu': use cpu or gpu"),
+    (["market_maker", "--param", "size=1,2", "--device", "gpu", "--cluster", "local"], "--cluster runs the CPU kernel"),
     (["market_maker", "--param", "sise=1,2"], "unknown parameter 'sise'"),
     (["market_maker", "--param", "size=1,2", "--metric", "total_return"], "--metric 'total_return'"),
     (["market_maker", "--param", "size=3:1"], "inverted range"),
     (["ma_cross", "--param", "fast=1,2", "--latency", "1us"], "latency: tick-sweep options"),
     (["ma_cross", "--param", "fast=1,2", "--mode", "impact"], "--mode impact: a tick-sweep option"),
     (["market_maker", "--param", "size=1,2", "--mode", "impakt"], "--mode 'impakt': use no-impact or impact"),
-    (["market_maker", "--param", "size=1,2", "--mode", "impact", "--device", "gpu"], "tick sweeps run on CPU threads"),
+    (["market_maker", "--param", "size=1,2", "--mode", "impact", "--device", "gpu"], "impact-mode tick sweeps run on CPU"),
 ])
 def test_cli_errors_are_one_line(tmp_path, args, needle):
     from typer.testing import CliRunner
@@ -175,6 +176,25 @@ def test_cli_errors_are_one_line(tmp_path, args, needle):
     assert r.exit_code == 1, r.output
     err = r.stderr.strip()
     assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_tick_sweep_gpu_without_a_gpu_is_a_one_line_error(tmp_path):
+    from typer.testing import CliRunner
+    from hpte.cli.main import app
+    from hpte.engine.device import DeviceError, resolve_device
+
+    try:
+        resolve_device("gpu")
+        pytest.skip("a GPU (or the simulator) is here: tests/sweep/test_sweep_gpu.py covers the GPU path")
+    except DeviceError:
+        pass
+    f = write_events(tmp_path / "ev.parquet", random_flow(1, 50))
+    r = CliRunner().invoke(app, ["sweep", "market_maker", "--param", "size=1,2", "--device", "gpu", "--data", str(f),
+                                 "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1, r.output
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "--device gpu:" in err, err
+    assert not (tmp_path / "o").exists()
 
 
 def test_nothing_to_sweep():
