@@ -23,7 +23,8 @@ to 1e-9). Speeds are bar-parameter steps per second (bars x parameter sets / sec
 The tick-level sweep (``--ticks N``, issue 13): N market-maker parameter sets over the real AMZN
 LOBSTER day (half_spread x size x max_position), in process (``prange`` over the sets on one
 decoded stream) beside N single ``hpte.backtest`` runs of a subset in the same process (the
-per-set cost without the sweep), and on a Dask local cluster; figures are set-events per second
+per-set cost without the sweep), on a Dask local cluster and, with ``--device gpu``, on the GPU
+(one CUDA thread per set; rows checked against the CPU's); figures are set-events per second
 (market events x parameter sets / seconds); rows checked equal to the single backtests.
 
     python bench/bench_sweep.py --ticks 1000 --no-bars
@@ -258,6 +259,9 @@ def tick_section(a) -> None:
 
     data = Path(os.environ.get("HPTE_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
     path = data / "lobster_AMZN_2012-06-21_level5" / "AMZN_2012-06-21_34200000_57600000_message_5.csv"
+    if not path.is_file():
+        print(f"tick sweep: {path} is absent (set HPTE_DATA to the folder holding shared/data); skipped")
+        return
     t0 = time.perf_counter()
     ev = lobster_events(path)
     decode = time.perf_counter() - t0
@@ -282,6 +286,15 @@ def tick_section(a) -> None:
     print(f"  single hpte.backtest (mean of {len(idx)}) {t_one:9.3f} s  {n / t_one / 1e6:10.1f} M events/s; "
           f"rows equal to the single backtests: {same}")
     print(f"  -> sweep / singles, per set: {t_one * K / t_sw:.2f}x")
+    if a.device == "gpu":
+        sweep("market_maker", ev, params={"size": "10,20"}, device="gpu", **kw)         # compile
+        t_g, rg = best_of(lambda: sweep("market_maker", ev, params=grid, device="gpu", **kw), max(1, a.repeat))
+        g = rg.table
+        ints = all(np.array_equal(g[c], t[c]) for c in t if t[c].dtype.kind == "i" or c in res.names)
+        close = all(np.allclose(g[c], t[c], rtol=1e-9, atol=1e-12) for c in t if t[c].dtype.kind == "f")
+        print(f"  hpte sweep, {rg.stats['device']} {K:,} sets {t_g:9.2f} s  {K * n / t_g / 1e6:10.1f} M set-events/s; "
+              f"integer columns equal to the CPU's: {ints}; float columns to 1e-9: {close}")
+        print(f"  -> gpu / cpu (in process, {numba.get_num_threads()} threads): {t_sw / t_g:.2f}x")
     if not a.no_dask:
         try:
             import distributed  # noqa: F401

@@ -313,15 +313,15 @@ def sweep_ticks(strategy, data, *, params=None, grid=None, cluster=None, out=Non
                 devname = f"dask ({'local cluster, ' if owned is not None else cluster + ', '}" \
                           f"{len(client.scheduler_info()['workers'])} workers)"
             elif ginfo is not None:
-                from hpte.engine.sweep.ticks_gpu import TickGpuRunner, per_set_bytes
-                csize = chunk or max(1, min(size, 1 << 14, (1 << 31) // per_set_bytes(rc, strat.state_size, P)))
+                from hpte.engine.sweep import ticks_gpu as TG
+                csize = chunk or max(1, min(size, 1 << 16, TG.DEVICE_BUDGET // TG.per_set_bytes(rc, strat.state_size, P)))
                 bounds = [(s, min(s + csize, size)) for s in range(0, size, csize)]
                 t0 = time.perf_counter()
                 empty = {c: np.zeros(0, np.int64) for c in cols}      # compile on an empty stream, timed apart
-                TickGpuRunner(strat, empty, rc, ginfo.simulator).run(g.chunk(0, 1))
+                TG.TickGpuRunner(strat, empty, rc, ginfo.simulator).run(g.chunk(0, 1))
                 compile_s = time.perf_counter() - t0
                 t_run = time.perf_counter()
-                runner = TickGpuRunner(strat, cols, rc, ginfo.simulator)
+                runner = TG.TickGpuRunner(strat, cols, rc, ginfo.simulator)
                 for s, e in bounds:
                     sets = g.chunk(s, e)
                     acc_i, acc_f, info = runner.run(sets)

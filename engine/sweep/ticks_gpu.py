@@ -26,6 +26,9 @@ from hpte.kernels.backtest import loop as K
 from hpte.kernels.backtest import metrics as M
 
 THREADS_PER_BLOCK = 64
+OUT_ROWS = 1024             # output rows a set's fills / order-event buffers hold beyond one step's worst case
+EQ_ROWS = 256               # equity samples between folds
+DEVICE_BUDGET = 8 << 30     # bytes of per-set buffers on the device per launch (sizes the default chunk)
 _kernels: dict = {}
 cuda = None     # numba.cuda, bound by make_kernel (a module global, so that the simulator can swap it)
 
@@ -74,10 +77,19 @@ def kernel_for(strat: Strategy):
     return _kernels[mod.__name__]
 
 
+def caps(rc: RunConfig) -> tuple:
+    """(fills, order events, equity) rows of a set's device output buffers: what one step of the
+    loop can write at most (its flush margins) plus OUT_ROWS / EQ_ROWS; smaller than the CPU's
+    (the buffers are folded and emptied at every flush, so a row does not depend on them)."""
+    return (rc.L + 2 * A.MAX_ORDERS + 4 + OUT_ROWS, 2 * (A.MAX_ACTIONS + 1) + 2 * A.MAX_ORDERS + 8 + OUT_ROWS,
+            2 + EQ_ROWS)
+
+
 def per_set_bytes(rc: RunConfig, state_size: int, P: int) -> int:
     """Device memory one parameter set needs (its buffers and outputs), bytes."""
+    fc, ec, qc = caps(rc)
     rows = (K.NCF + K.NSC + A.NMD + 4 * rc.L + A.MAX_ORDERS * (K.NXO + A.NOF) + (A.MAX_ACTIONS + 1) * A.NAF
-            + rc.ring * (K.NRQ + K.NRS) + rc.fcap * K.NFL + rc.ecap * K.NEL + rc.qcap * K.NEQ + M.NMI + 4)
+            + rc.ring * (K.NRQ + K.NRS) + fc * K.NFL + ec * K.NEL + qc * K.NEQ + M.NMI + 4)
     return 8 * (rows + M.NMF + max(state_size, 1) + P)
 
 
@@ -100,6 +112,7 @@ class TickGpuRunner:
     def run(self, sets: np.ndarray) -> tuple:
         xp, rc = self.xp, self.rc
         k = sets.shape[0]
+        fc, ec, qc = caps(rc)
         cfg = np.tile(rc.cfg, (k, 1))
         cfg[:, K.CF_FINAL] = 1
         cfg[:, K.CF_IMPACT] = 0
@@ -110,7 +123,7 @@ class TickGpuRunner:
         args = [xp.asarray(np.ascontiguousarray(sets, dtype=np.float64)), xp.asarray(cfg),
                 xp.asarray(np.tile(rc.sc, (k, 1))), xp.asarray(np.tile(rc.md, (k, 1))), z(2, rc.L), z(2, rc.L),
                 z(A.MAX_ORDERS, K.NXO), z(A.MAX_ORDERS, A.NOF), z(self.ss, dt=np.float64), z(A.MAX_ACTIONS + 1, A.NAF),
-                z(rc.ring, K.NRQ), z(rc.ring, K.NRS), z(rc.fcap, K.NFL), z(rc.ecap, K.NEL), z(rc.qcap, K.NEQ)]
+                z(rc.ring, K.NRQ), z(rc.ring, K.NRS), z(fc, K.NFL), z(ec, K.NEL), z(qc, K.NEQ)]
         acc_i, acc_f, info = z(M.NMI), z(M.NMF, dt=np.float64), z(4)
         tpb = THREADS_PER_BLOCK
         self.kernel[(k + tpb - 1) // tpb, tpb](*self.cols, self.lvl, *args, acc_i, acc_f, info, self.dummy)

@@ -33,6 +33,8 @@ def _setup(tmp_path_factory, monkeypatch):
     monkeypatch.setattr(R, "THREADS_PER_BLOCK", 3)
     from hpte.engine.sweep import ticks_gpu
     monkeypatch.setattr(ticks_gpu, "THREADS_PER_BLOCK", 3)
+    monkeypatch.setattr(ticks_gpu, "OUT_ROWS", 4)       # tiny output buffers: many flushes and folds per set
+    monkeypatch.setattr(ticks_gpu, "EQ_ROWS", 2)
 
 
 def _same(a, b):
@@ -63,7 +65,8 @@ def test_random_strategy_gpu_equals_cpu(fee):
 def test_tick_sweep_gpu_equals_cpu():
     """The tick sweep's CUDA kernel (no-impact; the loop and market_maker as device functions,
     one thread per set, random latencies) equals the CPU sweep row for row: 5 sets in chunks of
-    4 over 2 launches of 2 blocks and 1 block, 200 events (tiny: the simulator interprets it)."""
+    4 over 2 launches of 2 blocks and 1 block, output buffers folded every few rows, 200 events
+    (tiny: the simulator interprets it)."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "backtest"))

@@ -120,3 +120,24 @@ def test_full_size_cpu_versus_gpu():
     np.testing.assert_array_equal(gpu["trades"], cpu["trades"])
     for k in ("total_return", "end_value", "max_drawdown", "exposure", "sharpe"):
         np.testing.assert_allclose(gpu[k], cpu[k], rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _real_gpu(), reason="needs a real CUDA GPU (numba-cuda and CuPy with a device)")
+def test_tick_sweep_cpu_versus_gpu():
+    """The tick sweep on the device: 200 market-maker sets over the whole AMZN LOBSTER day with
+    random latencies; integer columns exactly the CPU's, float metrics to 1e-9 (the GPU may fuse
+    multiply-adds)."""
+    from conftest import require_data
+    from hpte.engine.sweep import sweep
+    path = require_data("lobster_AMZN_2012-06-21_level5/AMZN_2012-06-21_34200000_57600000_message_5.csv")
+    p = {"half_spread": "0:9:1", "size": "10:100:10", "max_position": "200,1000"}
+    kw = dict(latency="feed=100us,entry=50us:150us,response=100us", fees="maker=-20,taker=30", seed=1)
+    cpu = sweep("market_maker", path, params=p, **kw).table
+    gpu = sweep("market_maker", path, params=p, device="gpu", **kw).table
+    assert len(gpu["pnl"]) == 200 and cpu["trades"].max() > 0
+    for k in cpu:
+        if cpu[k].dtype.kind == "i" or k in ("half_spread", "size", "max_position", "skew"):
+            np.testing.assert_array_equal(gpu[k], cpu[k], err_msg=k)
+        else:
+            np.testing.assert_allclose(gpu[k], cpu[k], rtol=1e-9, atol=1e-12, err_msg=k)
