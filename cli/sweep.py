@@ -25,7 +25,8 @@ def sweep_cmd(
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=START:STOP:STEP (inclusive), "
                                                        "NAME=A,B,C or NAME=VALUE; repeatable.")] = None,
     grid: Annotated[Optional[Path], typer.Option("--grid", help="TOML grid file with a [params] table.")] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu or gpu.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="cpu or gpu (bar strategies; tick strategies in no-impact "
+                                        "mode).")] = "cpu",
     cluster: Annotated[Optional[str], typer.Option("--cluster", help="local (a Dask LocalCluster started and stopped "
                                                    "here) or a scheduler address tcp://HOST:PORT.")] = None,
     workers: Annotated[int, typer.Option("--workers", help="Worker processes of --cluster local.")] = 2,
@@ -53,7 +54,8 @@ def sweep_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """Sweep a strategy over a parameter grid (bar strategies on CPU threads, a GPU or a Dask
-    cluster; tick strategies over one decoded L3 stream on CPU threads or Dask); write
+    cluster; tick strategies over one decoded L3 stream on CPU threads, a GPU (no-impact) or
+    Dask, in no-impact or impact mode); write
     results.parquet (one row per parameter set: parameters and metrics), print the best sets
     and draw a heatmap."""
     from hpte.engine.backtest.strategy import StrategyError

@@ -495,7 +495,8 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
     which options ``latency``, ``fees``, ``seed``, ``capital``, ``sample``, ``timer``, ``tick``,
     ``max_instant_actions``, ``stock`` and ``mode`` ("no-impact" or "impact": every parameter set
     with its own simulated book, as ``hpte backtest --mode impact``) are; rows carry the
-    backtest's metrics (ranked by ``pnl`` by default); CPU threads or a Dask cluster.
+    backtest's metrics (ranked by ``pnl`` by default); CPU threads, a Dask cluster or (no-impact
+    mode) a GPU (hpte.engine.sweep.ticks_gpu).
     """
     t_start = time.perf_counter()
     from hpte.engine.backtest.strategy import is_bar_strategy

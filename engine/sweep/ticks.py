@@ -1,5 +1,6 @@
 """Tick-level sweeps: one tick strategy (``market_maker``, a strategy file) over many parameter
-sets on one L3 market-event stream, on CPU threads or a Dask cluster, in either mode of
+sets on one L3 market-event stream, on CPU threads, a Dask cluster or (no-impact mode, see
+hpte.engine.sweep.ticks_gpu) a GPU, in either mode of
 ``hpte backtest`` (no-impact: the replayed book as the data says; impact: the strategy's orders
 in a real book with the replayed orders).
 
