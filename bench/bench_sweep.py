@@ -23,10 +23,19 @@ to 1e-9). Speeds are bar-parameter steps per second (bars x parameter sets / sec
 The tick-level sweep (``--ticks N``, issue 13): N market-maker parameter sets over the real AMZN
 LOBSTER day (half_spread x size x max_position), in process (``prange`` over the sets on one
 decoded stream) beside N single ``hpte.backtest`` runs of a subset in the same process (the
-per-set cost without the sweep), and on a Dask local cluster; figures are set-events per second
+per-set cost without the sweep), on a Dask local cluster and, with ``--device gpu``, on the GPU
+(one CUDA thread per set; rows checked against the CPU's); figures are set-events per second
 (market events x parameter sets / seconds); rows checked equal to the single backtests.
 
     python bench/bench_sweep.py --ticks 1000 --no-bars
+
+The impact-mode tick sweep (``--impact N``): N market-maker sets over the AMZN day, every set
+in its own simulated book, on 1 and on 2 threads, beside the no-impact tick sweep of the same
+grid in the same run (set-events per second), rows checked equal across thread counts and to
+single ``hpte.backtest(mode="impact")`` runs (``--singles``); ``--impact-dask`` adds a Dask
+local cluster of 2 worker processes.
+
+    python bench/bench_sweep.py --impact 16 --no-bars
 """
 from __future__ import annotations
 
@@ -122,10 +131,16 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="also write the figures as JSON")
     ap.add_argument("--ticks", type=int, default=0, help="also the tick-level sweep: N market-maker sets over the AMZN day")
     ap.add_argument("--singles", type=int, default=4, help="single backtests timed beside the tick sweep")
+    ap.add_argument("--impact", type=int, default=0, help="also the impact-mode tick sweep: N market-maker sets "
+                                                          "over the AMZN day, 1 vs 2 threads, beside no-impact")
+    ap.add_argument("--impact-events", type=int, default=0, help="only the first N events of the day (0: all)")
+    ap.add_argument("--impact-dask", action="store_true", help="also the impact sweep on a Dask local cluster")
     ap.add_argument("--no-bars", action="store_true", help="skip the ma_cross section")
     a = ap.parse_args(argv)
     if a.ticks:
         tick_section(a)
+    if a.impact:
+        impact_section(a)
     if a.no_bars:
         return 0
 
@@ -244,6 +259,9 @@ def tick_section(a) -> None:
 
     data = Path(os.environ.get("HPTE_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
     path = data / "lobster_AMZN_2012-06-21_level5" / "AMZN_2012-06-21_34200000_57600000_message_5.csv"
+    if not path.is_file():
+        print(f"tick sweep: {path} is absent (set HPTE_DATA to the folder holding shared/data); skipped")
+        return
     t0 = time.perf_counter()
     ev = lobster_events(path)
     decode = time.perf_counter() - t0
@@ -268,6 +286,15 @@ def tick_section(a) -> None:
     print(f"  single hpte.backtest (mean of {len(idx)}) {t_one:9.3f} s  {n / t_one / 1e6:10.1f} M events/s; "
           f"rows equal to the single backtests: {same}")
     print(f"  -> sweep / singles, per set: {t_one * K / t_sw:.2f}x")
+    if a.device == "gpu":
+        sweep("market_maker", ev, params={"size": "10,20"}, device="gpu", **kw)         # compile
+        t_g, rg = best_of(lambda: sweep("market_maker", ev, params=grid, device="gpu", **kw), max(1, a.repeat))
+        g = rg.table
+        ints = all(np.array_equal(g[c], t[c]) for c in t if t[c].dtype.kind == "i" or c in res.names)
+        close = all(np.allclose(g[c], t[c], rtol=1e-9, atol=1e-12) for c in t if t[c].dtype.kind == "f")
+        print(f"  hpte sweep, {rg.stats['device']} {K:,} sets {t_g:9.2f} s  {K * n / t_g / 1e6:10.1f} M set-events/s; "
+              f"integer columns equal to the CPU's: {ints}; float columns to 1e-9: {close}")
+        print(f"  -> gpu / cpu (in process, {numba.get_num_threads()} threads): {t_sw / t_g:.2f}x")
     if not a.no_dask:
         try:
             import distributed  # noqa: F401
@@ -281,6 +308,102 @@ def tick_section(a) -> None:
         print(f"  dask local cluster (2 procs) {r.stats['seconds']:9.2f} s  {K * n / r.stats['seconds'] / 1e6:10.1f} "
               f"M set-events/s; rows identical: {ok}; {total:.2f} s with cluster start/stop")
         print(f"  -> dask / in-process time: {r.stats['seconds'] / t_sw:.2f}x")
+
+
+def gil_probe(ev, kw) -> None:
+    """Does the impact kernel release the GIL? One parameter set runs in a second thread while
+    this thread counts Python loop turns; the same count with the thread idle (sleeping) is the
+    baseline. A kernel that held the GIL would leave this thread (almost) no turns."""
+    import threading
+
+    from hpte.engine.backtest.strategy import load_strategy
+    from hpte.engine.sweep.ticks import decode, run_sets_impact
+    from hpte.engine.backtest.run import prepare_run
+
+    strat = load_strategy("market_maker")
+    rc = prepare_run(strat, ev, **kw)
+    cols = decode(ev)[0]
+    sets = np.tile(strat.param_vector(), (1, 1))
+
+    def count(th):
+        k = 0
+        t0 = time.perf_counter()
+        th.start()
+        while th.is_alive():
+            k += 1
+        return k, time.perf_counter() - t0
+
+    busy, tb = count(threading.Thread(target=run_sets_impact, args=(strat, cols, rc, sets, 1)))
+    idle, ti = count(threading.Thread(target=time.sleep, args=(tb,)))
+    print(f"  GIL probe: Python loop turns in this thread while one impact set ran in another: {busy / tb / 1e6:.2f} M/s "
+          f"({tb:.2f} s); with that thread sleeping: {idle / ti / 1e6:.2f} M/s -> {busy / tb / (idle / ti):.2f} "
+          f"(about 1 when the kernel releases the GIL; 0 if it held it)")
+
+
+def impact_section(a) -> None:
+    import numba
+
+    from hpte.engine.backtest import backtest
+    from hpte.engine.backtest.data import MarketEvents, lobster_events
+    from hpte.engine.sweep import sweep
+
+    data = Path(os.environ.get("HPTE_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
+    path = data / "lobster_AMZN_2012-06-21_level5" / "AMZN_2012-06-21_34200000_57600000_message_5.csv"
+    ev = lobster_events(path)
+    if a.impact_events:
+        ev = MarketEvents(**{c: v[:a.impact_events] for c, v in ev.columns().items()}, tick=ev.tick)
+    kw = dict(latency="feed=100us,entry=50us:150us,response=100us", fees="maker=-20,taker=30", seed=1)
+    grid = tick_grid(a.impact)
+    n = len(ev)
+    nthr = numba.get_num_threads()
+    print(f"impact-mode tick sweep: market_maker over the AMZN day ({n:,} events); {machine()}; "
+          f"numba {numba.__version__}, {nthr} threads available")
+    sweep("market_maker", ev, params={"size": "10,20"}, mode="impact", **kw)      # compile / load
+    sweep("market_maker", ev, params={"size": "10,20"}, **kw)
+    rows = {}
+    for label, mode, thr in (("impact, 1 thread", "impact", 1), ("impact, 2 threads", "impact", 2),
+                             ("no-impact, 1 thread", "no-impact", 1), ("no-impact, 2 threads", "no-impact", 2)):
+        if thr > nthr:
+            print(f"  {label}: skipped ({nthr} thread(s) available)")
+            continue
+        numba.set_num_threads(thr)
+        try:
+            t, res = best_of(lambda: sweep("market_maker", ev, params=grid, mode=mode, **kw), max(1, a.repeat))
+        finally:
+            numba.set_num_threads(nthr)
+        K = res.stats["sets"]
+        rows[label] = (t, res)
+        print(f"  {label:22s} {K:,} sets {t:9.2f} s  {K * n / t / 1e6:8.3f} M set-events/s")
+    gil_probe(ev, kw)
+    base = rows.get("impact, 1 thread")
+    two = rows.get("impact, 2 threads")
+    if base and two:
+        same = all(np.array_equal(base[1].table[c], two[1].table[c]) for c in base[1].table)
+        print(f"  -> impact 2 threads / 1 thread speed: {base[0] / two[0]:.2f}x; rows identical: {same}")
+    for thr in (1, 2):
+        i, ni = rows.get(f"impact, {thr} thread" + ("s" if thr > 1 else "")), rows.get(
+            f"no-impact, {thr} thread" + ("s" if thr > 1 else ""))
+        if i and ni:
+            print(f"  -> impact / no-impact speed, {thr} thread(s): {ni[0] / i[0]:.2f}x")
+    if base or two:
+        t, res = two or base
+        tb = res.table
+        K = res.stats["sets"]
+        idx = np.linspace(0, K - 1, max(1, min(a.singles, K))).astype(int)
+        t1 = time.perf_counter()
+        same = True
+        for j in idx:
+            one = backtest("market_maker", ev, mode="impact", params={nm: float(tb[nm][j]) for nm in res.names}, **kw)
+            same &= all(tb[m][j] == one.metrics[m] for m in one.metrics)
+        t_one = (time.perf_counter() - t1) / len(idx)
+        print(f"  single hpte.backtest(mode='impact') (mean of {len(idx)}) {t_one:.3f} s  "
+              f"{n / t_one / 1e6:.3f} M events/s; rows equal to the single backtests: {same}")
+        if a.impact_dask:
+            r = sweep("market_maker", ev, params=grid, mode="impact", cluster="local", workers=2, **kw)
+            ok = all(np.array_equal(r.table[c], tb[c]) for c in tb)
+            print(f"  impact, dask local cluster (2 procs x 1 thread) {r.stats['seconds']:9.2f} s  "
+                  f"{K * n / r.stats['seconds'] / 1e6:8.3f} M set-events/s; rows identical: {ok}; "
+                  f"/ in-process time ({'2 threads' if two else '1 thread'}): {r.stats['seconds'] / t:.2f}x")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 #   $OUT/pytest_gpu.log     pytest -m gpu
 #   $OUT/bench.log, $OUT/bench/bench.csv, $OUT/bench/bench.png    hpte bench --device gpu
 #   $OUT/sweep.log          bench/bench_sweep.py --device gpu (when the sweep benchmark exists)
+#   $OUT/sweep_ticks.log    bench/bench_sweep.py --device gpu --ticks 1000 --no-bars (tick sweep, GPU vs CPU)
 # Exit status: 0 when every step passed, else the number of failed steps.
 set -u
 OUT="${OUT:?set OUT to the folder for the results}"
@@ -45,6 +46,10 @@ step "pytest -m gpu" "$OUT/pytest_gpu.log" python3 -m pytest -m gpu -q -p no:cac
 step "hpte bench" "$OUT/bench.log" python3 -m hpte bench --device gpu --out "$OUT/bench"
 if [ -f bench/bench_sweep.py ]; then
     step "GPU sweep" "$OUT/sweep.log" python3 bench/bench_sweep.py --device gpu
+    # the tick-level sweep on the GPU beside the CPU: 1,000 market-maker sets over the AMZN day
+    # (needs the LOBSTER file under $HPTE_DATA or ../shared/data; says so and skips otherwise)
+    step "GPU tick sweep" "$OUT/sweep_ticks.log" python3 bench/bench_sweep.py --device gpu --ticks 1000 --no-bars \
+        --no-dask --singles 1 --repeat 1
 else
     echo "bench/bench_sweep.py does not exist yet: no GPU sweep figures" | tee "$OUT/sweep.log"
 fi

@@ -25,7 +25,8 @@ def sweep_cmd(
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=START:STOP:STEP (inclusive), "
                                                        "NAME=A,B,C or NAME=VALUE; repeatable.")] = None,
     grid: Annotated[Optional[Path], typer.Option("--grid", help="TOML grid file with a [params] table.")] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu or gpu.")] = "cpu",
+    device: Annotated[str, typer.Option("--device", help="cpu or gpu (bar strategies; tick strategies in no-impact "
+                                        "mode).")] = "cpu",
     cluster: Annotated[Optional[str], typer.Option("--cluster", help="local (a Dask LocalCluster started and stopped "
                                                    "here) or a scheduler address tcp://HOST:PORT.")] = None,
     workers: Annotated[int, typer.Option("--workers", help="Worker processes of --cluster local.")] = 2,
@@ -37,6 +38,9 @@ def sweep_cmd(
     symbol: Annotated[Optional[int], typer.Option("--symbol", help="Symbol of a multi-symbol bars file.")] = None,
     chunk: Annotated[Optional[int], typer.Option("--chunk", help="Parameter sets per chunk (default: from --memory).")] = None,
     memory: Annotated[str, typer.Option("--memory", help="Memory budget for data and results in flight.")] = "4GiB",
+    mode: Annotated[str, typer.Option("--mode", help="Tick strategies: no-impact (the replayed book as the data says) "
+                                      "or impact (each parameter set's orders in its own copy of the replayed L3 book, "
+                                      "as hpte backtest --mode impact).")] = "no-impact",
     latency: Annotated[Optional[str], typer.Option("--latency", help="Tick strategies: as hpte backtest's --latency.")] = None,
     fees: Annotated[Optional[str], typer.Option("--fees", help="Tick strategies: maker=-20,taker=30 per lot.")] = None,
     capital: Annotated[float, typer.Option("--capital", help="Tick strategies: base of return and turnover.")] = 1e9,
@@ -50,7 +54,8 @@ def sweep_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """Sweep a strategy over a parameter grid (bar strategies on CPU threads, a GPU or a Dask
-    cluster; tick strategies over one decoded L3 stream on CPU threads or Dask); write
+    cluster; tick strategies over one decoded L3 stream on CPU threads, a GPU (no-impact) or
+    Dask, in no-impact or impact mode); write
     results.parquet (one row per parameter set: parameters and metrics), print the best sets
     and draw a heatmap."""
     from hpte.engine.backtest.strategy import StrategyError
@@ -74,7 +79,7 @@ def sweep_cmd(
                     out=out, top=top, metric=metric, fee=fee, init_cash=init_cash, symbol=symbol, chunk=chunk,
                     memory=memory, workers=workers, plot=plot, progress=progress, latency=latency, fees=fees,
                     seed=seed, capital=capital, sample=sample, timer=timer, tick=tick, stock=stock,
-                    max_instant_actions=max_instant_actions)
+                    max_instant_actions=max_instant_actions, mode=mode)
     except (StrategyError, InputError, DeviceError, ValueError) as e:
         raise fail(str(e)) from None
     except OSError as e:

@@ -214,7 +214,8 @@ class SweepResult:
         lines += ["  ".join(x.rjust(w[j]) for j, x in enumerate(b)) for b in body]
         s = self.stats
         unit = s.get("unit", "bars")
-        lines.append(f"{s.get('sets', 0):,} parameter sets x {s.get(unit, 0):,} {unit} on {s.get('device', '?')}: "
+        mode = ", impact mode" if s.get("mode") == "impact" else ""
+        lines.append(f"{s.get('sets', 0):,} parameter sets x {s.get(unit, 0):,} {unit} on {s.get('device', '?')}{mode}: "
                      f"{s.get('seconds', 0):.2f} s, {s.get('steps_per_s', 0) / 1e6:,.1f} M "
                      f"{'bar' if unit == 'bars' else 'event'}-parameter steps/s "
                      f"(compile/load {s.get('compile_s', 0):.2f} s)")
@@ -471,7 +472,8 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
           bars_year: float | None = None, symbol=None, chunk: int | None = None, memory=DEFAULT_MEMORY,
           workers: int = 2, threads_per_worker: int = 1, plot: bool = True, progress=None,
           latency=None, fees=None, seed: int = 0, capital: float = 1e9, sample="1m", timer=None,
-          tick: int | None = None, max_instant_actions: int = 100_000, stock: str | None = None) -> SweepResult:
+          tick: int | None = None, max_instant_actions: int = 100_000, stock: str | None = None,
+          mode: str = "no-impact") -> SweepResult:
     """Run ``strategy`` (a bar strategy file, bundled name or BarStrategy) over every parameter
     set of a grid on ``data`` (bars: see hpte.engine.sweep.data.load_bars).
 
@@ -491,17 +493,25 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
     A tick strategy (``market_maker``, ``momentum``, a file with ``on_book``) sweeps over an L3
     market-event stream instead (hpte.engine.sweep.ticks): ``data`` as for ``hpte.backtest``,
     which options ``latency``, ``fees``, ``seed``, ``capital``, ``sample``, ``timer``, ``tick``,
-    ``max_instant_actions`` and ``stock`` are; rows carry the backtest's metrics (ranked by
-    ``pnl`` by default); CPU threads or a Dask cluster.
+    ``max_instant_actions``, ``stock`` and ``mode`` ("no-impact" or "impact": every parameter set
+    with its own simulated book, as ``hpte backtest --mode impact``) are; rows carry the
+    backtest's metrics (ranked by ``pnl`` by default); CPU threads, a Dask cluster or (no-impact
+    mode) a GPU (hpte.engine.sweep.ticks_gpu).
     """
     t_start = time.perf_counter()
     from hpte.engine.backtest.strategy import is_bar_strategy
 
     # bars given as arrays always go to the bar path (whose loader names what a bar strategy lacks)
+    if mode not in ("no-impact", "impact"):
+        raise SweepError(f"--mode {mode!r}: use no-impact or impact")
     if not isinstance(data, np.ndarray) and not is_bar_strategy(strategy):
-        if device != "cpu":
-            raise SweepError(f"--device {device}: tick sweeps run on CPU threads or a Dask cluster; the GPU "
-                             f"driver is for bar strategies")
+        if device not in ("cpu", "gpu"):
+            raise SweepError(f"--device {device!r}: use cpu or gpu")
+        if device == "gpu" and mode == "impact":
+            raise SweepError("--device gpu: impact-mode tick sweeps run on CPU threads or a Dask cluster; the GPU "
+                             "driver is for no-impact tick sweeps and bar strategies")
+        if device == "gpu" and cluster is not None:
+            raise SweepError("--cluster runs the CPU kernel in each worker; use --device cpu with --cluster")
         bar_only = [k for k, v, d in (("fee", fee, 0.0), ("init_cash", init_cash, 100.0), ("bars_year", bars_year, None),
                                       ("symbol", symbol, None)) if v != d]
         if bar_only:
@@ -512,7 +522,10 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
                            metric=metric, latency=latency, fees=fees, seed=seed, capital=capital, sample=sample,
                            timer=timer, tick=tick, max_instant_actions=max_instant_actions, chunk=chunk,
                            workers=workers, threads_per_worker=threads_per_worker, plot=plot, progress=progress,
-                           stock=stock)
+                           stock=stock, mode=mode, device=device)
+    if mode != "no-impact":
+        raise SweepError(f"--mode {mode}: a tick-sweep option (the strategy's orders in the replayed L3 book); "
+                         f"a bar strategy trades at each bar's close")
     tick_only = [k for k, v, d in (("latency", latency, None), ("fees", fees, None), ("timer", timer, None),
                                    ("tick", tick, None), ("stock", stock, None)) if v != d]
     if tick_only:

@@ -66,7 +66,8 @@ def test_killed_worker_costs_a_retry_not_a_row():
         np.testing.assert_array_equal(t[k], here[k], err_msg=k)
 
 
-def test_tick_sweep_on_a_local_cluster_equals_in_process():
+@pytest.mark.parametrize("mode", ["no-impact", "impact"])
+def test_tick_sweep_on_a_local_cluster_equals_in_process(mode):
     import sys
     from pathlib import Path
 
@@ -75,9 +76,11 @@ def test_tick_sweep_on_a_local_cluster_equals_in_process():
 
     ev = random_flow(11, 800)
     p = {"half_spread": "0,1", "size": "2,3,4"}
-    kw = dict(latency="feed=3us,entry=1us:5us,response=2us", fees="maker=-1,taker=2", seed=3, sample="50us")
+    kw = dict(latency="feed=3us,entry=1us:5us,response=2us", fees="maker=-1,taker=2", seed=3, sample="50us",
+              mode=mode)
     here = sweep("market_maker", ev, params=p, **kw).table
     res = sweep("market_maker", ev, params=p, cluster="local", workers=2, chunk=2, **kw)
     assert res.stats["chunks"] == 3 and res.stats["device"] == "dask (local cluster, 2 workers)"
+    assert res.stats["mode"] == mode
     for k in here:
         np.testing.assert_array_equal(res.table[k], here[k], err_msg=k)
