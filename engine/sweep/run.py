@@ -408,16 +408,47 @@ def _connect(cluster, workers: int, threads_per_worker: int, cache: Path | None 
     return client, None
 
 
-def emit_in_order(futs, bounds, size: int, emit) -> None:
-    """Hand each Dask chunk's (parameter sets, results) to `emit` in grid order as the futures
-    complete (futs: one per (start, stop) of `bounds`, each returning (start, sets, results)).
-    A chunk that comes back twice (a retried task whose first result also arrived) is an error,
-    never a duplicated row."""
+def run_on_dask(client, data: tuple, bounds, size: int, submit, emit, retries: int = 3) -> None:
+    """Run a sweep's chunks as Dask tasks and hand each chunk's (parameter sets, results) to `emit`
+    in grid order as they complete.
+
+    data: the objects every task reads (the market data, the grid), scattered to every worker once;
+    submit(scattered, start, stop, key_suffix) submits one chunk's task and returns its future, whose
+    result is (start, sets, results). A worker killed mid-task costs Dask a retried task; a chunk
+    whose task was cancelled because the scattered data went with the workers that held it is
+    submitted again over freshly scattered data (at most `retries` times a chunk). A chunk that
+    comes back twice is an error, never a duplicated row."""
+    from concurrent.futures import CancelledError
     from dask.distributed import as_completed
+    held: list = []
+
+    def scattered():
+        if not held or any(f.status != "finished" for f in held[-1]):
+            held.append([client.scatter(x, broadcast=True) for x in data])
+        return held[-1]
+
+    def go(i: int, attempt: int):
+        s, e = bounds[i]
+        return submit(scattered(), s, e, f"-{s}" + (f"-r{attempt}" if attempt else ""))
+
+    futs = [go(i, 0) for i in range(len(bounds))]
+    which = {f.key: i for i, f in enumerate(futs)}
+    tries = [0] * len(bounds)
     pending: dict = {}
     nxt = 0
-    for fut in as_completed(futs):
-        s, sets, res = fut.result()
+    done = as_completed(futs)
+    for fut in done:
+        i = which[fut.key]
+        try:
+            s, sets, res = fut.result()
+        except CancelledError:
+            if tries[i] >= retries:
+                raise
+            tries[i] += 1
+            again = go(i, tries[i])
+            which[again.key] = i
+            done.add(again)
+            continue
         if s in pending or s < (bounds[nxt][0] if nxt < len(bounds) else size):
             raise RuntimeError(f"chunk at {s} came back twice")
         pending[s] = (sets, res)
@@ -598,12 +629,11 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
             client.run(warm_worker, blob, mat.shape[0], P)     # every worker loads the driver once
             compile_s = time.perf_counter() - t0
             t_run = time.perf_counter()
-            dmat = client.scatter(mat, broadcast=True)
-            gfut = client.scatter(g, broadcast=True)
-            futs = [client.submit(run_chunk_cpu, blob, dmat, gfut, s, e, float(fee), float(init_cash), ann,
-                                  key=f"hpte-sweep-{os.getpid()}-{id(g):x}-{s}", pure=False)
-                    for s, e in bounds]
-            emit_in_order(futs, bounds, size, emit)
+            key = f"hpte-sweep-{os.getpid()}-{id(g):x}"
+            run_on_dask(client, (mat, g), bounds, size,
+                        lambda d, s, e, suffix: client.submit(run_chunk_cpu, blob, d[0], d[1], s, e, float(fee),
+                                                              float(init_cash), ann, key=key + suffix, pure=False),
+                        emit)
             devname = f"dask ({'local cluster, ' if owned is not None else cluster + ', '}"\
                       f"{len(client.scheduler_info()['workers'])} workers)"
         elif device == "gpu":

@@ -261,7 +261,7 @@ def sweep_ticks(strategy, data, *, params=None, grid=None, cluster=None, out=Non
     ``hpte.backtest``'s (mode, latency, fees, seed, capital, sample, timer, tick,
     max_instant_actions) and the sweep's (params, grid, cluster, out, top, metric, chunk, workers)."""
     from hpte.engine.sweep.run import (SweepError, SweepResult, _connect, _Sink, _strategy_blob, check_common,
-                                      emit_in_order, swept_grid)
+                                      run_on_dask, swept_grid)
 
     t_start = time.perf_counter()
     metric = metric or "pnl"
@@ -306,11 +306,11 @@ def sweep_ticks(strategy, data, *, params=None, grid=None, cluster=None, out=Non
                 client.run(warm_worker, blob, mode)
                 compile_s = time.perf_counter() - t0
                 t_run = time.perf_counter()
-                dcols = client.scatter(cols, broadcast=True)
-                gfut = client.scatter(g, broadcast=True)
-                futs = [client.submit(run_chunk, blob, dcols, rc, gfut, s, e, key=f"hpte-tsweep-{os.getpid()}-{id(g):x}-{s}",
-                                      pure=False, mode=mode, **kw) for s, e in bounds]
-                emit_in_order(futs, bounds, size, sink.emit)
+                key = f"hpte-tsweep-{os.getpid()}-{id(g):x}"
+                run_on_dask(client, (cols, g), bounds, size,
+                            lambda d, s, e, suffix: client.submit(run_chunk, blob, d[0], rc, d[1], s, e, key=key + suffix,
+                                                                  pure=False, mode=mode, **kw),
+                            sink.emit)
                 devname = f"dask ({'local cluster, ' if owned is not None else cluster + ', '}" \
                           f"{len(client.scheduler_info()['workers'])} workers)"
             elif ginfo is not None:

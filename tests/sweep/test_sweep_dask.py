@@ -66,6 +66,34 @@ def test_killed_worker_costs_a_retry_not_a_row():
         np.testing.assert_array_equal(t[k], here[k], err_msg=k)
 
 
+def test_every_worker_killed_rescatters_the_data_and_loses_no_row():
+    """Both workers killed at once: the data scattered to them is gone with them, so Dask cancels
+    the chunks that read it; the driver scatters the data again and resubmits those chunks."""
+    from distributed import LocalCluster
+
+    close = random_walk(100_000, 6)
+    p = {"fast": "2:40:2", "slow": "100:190:10"}          # 200 sets, 20 chunks of 10
+    here = sweep("ma_cross", close, params=p).table
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc:
+        victims = _pids(lc)
+        assert len(victims) == 2
+        killed = []
+
+        def progress(done, total):
+            if not killed and done >= 10:
+                for v in victims:
+                    os.kill(v, signal.SIGKILL)
+                killed.append(done)
+
+        res = sweep("ma_cross", close, params=p, cluster=lc.scheduler_address, chunk=10, progress=progress)
+        assert killed and killed[0] < 200, "the workers were not killed mid-run"
+        assert not set(victims) & set(_pids(lc))
+    t = res.table
+    assert len({(a, b) for a, b in zip(t["fast"], t["slow"])}) == len(t["fast"]) == 200
+    for k in here:
+        np.testing.assert_array_equal(t[k], here[k], err_msg=k)
+
+
 @pytest.mark.parametrize("mode", ["no-impact", "impact"])
 def test_tick_sweep_on_a_local_cluster_equals_in_process(mode):
     import sys
