@@ -90,6 +90,55 @@ def parse_latency(spec, seed: int = 0) -> Latency:
     return out
 
 
+QUEUE_HELP = "conservative, prob (= prob:power:3), prob:power:N (N > 0) or prob:log"
+
+
+def parse_queue(spec) -> tuple[int, int]:
+    """The queue model of L2 data as (cfg[CF_QUEUE], cfg[CF_QPARAM]): None (L3 data, exact
+    queue position: (Q_L3, 0)), 'conservative', 'prob' (= 'prob:power:3'), 'prob:power:N'
+    (f(x) = x ** N, N > 0, kept to 1/1000) or 'prob:log' (f(x) = log(1 + x))."""
+    if spec is None:
+        return K.Q_L3, 0
+    text = str(spec).strip().lower()
+    if text == "conservative":
+        return K.Q_CONSERVATIVE, 0
+    parts = text.split(":")
+    if parts[0] == "prob":
+        if len(parts) == 1:
+            return K.Q_POWER, 3000
+        if parts[1] == "log" and len(parts) == 2:
+            return K.Q_LOG, 0
+        if parts[1] == "power" and len(parts) <= 3:
+            if len(parts) == 2:
+                return K.Q_POWER, 3000
+            try:
+                n = float(parts[2])
+            except ValueError:
+                raise ValueError(f"queue {spec!r}: the exponent {parts[2]!r} is not a number") from None
+            if not (math.isfinite(n) and 0 < n <= 100) or round(n * 1000) == 0:
+                raise ValueError(f"queue {spec!r}: the exponent must be in (0, 100], got {parts[2]}")
+            return K.Q_POWER, int(round(n * 1000))
+    raise ValueError(f"queue {spec!r}: use {QUEUE_HELP}")
+
+
+def check_l2_chunk(chunk: dict, queue: int, row0: int, name: str) -> None:
+    """L2 rows (MK_LEVEL, MK_TRADE) need a queue model, a queue model needs L2 rows."""
+    k = chunk["kind"]
+    if queue != K.Q_L3:
+        m = (k != A.MK_LEVEL) & (k != A.MK_TRADE)
+        if m.any():
+            i = int(np.flatnonzero(m)[0])
+            raise InputError(f"{name}: row {row0 + i}: kind {int(k[i])} is L3 data (orders with ids); a queue "
+                             f"model (--queue) applies to L2 data (LEVEL and TRADE rows only): drop --queue for "
+                             f"exact queue position on L3 data")
+    else:
+        m = k == A.MK_LEVEL
+        if m.any():
+            i = int(np.flatnonzero(m)[0])
+            raise InputError(f"{name}: row {row0 + i}: a LEVEL row: L2 data needs a queue model, "
+                             f"--queue {QUEUE_HELP}")
+
+
 def parse_fees(spec) -> tuple[int, int]:
     """(maker, taker) fee per lot in price units (negative: a rebate): None, a tuple, a dict or
     'maker=-20,taker=30'."""
@@ -132,7 +181,10 @@ class BacktestResult:
 
     def summary(self) -> str:
         m = self.metrics
-        rows = [("strategy", self.strategy), ("mode", self.config.get("mode", "no-impact")),
+        mode = self.config.get("mode", "no-impact")
+        if self.config.get("queue"):
+            mode += f", L2 data, queue model {self.config['queue']}"
+        rows = [("strategy", self.strategy), ("mode", mode),
                 ("events", f"{self.stats.get('events', 0):,}"),
                 ("pnl", f"{m['pnl']:,.2f} price units ({m['pnl_currency']:,.4f} currency)"),
                 ("return", f"{m['return']:.6%}"), ("sharpe", f"{m['sharpe']:.3f}"),
@@ -226,10 +278,13 @@ def _pow2(x: int) -> int:
     return 1 << max(4, int(x - 1).bit_length())
 
 
-def _as_source(data, tick, stock=None):
+def _as_source(data, tick, stock=None, l2: bool = False):
     if isinstance(data, dict):
-        return MarketEvents(**{c: data[c] for c in COLUMNS}, tick=tick or 1)
-    return open_data(data, tick=tick, stock=stock)
+        cols = dict(data)
+        if "order_id" not in cols and "ts_ns" in cols:
+            cols["order_id"] = np.full(len(cols["ts_ns"]), -1, np.int64)
+        return MarketEvents(**{c: cols[c] for c in COLUMNS}, tick=tick or 1)
+    return open_data(data, tick=tick, stock=stock, l2=l2)
 
 
 @dataclass
@@ -254,9 +309,10 @@ class RunConfig:
 
 
 def prepare_run(strat: Strategy, src, *, latency=None, fees=None, seed: int = 0, sample="1m", timer=None,
-                margin_ticks: int = 1000, max_instant_actions: int = 100_000) -> RunConfig:
+                margin_ticks: int = 1000, max_instant_actions: int = 100_000, queue=None) -> RunConfig:
     """Validate the run options and build the kernel's configuration for ``src``."""
     lat = parse_latency(latency, seed)
+    qmodel, qparam = parse_queue(queue)
     maker_fee, taker_fee = parse_fees(fees)
     sample_ns = parse_duration(sample)
     timer_ns = strat.timer_ns if timer is None else (0 if str(timer) in ("0", "") else parse_duration(timer))
@@ -284,10 +340,12 @@ def prepare_run(strat: Strategy, src, *, latency=None, fees=None, seed: int = 0,
     cfg[K.CF_SAMPLE_NS] = sample_ns
     cfg[K.CF_DEPTH] = strat.depth
     cfg[K.CF_MAX_INSTANT] = max_instant_actions
+    cfg[K.CF_QUEUE] = qmodel
+    cfg[K.CF_QPARAM] = qparam
     sc = np.zeros(K.NSC, np.int64)
     sc[K.SC_XBB] = sc[K.SC_XBA] = sc[K.SC_LBB] = sc[K.SC_LBA] = sc[K.SC_MAXBUY] = sc[K.SC_DBB] = sc[K.SC_DBA] = -1
     sc[K.SC_MINSELL] = K.INF
-    for j, col in enumerate((K.SC_RNG_F, K.SC_RNG_E, K.SC_RNG_R)):
+    for j, col in enumerate((K.SC_RNG_F, K.SC_RNG_E, K.SC_RNG_R, K.SC_RNG_Q)):
         sc[col] = rng_seed(seed, j)
     md = A.new_md()
     md[A.MD_TICK] = tk
@@ -300,7 +358,8 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
              fees=None, seed: int = 0, capital: float = 1e9, sample: str | int = "1m",
              timer: str | int | None = None, tick: int | None = None, chunk_events: int = 1 << 20,
              margin_ticks: int = 1000, progress=None, max_instant_actions: int = 100_000,
-             fee: float | None = None, init_cash: float | None = None, symbol=None, stock: str | None = None):
+             fee: float | None = None, init_cash: float | None = None, symbol=None, stock: str | None = None,
+             queue: str | None = None):
     """Backtest ``strategy`` (a file path, a bundled name or a Strategy) over ``data`` (a LOBSTER
     message CSV, an ITCH 5.0 file with ``stock``, an hpte order file (matched by the engine
     first; ``stock`` picks its symbol), a Parquet/IPC events file, a MarketEvents or a dict of
@@ -310,7 +369,11 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
     mode : "no-impact" (the replayed book as the data says; queue position tracked) or
         "impact" (the strategy's orders trade in a real book with the replayed orders, matched by
         the engine's step; hpte.kernels.backtest.impact has the reconciliation rules).
-    latency : see ``parse_latency``; seed seeds the random latencies.
+    queue : the queue model of L2 data (price levels, no order ids; hpte.engine.backtest.data):
+        see ``parse_queue`` ('conservative', 'prob', 'prob:power:N', 'prob:log'); None for L3
+        data (exact queue position). With a LOBSTER message file, a queue model reads the day
+        as L2 data (its orderbook file's snapshots); no-impact mode only.
+    latency : see ``parse_latency``; seed seeds the random latencies (and the queue model's draws).
     fees : see ``parse_fees`` (price units per lot; negative: rebate).
     capital : the base of return and turnover, price units.
     sample : equity-curve interval (Sharpe and drawdown use it).
@@ -327,7 +390,7 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
     """
     t_start = time.perf_counter()
     if is_bar_strategy(strategy):
-        tick_only = {"latency": latency, "fees": fees, "timer": timer, "tick": tick, "stock": stock}
+        tick_only = {"latency": latency, "fees": fees, "timer": timer, "tick": tick, "stock": stock, "queue": queue}
         given = [k for k, v in tick_only.items() if v is not None] + (["mode"] if mode != "no-impact" else [])
         if given:
             raise ValueError(f"{', '.join(given)}: tick-backtest options; a bar strategy trades at each bar's "
@@ -345,11 +408,15 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
         raise ValueError(f"chunk_events must be >= 1, got {chunk_events}")
     if not (capital > 0 and math.isfinite(capital)):
         raise ValueError(f"capital must be positive and finite, got {capital}")
+    qmodel, _ = parse_queue(queue)
+    if qmodel != K.Q_L3 and mode == "impact":
+        raise ValueError(f"queue {queue!r}: queue models are for no-impact mode on L2 data; impact mode "
+                         f"needs L3 data (orders with ids)")
     strat = strategy if isinstance(strategy, Strategy) else load_strategy(strategy)
     pvec = strat.param_vector(params)
-    src = _as_source(data, tick, stock)
+    src = _as_source(data, tick, stock, l2=qmodel != K.Q_L3)
     run_cfg = prepare_run(strat, src, latency=latency, fees=fees, seed=seed, sample=sample, timer=timer,
-                          margin_ticks=margin_ticks, max_instant_actions=max_instant_actions)
+                          margin_ticks=margin_ticks, max_instant_actions=max_instant_actions, queue=queue)
     lat, maker_fee, taker_fee = run_cfg.latency, run_cfg.maker_fee, run_cfg.taker_fee
     sample_ns, timer_ns, tk, base, L = run_cfg.sample_ns, run_cfg.timer_ns, run_cfg.tick, run_cfg.base, run_cfg.L
 
@@ -410,6 +477,7 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
         if chunk is None:
             chunk = {c: np.zeros(0, np.int64) for c in COLUMNS}
         chunk = dict(chunk)
+        check_l2_chunk(chunk, qmodel, events, src.name)
         chunk["arrival"] = arrivals.resolve(chunk)     # the new rows' market order ids, once
         chunk["ends"] = arrivals.ends
         events += len(chunk["ts_ns"])
@@ -464,7 +532,8 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
     E["reason"] = np.array([A.REASON_NAMES.get(int(v), str(v)) for v in E["reason"]], dtype=object)
     metrics = finish_metrics(acc_i, acc_f, capital=capital, sample_ns=sample_ns,
                              price_scale=getattr(src, "price_scale", 1.0))
-    config = {"mode": mode, "latency_ns": {"feed": list(lat.feed), "entry": list(lat.entry),
+    config = {"mode": mode, "queue": None if qmodel == K.Q_L3 else str(queue), "queue_model": [int(qmodel), int(cfg[K.CF_QPARAM])],
+              "latency_ns": {"feed": list(lat.feed), "entry": list(lat.entry),
                                            "response": list(lat.response)}, "seed": seed,
               "fees": {"maker": maker_fee, "taker": taker_fee}, "capital": capital,
               "sample_ns": sample_ns, "timer_ns": timer_ns, "depth": strat.depth, "tick": tk, "base": int(base), "ladder": int(L),
