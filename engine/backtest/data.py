@@ -411,24 +411,11 @@ def _stock_locate(data, stock: str, name: str) -> int:
     raise InputError(f"{name}: no stock {want.decode().strip()!r}{hint}")
 
 
-def itch_events(data, stock: str | None, tick: int = 100, name: str | None = None,
-                price_scale: float = 1e-4) -> MarketEvents:
-    """One stock of an ITCH 5.0 file (a path, or decoded ItchData) as a market-event stream
-    (hpte.kernels.backtest.itch_events has the rules). Prices stay in ITCH Price(4) units
-    ($0.0001); ``tick`` is the price grid of the book (100: one cent, NASDAQ's tick above $1)."""
-    from hpte.engine.md.itch import ItchData, read_itch
+def _itch_ops(d, loc: int) -> dict:
+    """The order ops (hpte.kernels.backtest.itch_events ``OP_*``) of stock locate ``loc`` in
+    decoded ITCH data, merged in stream order: columns seq, code, ts, ref, ref2, side, px, n."""
     from hpte.kernels.backtest import itch_events as IK
-    from hpte.kernels.backtest import loop as LK
 
-    if isinstance(data, ItchData):
-        d = data
-        name = name or "<itch>"
-    else:
-        d = read_itch(data)
-        name = name or str(data)
-    if not stock:
-        raise InputError(f"{name}: an ITCH file holds many stocks: choose one with --stock NAME")
-    loc = _stock_locate(d, stock, name)
     T = d.tables
     parts = []
 
@@ -457,24 +444,134 @@ def itch_events(data, stock: str | None, tick: int = 100, name: str | None = Non
     if parts:
         ops = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
         o = np.argsort(ops["seq"], kind="stable")
-        ops = {c: np.ascontiguousarray(v[o]) for c, v in ops.items()}
+        return {c: np.ascontiguousarray(v[o]) for c, v in ops.items()}
+    return {c: np.zeros(0, np.int64) for c in ("seq", "code", "ts", "ref", "ref2", "side", "px", "n")}
+
+
+class _ItchOps:
+    """itch_ops_cpu over successive op batches, its live-order table carried and grown."""
+
+    def __init__(self):
+        from hpte.kernels.backtest import itch_events as IK
+        from hpte.kernels.backtest import loop as LK
+
+        self.IK, self.LK = IK, LK
+        self.bits = 4
+        self.keys = np.full(1 << self.bits, LK.EMPTY_KEY, np.int64)
+        self.vals = np.zeros((1 << self.bits, 2), np.int64)
+        self.counts = np.zeros(IK.NCOUNT, np.int64)
+
+    def run(self, ops: dict) -> np.ndarray:
+        """The event rows (int64[k, 6]) of one batch of ops."""
+        IK, LK = self.IK, self.LK
+        adds = int(((ops["code"] == IK.OP_ADD) | (ops["code"] == IK.OP_REPLACE)).sum())
+        live = int(np.count_nonzero(self.keys != LK.EMPTY_KEY))
+        need = max(4, int(2 * (live + adds) + 2).bit_length())
+        if need > self.bits:        # at least twice the live orders plus this batch's adds
+            k2 = np.full(1 << need, LK.EMPTY_KEY, np.int64)
+            v2 = np.zeros((1 << need, 2), np.int64)
+            LK.rehash_cpu(self.keys, self.vals, k2, v2, need)
+            self.keys, self.vals, self.bits = k2, v2, need
+        out = np.zeros((2 * len(ops["code"]), 6), np.int64)
+        w = IK.itch_ops_cpu(ops["code"], ops["ts"], ops["ref"], ops["ref2"], ops["side"], ops["px"], ops["n"],
+                            self.keys, self.vals, self.bits, out, self.counts)
+        return out[:w]
+
+    def anomalies(self) -> dict:
+        c, IK = self.counts, self.IK
+        return {"unknown_reference": int(c[IK.C_UNKNOWN]), "clipped": int(c[IK.C_CLIPPED]),
+                "bad_adds": int(c[IK.C_BAD_ADD])}
+
+
+def itch_events(data, stock: str | None, tick: int = 100, name: str | None = None,
+                price_scale: float = 1e-4) -> MarketEvents:
+    """One stock of an ITCH 5.0 file (a path, or decoded ItchData) as a market-event stream in
+    memory (hpte.kernels.backtest.itch_events has the rules; ``ItchSource`` streams a file in
+    chunks instead). Prices stay in ITCH Price(4) units ($0.0001); ``tick`` is the price grid
+    of the book (100: one cent, NASDAQ's tick above $1)."""
+    from hpte.engine.md.itch import ItchData, read_itch
+
+    if isinstance(data, ItchData):
+        d = data
+        name = name or "<itch>"
     else:
-        ops = {c: np.zeros(0, np.int64) for c in ("seq", "code", "ts", "ref", "ref2", "side", "px", "n")}
-    m = len(ops["code"])
-    adds = int(((ops["code"] == IK.OP_ADD) | (ops["code"] == IK.OP_REPLACE)).sum())
-    bits = max(4, int(2 * adds + 2).bit_length())
-    keys = np.full(1 << bits, LK.EMPTY_KEY, np.int64)
-    vals = np.zeros((1 << bits, 2), np.int64)
-    out = np.zeros((2 * m, 6), np.int64)
-    counts = np.zeros(IK.NCOUNT, np.int64)
-    w = IK.itch_ops_cpu(ops["code"], ops["ts"], ops["ref"], ops["ref2"], ops["side"], ops["px"], ops["n"],
-                        keys, vals, bits, out, counts)
-    o = out[:w]
+        d = read_itch(data)
+        name = name or str(data)
+    if not stock:
+        raise InputError(f"{name}: an ITCH file holds many stocks: choose one with --stock NAME")
+    loc = _stock_locate(d, stock, name)
+    run = _ItchOps()
+    o = run.run(_itch_ops(d, loc))
     ev = MarketEvents(ts_ns=o[:, 0], kind=o[:, 1], order_id=o[:, 2], side=o[:, 3], price=o[:, 4], qty=o[:, 5],
                       tick=tick, name=f"{name} [{str(stock).strip()}]", price_scale=price_scale)
-    ev.anomalies = {"unknown_reference": int(counts[IK.C_UNKNOWN]), "clipped": int(counts[IK.C_CLIPPED]),
-                    "bad_adds": int(counts[IK.C_BAD_ADD])}
+    ev.anomalies = run.anomalies()
     return ev
+
+
+class ItchSource:
+    """One stock of an ITCH 5.0 file (plain or ``.gz``) streamed: decoded ``chunk_bytes`` of
+    stream at a time (hpte.engine.md.itch.iter_itch), each batch's ops turned into market
+    events with the live-order table carried across batches, so memory does not grow with the
+    file's length (only with the live orders). The same rows as ``itch_events`` for any
+    ``chunk_bytes``; the stock's locate is taken from the first batch that names it (R, else A/F);
+    ``price_range`` is one more pass over the file."""
+
+    def __init__(self, path, stock: str | None, tick: int = 100, price_scale: float = 1e-4,
+                 chunk_bytes: int | None = None):
+        from hpte.engine.md.itch import DEFAULT_CHUNK_BYTES
+
+        self.path = Path(path)
+        if not stock:
+            raise InputError(f"{self.path}: an ITCH file holds many stocks: choose one with --stock NAME")
+        self.stock = str(stock).strip()
+        self.tick = int(tick)
+        self.price_scale = price_scale
+        self.chunk_bytes = int(chunk_bytes or DEFAULT_CHUNK_BYTES)
+        self.name = f"{self.path} [{self.stock}]"
+        self.anomalies = None
+        self.loc = self._locate()
+
+    def _batches(self):
+        from hpte.engine.md.itch import iter_itch
+
+        return iter_itch(self.path, chunk_bytes=self.chunk_bytes)
+
+    def _locate(self) -> int:
+        known = []
+        for d in self._batches():
+            try:
+                return _stock_locate(d, self.stock, str(self.path))
+            except InputError as e:
+                known.append(str(e))
+        raise InputError(known[0] if len(known) == 1 else
+                         f"{self.path}: no stock {self.stock!r} (no stock directory or add order names it)")
+
+    def price_range(self) -> tuple[int, int] | None:
+        lo = hi = None
+        for d in self._batches():
+            for letter in ("A", "F", "U"):
+                t = d.tables[letter]
+                m = (t["stock_locate"] == self.loc) & (t["price"] > 0)
+                if m.any():
+                    p = t["price"][m].astype(np.int64)
+                    lo = int(p.min()) if lo is None else min(lo, int(p.min()))
+                    hi = int(p.max()) if hi is None else max(hi, int(p.max()))
+        return None if lo is None else (lo, hi)
+
+    def chunks(self, size: int) -> Iterator[dict]:
+        run = _ItchOps()
+        row = 0
+        prev = np.iinfo(np.int64).min
+        for d in self._batches():
+            o = run.run(_itch_ops(d, self.loc))
+            for a in range(0, len(o), size):
+                part = o[a:a + size]
+                c = {col: np.ascontiguousarray(part[:, j]) for j, col in enumerate(COLUMNS)}
+                check_chunk(c, self.tick, row, prev, self.name)
+                row += len(part)
+                prev = int(part[-1, 0])
+                yield c
+        self.anomalies = run.anomalies()
 
 
 def order_file_events(path, stock: str | None = None, tick: int = 1) -> MarketEvents:
@@ -523,15 +620,15 @@ def open_data(data, tick: int | None = None, stock: str | None = None, l2: bool 
     from its orderbook file), an ITCH 5.0 file (``stock`` required), an hpte order file
     (matched by the engine first; ``price_ticks`` column) or a Parquet/IPC events file (L3 or
     L2 rows)."""
-    if isinstance(data, MarketEvents):
-        return data
+    if isinstance(data, MarketEvents) or (hasattr(data, "chunks") and hasattr(data, "price_range")):
+        return data         # a source already (MarketEvents, EventFile, ItchSource, ...)
     p = Path(data)
     if not p.is_file():
         raise InputError(f"{p}: no such data file")
     if p.suffix.lower() == ".csv":
         return lobster_events_cached(p, l2=l2)
     if is_itch_path(p):
-        return itch_events(p, stock, tick=tick or 100)
+        return ItchSource(p, stock, tick=tick or 100)
     if _is_order_file(p):
         return order_file_events(p, stock, tick=tick or 1)
     if stock is not None:

@@ -36,11 +36,65 @@ MODES = ("no-impact", "impact")
 
 @dataclass
 class Latency:
-    """Latencies in ns: (lo, hi) per channel; lo == hi is a constant, else uniform in [lo, hi]."""
+    """Latencies in ns: (lo, hi) per channel; lo == hi is a constant, else uniform in [lo, hi];
+    a channel in ``tables`` draws from that int64 array of observed values instead (its (lo,
+    hi) is then the table's min and max, for display)."""
     feed: tuple = (0, 0)
     entry: tuple = (0, 0)
     response: tuple = (0, 0)
     seed: int = 0
+    tables: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)
+
+
+def read_latency_table(path, what: str = "latency") -> np.ndarray:
+    """Observed latencies (int64 ns, >= 0) from a CSV (one value per line, an optional header
+    line; or a ``latency_ns`` column among several) or a Parquet/IPC file (its ``latency_ns``
+    column, or its only column)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"latency {what}: table {p}: no such file")
+    if p.suffix.lower() == ".csv":
+        import pyarrow.csv as pc
+
+        try:
+            t = pc.read_csv(p)
+        except Exception as e:  # noqa: BLE001 - pyarrow's error types
+            raise InputError(f"latency {what}: table {p}: not a readable CSV ({e})") from None
+        if t.num_columns == 1 and t.column_names[0].strip().lstrip("-").isdigit():
+            t = pc.read_csv(p, read_options=pc.ReadOptions(column_names=["latency_ns"]))
+    else:
+        import pyarrow.parquet as pq
+
+        try:
+            if p.suffix.lower() in (".arrow", ".ipc", ".feather"):
+                import pyarrow as pa
+
+                with pa.memory_map(str(p)) as src:
+                    t = pa.ipc.open_file(src).read_all()
+            else:
+                t = pq.read_table(p)
+        except Exception as e:  # noqa: BLE001
+            raise InputError(f"latency {what}: table {p}: not a readable Parquet/IPC file ({e})") from None
+    if "latency_ns" in t.column_names:
+        col = t.column("latency_ns")
+    elif t.num_columns == 1:
+        col = t.column(0)
+    else:
+        raise InputError(f"latency {what}: table {p}: no latency_ns column (columns: {', '.join(t.column_names)})")
+    if len(col) == 0:
+        raise InputError(f"latency {what}: table {p}: no values")
+    if col.null_count:
+        raise InputError(f"latency {what}: table {p}: {col.null_count} empty value(s)")
+    v = np.asarray(col.to_numpy(zero_copy_only=False))
+    if v.dtype.kind not in "iu" and not (v.dtype.kind == "f" and np.all(v == np.floor(v))):
+        raise InputError(f"latency {what}: table {p}: values must be integer nanoseconds")
+    v = v.astype(np.int64)
+    if len(v) == 0:
+        raise InputError(f"latency {what}: table {p}: no values")
+    if (v < 0).any():
+        raise InputError(f"latency {what}: table {p}: row {int(np.flatnonzero(v < 0)[0])}: negative latency {int(v[v < 0][0])}")
+    return np.ascontiguousarray(v)
 
 
 def _dur(text: str, what: str) -> int:
@@ -55,7 +109,9 @@ def _dur(text: str, what: str) -> int:
 
 def parse_latency(spec, seed: int = 0) -> Latency:
     """``None`` (zero), a Latency, one duration for all three channels ('100us'), or
-    'feed=100us,entry=50us:150us,response=100us' (lo:hi = uniform, seeded); a dict works too."""
+    'feed=100us,entry=50us:150us,response=100us' (lo:hi = uniform, seeded), where a channel may
+    be ``table:FILE`` (observed latencies in ns, ``read_latency_table``; drawn uniformly, seeded)
+    or an int array; a dict works too."""
     if spec is None:
         return Latency(seed=seed)
     if isinstance(spec, Latency):
@@ -77,6 +133,19 @@ def parse_latency(spec, seed: int = 0) -> Latency:
     for k, v in items:
         if k not in ("feed", "entry", "response"):
             raise ValueError(f"latency: unknown channel {k!r} (channels: feed, entry, response)")
+        if isinstance(v, np.ndarray) or (isinstance(v, str) and v.strip().lower().startswith("table:")):
+            if isinstance(v, np.ndarray):
+                tab = np.ascontiguousarray(v, dtype=np.int64)
+                if len(tab) == 0 or (tab < 0).any():
+                    raise ValueError(f"latency {k}: a table needs values >= 0")
+                out.sources[k] = f"table of {len(tab)} values"
+            else:
+                path = v.strip()[len("table:"):]
+                tab = read_latency_table(path, k)
+                out.sources[k] = f"table:{path}"
+            out.tables[k] = tab
+            setattr(out, k, (int(tab.min()), int(tab.max())))
+            continue
         if isinstance(v, (tuple, list)):
             lo, hi = (_dur(x, k) for x in v)
         elif ":" in str(v):
@@ -328,12 +397,20 @@ def prepare_run(strat: Strategy, src, *, latency=None, fees=None, seed: int = 0,
     if base <= 0:
         base = lo % tk if lo % tk else tk
     L = (hi - base) // tk + 1 + margin_ticks
-    cfg = np.zeros(K.NCF, np.int64)
+    ntab = sum(len(t) for t in lat.tables.values())
+    cfg = np.zeros(K.NCF + ntab, np.int64)
     cfg[K.CF_BASE] = base
     cfg[K.CF_TICK] = tk
     cfg[K.CF_FEED_LO], cfg[K.CF_FEED_HI] = lat.feed
     cfg[K.CF_ENTRY_LO], cfg[K.CF_ENTRY_HI] = lat.entry
     cfg[K.CF_RESP_LO], cfg[K.CF_RESP_HI] = lat.response
+    off = K.NCF
+    for name, col in (("feed", K.CF_FEED_LO), ("entry", K.CF_ENTRY_LO), ("response", K.CF_RESP_LO)):
+        if name in lat.tables:      # an empirical table: its values after the NCF fields
+            tab = lat.tables[name]
+            cfg[off:off + len(tab)] = tab
+            cfg[col], cfg[col + 1] = off, -len(tab)
+            off += len(tab)
     cfg[K.CF_MAKER_FEE] = maker_fee
     cfg[K.CF_TAKER_FEE] = taker_fee
     cfg[K.CF_TIMER_NS] = timer_ns
@@ -532,7 +609,7 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
     E["reason"] = np.array([A.REASON_NAMES.get(int(v), str(v)) for v in E["reason"]], dtype=object)
     metrics = finish_metrics(acc_i, acc_f, capital=capital, sample_ns=sample_ns,
                              price_scale=getattr(src, "price_scale", 1.0))
-    config = {"mode": mode, "queue": None if qmodel == K.Q_L3 else str(queue), "queue_model": [int(qmodel), int(cfg[K.CF_QPARAM])],
+    config = {"latency_tables": dict(lat.sources), "mode": mode, "queue": None if qmodel == K.Q_L3 else str(queue), "queue_model": [int(qmodel), int(cfg[K.CF_QPARAM])],
               "latency_ns": {"feed": list(lat.feed), "entry": list(lat.entry),
                                            "response": list(lat.response)}, "seed": seed,
               "fees": {"maker": maker_fee, "taker": taker_fee}, "capital": capital,

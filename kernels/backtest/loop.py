@@ -19,7 +19,8 @@ Clocks and channels (all times int64 ns; every channel is FIFO)
   book (so it never acts on information it could not have yet);
 * entry: an action taken at local time t reaches the exchange at ``max(prev, t + entry)``;
 * response: an exchange reply made at t reaches the strategy at ``max(prev, t + response)``.
-Each latency is a constant or uniform in [lo, hi] drawn from its own seeded splitmix64 stream.
+Each latency is a constant, uniform in [lo, hi], or one of an empirical table's values (kept in
+cfg after its NCF fields), drawn from its own seeded splitmix64 stream.
 Among items due at the same time the order is: market event, order arrival, feed update,
 response, timer. A strategy that keeps acting at one instant (at zero latency every action can
 bring a response at the same instant, and so on) is stopped after cfg[CF_MAX_INSTANT] actions
@@ -37,6 +38,18 @@ from that volume. Each market event's volume is shared among the strategy's orde
 order, so their fills from one event never exceed its quantity. A marketable strategy order
 takes the displayed opposite levels up to its limit (the book is left as the data says) and
 the rest expires; a post-only order that would take is rejected.
+
+Queue models (no-impact, L2 data: cfg[CF_QUEUE] != Q_L3)
+--------------------------------------------------------
+L2 data has price levels and trades but no order ids: MK_LEVEL rows (the level's new
+quantity) and MK_TRADE rows. A resting strategy order joins behind the level's quantity as on
+L3 data; then ``x_level_event`` moves it by the chosen model, as hftbacktest's queue models
+do: a trade at its price consumes ``ahead`` first and what passes it fills the order;
+Q_CONSERVATIVE advances only so (a level decrease that is not a trade only caps ``ahead`` at
+the level's new quantity); Q_POWER / Q_LOG take such a decrease from behind the order with
+probability f(behind) / (f(behind) + f(ahead)) (f(x) = x ** n, or log(1 + x)), drawn from
+the seeded stream sc[SC_RNG_Q]. Trades, trades through its price and opposite levels that
+grow at or through it fill it as on L3 data.
 """
 from __future__ import annotations
 
@@ -256,8 +269,13 @@ def rand_u64(sc, k):
 
 @register_jitable
 def latency(sc, cfg, k, lo_col):
+    """The next latency of a channel (ns): constant (lo == hi), uniform in [lo, hi] from the
+    seeded stream sc[k], or, when hi < 0, an empirical table: one of the -hi values stored in
+    cfg from index lo, picked uniformly by the same stream."""
     lo = cfg[lo_col]
     hi = cfg[lo_col + 1]
+    if hi < 0:
+        return cfg[lo + np.int64(rand_u64(sc, k) % np.uint64(-hi))]
     if hi <= lo:
         return lo
     return lo + np.int64(rand_u64(sc, k) % np.uint64(hi - lo + 1))
@@ -1082,7 +1100,7 @@ def run_cpu(ts, kind, arrival, ends, side, px, qty, lvl, cfg, sc, xlad, llad, xo
     ends : int64[n], 1 where the data says that order is gone after the event (impact mode
         only; ignored otherwise).
     lvl : int64[n], the ladder index of px, (px - base) // tick (ignored for MK_TRADE).
-    cfg : int64[NCF]; sc : int64[NSC] (state carried across calls).
+    cfg : int64[NCF + latency table values] (``latency``); sc : int64[NSC] (state carried across calls).
     xlad, llad : int64[2, L], the exchange's and the strategy's displayed quantity per level.
     xo, orders : exchange-side and strategy-side own orders; md, params, state, act: see api.
     req, rsp : request and response rings; fills, evs, eq : outputs, rows counted in sc.

@@ -29,6 +29,14 @@ class SplitMix:
         return lo if hi <= lo else lo + self.next() % (hi - lo + 1)
 
 
+def draw(rng: SplitMix, spec) -> int:
+    """A channel's next latency: spec (lo, hi), or an array of observed values (a table: one
+    picked uniformly by the stream's next value)."""
+    if isinstance(spec, np.ndarray):
+        return int(spec[rng.next() % len(spec)])
+    return rng.latency(*spec)
+
+
 def _noop(md, orders, params, state, act):
     return None
 
@@ -171,7 +179,8 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
     with rows as tuples in the kernel's column order (loop.FL_*, EL_*, EQ_*). Raises Runaway when
     the actions taken at one local instant exceed ``max_instant`` (> 0). ``mode="impact"``: the
     exchange is a PlainBook holding the replayed orders and the strategy's, with the replay
-    rules of hpte.kernels.backtest.impact (written again here from that list). ``queue`` =
+    rules of hpte.kernels.backtest.impact (written again here from that list). feed, entry,
+    response: (lo, hi) or an int64 array of observed latencies (``draw``). ``queue`` =
     (model, param) != (0, 0): the events are L2 data (LEVEL and TRADE rows) and the strategy's
     resting orders move by that queue model (1 conservative, 2 power with n = param / 1000,
     3 log; draws from their own SplitMix stream seed * 3 + 4)."""
@@ -215,7 +224,7 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
         return [(p, book[side][p]) for p in ps]
 
     def respond(t, kind_, oid, px, qty, leaves, ahead, reason, maker, side, fee):
-        arr = max(last["rsp"], t + rng_r.latency(*response))
+        arr = max(last["rsp"], t + draw(rng_r, response))
         last["rsp"] = arr
         responses.append(dict(t=arr, kind=kind_, oid=oid, px=px, qty=qty, leaves=leaves, ahead=ahead,
                               reason=reason, maker=maker, side=side, xts=t, fee=fee))
@@ -528,7 +537,7 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
                             int(orders[i, A.OF_LEAVES]), 0, 0, 0, 0))
             else:
                 continue
-            arr = max(last["req"], t + rng_e.latency(*entry))
+            arr = max(last["req"], t + draw(rng_e, entry))
             last["req"] = arr
             requests.append(dict(t=arr, action=action, oid=oid, side=int(row[A.AF_SIDE]), px=int(row[A.AF_PX]),
                                  qty=int(row[A.AF_QTY]), type=int(row[A.AF_TYPE]), tif=int(row[A.AF_TIF]),
@@ -610,7 +619,7 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
     # feed arrivals: FIFO, each ts + its latency
     arrive, prev = [], -(1 << 63)
     for i in range(n):
-        prev = max(prev, ts[i] + rng_f.latency(*feed))
+        prev = max(prev, ts[i] + draw(rng_f, feed))
         arrive.append(prev)
     end = ts[-1]
     ix = fi = 0
