@@ -518,7 +518,6 @@ class ItchSource:
 
     def __init__(self, path, stock: str | None, tick: int = 100, price_scale: float = 1e-4,
                  chunk_bytes: int | None = None):
-        from hpte.engine.md.itch import DEFAULT_CHUNK_BYTES
 
         self.path = Path(path)
         if not stock:
@@ -526,7 +525,7 @@ class ItchSource:
         self.stock = str(stock).strip()
         self.tick = int(tick)
         self.price_scale = price_scale
-        self.chunk_bytes = int(chunk_bytes or DEFAULT_CHUNK_BYTES)
+        self.chunk_bytes = int(chunk_bytes or (8 << 20))
         self.name = f"{self.path} [{self.stock}]"
         self.anomalies = None
         self.loc = self._locate()
