@@ -42,7 +42,8 @@ def backtest_cmd(
                                                  "LOBSTER message CSV it reads the day as L2 (its orderbook file). No-impact mode "
                                                  "only; L3 data needs none (exact queue position).")] = None,
     latency: Annotated[Optional[str], typer.Option("--latency", help="One duration for all channels (100us) or "
-                                                   "feed=100us,entry=50us:150us,response=100us (lo:hi = uniform, seeded).")] = None,
+                                                   "feed=100us,entry=50us:150us,response=100us (lo:hi = uniform, seeded; "
+                                                   "table:FILE = observed latencies in ns, a CSV or Parquet column, drawn seeded).")] = None,
     fees: Annotated[Optional[str], typer.Option("--fees", help="maker=-20,taker=30: price units per lot (negative: rebate).")] = None,
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE, repeatable (the strategy's PARAMS).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random latencies and of the prob queue model.")] = 0,
