@@ -35,11 +35,18 @@ def backtest_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for orders/fills/equity.parquet, summary.json, report.png.")],
     mode: Annotated[str, typer.Option("--mode", help="no-impact (the replayed book as the data says) or impact (the strategy's orders "
                                             "trade in one book with the replayed orders; README: impact mode).")] = "no-impact",
+    queue: Annotated[Optional[str], typer.Option("--queue", help="L2 data (price levels, no order ids): the queue model of "
+                                                 "the strategy's resting orders: conservative (ahead shrinks only by trades at "
+                                                 "its level), prob (= prob:power:3), prob:power:N or prob:log (a level decrease "
+                                                 "comes from ahead with a probability of the position; seeded by --seed). With a "
+                                                 "LOBSTER message CSV it reads the day as L2 (its orderbook file). No-impact mode "
+                                                 "only; L3 data needs none (exact queue position).")] = None,
     latency: Annotated[Optional[str], typer.Option("--latency", help="One duration for all channels (100us) or "
-                                                   "feed=100us,entry=50us:150us,response=100us (lo:hi = uniform, seeded).")] = None,
+                                                   "feed=100us,entry=50us:150us,response=100us (lo:hi = uniform, seeded; "
+                                                   "table:FILE = observed latencies in ns, a CSV or Parquet column, drawn seeded).")] = None,
     fees: Annotated[Optional[str], typer.Option("--fees", help="maker=-20,taker=30: price units per lot (negative: rebate).")] = None,
     param: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="NAME=VALUE, repeatable (the strategy's PARAMS).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the random latencies.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random latencies and of the prob queue model.")] = 0,
     capital: Annotated[float, typer.Option("--capital", help="Base of return and turnover, price units.")] = 1e9,
     sample: Annotated[str, typer.Option("--sample", help="Equity-curve interval (Sharpe and drawdown use it).")] = "1m",
     timer: Annotated[Optional[str], typer.Option("--timer", help="on_timer period (default: the strategy's TIMER_NS).")] = None,
@@ -55,7 +62,7 @@ def backtest_cmd(
     report: Annotated[bool, typer.Option("--report/--no-report", help="Draw report.png.")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
-    """Backtest a strategy tick by tick over L3 market data and write its orders, fills, equity
+    """Backtest a strategy tick by tick over L3 market data (or L2 data with --queue) and write its orders, fills, equity
     curve, a summary and report.png."""
     from hpte.engine.backtest import StrategyError, backtest
     from hpte.engine.io import InputError
@@ -71,7 +78,7 @@ def backtest_cmd(
         res = backtest(strategy, data, params=parse_params(param or []), mode=mode, latency=latency, fees=fees,
                        seed=seed, capital=capital, sample=sample, timer=timer, tick=tick,
                        chunk_events=chunk_events, progress=progress, max_instant_actions=max_instant_actions,
-                       fee=fee, init_cash=init_cash, symbol=symbol, stock=stock)
+                       fee=fee, init_cash=init_cash, symbol=symbol, stock=stock, queue=queue)
         res.write(out, report=report)
     except StrategyError as e:
         raise fail(str(e)) from None

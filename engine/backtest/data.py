@@ -16,6 +16,14 @@ execution, MK_SEED quantity learned from a snapshot). Sources:
   ``write_events``), read in record batches; its tick is given by the caller (default 1).
 * columns in memory (``MarketEvents``).
 
+L2 data (price levels, no order ids) is the same six columns with two kinds only: MK_LEVEL
+(6: the level (side, price) now shows ``qty`` lots, 0 = empty) and MK_TRADE (4: ``qty`` traded
+at ``price``, side = the resting side); order_id is -1 (an L2 events file may leave the column
+out). A backtest over it needs a queue model (``--queue``, hpte.kernels.backtest.loop
+``x_level_event``). Sources: ``l2_events`` (columns in memory), such an events file, and a
+LOBSTER day read as L2 (``lobster_l2_events``: level changes from the orderbook file's
+snapshots, trades from the message file's type 4 and 5 rows).
+
 Every chunk is checked (kinds, sides, quantities, prices on the tick grid, time order) and a
 bad row raises ``InputError`` naming the column and the row.
 """
@@ -49,15 +57,15 @@ def check_chunk(cols: dict, tick: int, row0: int, prev_ts: int, name: str) -> No
         raise InputError(f"{name}: row {row0 + i}: {what}")
 
     k, side, qty, px, ts = cols["kind"], cols["side"], cols["qty"], cols["price"], cols["ts_ns"]
-    m = (k < A.MK_ADD) | (k > A.MK_SEED)
+    m = (k < A.MK_ADD) | (k > A.MK_LEVEL)
     if m.any():
-        bad(m, f"kind {int(k[m][0])} is not one of 1..5 (ADD, CANCEL, EXEC, TRADE, SEED)")
+        bad(m, f"kind {int(k[m][0])} is not one of 1..6 (ADD, CANCEL, EXEC, TRADE, SEED, LEVEL)")
     m = (side != 1) & (side != -1)
     if m.any():
         bad(m, f"side {int(side[m][0])} is not +1 or -1")
-    m = qty <= 0
+    m = (qty < 0) | ((qty == 0) & (k != A.MK_LEVEL))
     if m.any():
-        bad(m, f"qty {int(qty[m][0])} must be positive")
+        bad(m, f"qty {int(qty[m][0])} must be positive (>= 0 for a LEVEL row)")
     m = px <= 0
     if m.any():
         bad(m, f"price {int(px[m][0])} must be positive")
@@ -159,7 +167,98 @@ def lobster_events(message_path, orderbook: str | Path | None = "auto") -> Marke
     return MarketEvents(**cols, tick=100, name=str(mp), price_scale=1e-4)
 
 
-def lobster_cache_path(message_path) -> Path:
+def l2_events(ts_ns, kind, side, price, qty, tick: int = 1, name: str = "<l2>",
+              price_scale: float = 1.0) -> MarketEvents:
+    """L2 columns in memory as a market-event stream (order_id -1): kind MK_LEVEL (qty = the
+    level's new quantity, 0 = empty) or MK_TRADE (qty traded, side = the resting side)."""
+    ts_ns = np.asarray(ts_ns, np.int64)
+    return MarketEvents(ts_ns=ts_ns, kind=kind, order_id=np.full(len(ts_ns), -1, np.int64), side=side,
+                        price=price, qty=qty, tick=tick, name=name, price_scale=price_scale)
+
+
+def lobster_l2_rows(time_ns, mtype, mprice, msize, mdir, rows, levels: int) -> dict:
+    """A LOBSTER day as L2 rows (columns ts_ns, kind, side, price, qty). Per message i, in
+    order: its trade (types 4 and 5: MK_TRADE at its price and size, side = its direction, the
+    resting side), then the changes of the orderbook snapshot after it: MK_LEVEL (side, price,
+    new quantity) for every shown level whose quantity differs from what the stream last said,
+    and MK_LEVEL 0 for a price the stream showed that is now missing *inside* the snapshot's
+    window (on a side showing all ``levels`` levels: at or better than its last shown price;
+    on a side showing fewer: anywhere). A level that leaves the window keeps its last quantity
+    until it shows again (its queue is not known to have moved)."""
+    n = len(time_ns)
+    out_t, out_k, out_s, out_p, out_q = [], [], [], [], []
+    import bisect
+
+    known = {1: {}, -1: {}}
+    kprices = {1: [], -1: []}
+    EMPTY_HI = 9_999_999_999
+    rows = np.asarray(rows, np.int64)
+    changed = np.ones(n, bool)
+    if n > 1:
+        changed[1:] = (rows[1:] != rows[:-1]).any(axis=1)
+    tl, ml, pl, sl, dl = (np.asarray(v).tolist() for v in (time_ns, mtype, mprice, msize, mdir))
+    rl = rows.tolist()
+    chl = changed.tolist()
+    for i in range(n):
+        t = tl[i]
+        if ml[i] == 4 or ml[i] == 5:
+            out_t.append(t); out_k.append(A.MK_TRADE); out_s.append(dl[i])
+            out_p.append(pl[i]); out_q.append(sl[i])
+        if not chl[i]:
+            continue
+        r = rl[i]
+        for side, pc, qc in ((-1, 0, 1), (1, 2, 3)):
+            shown = {}
+            for lv in range(levels):
+                p = r[4 * lv + pc]
+                q = r[4 * lv + qc]
+                if q > 0 and 0 < p < EMPTY_HI:
+                    shown[p] = q
+            kn = known[side]
+            kp = kprices[side]          # kn's prices, ascending
+            if len(shown) >= levels:    # the window: at or better than the last shown level
+                if side == 1:
+                    cand = kp[bisect.bisect_left(kp, min(shown)):]
+                else:
+                    cand = kp[:bisect.bisect_right(kp, max(shown))]
+            else:
+                cand = list(kp)         # the whole side is shown
+            for p in cand:
+                if p not in shown:
+                    out_t.append(t); out_k.append(A.MK_LEVEL); out_s.append(side); out_p.append(p); out_q.append(0)
+                    del kn[p]
+                    kp.pop(bisect.bisect_left(kp, p))
+            for p in sorted(shown):
+                if kn.get(p) != shown[p]:
+                    out_t.append(t); out_k.append(A.MK_LEVEL); out_s.append(side); out_p.append(p)
+                    out_q.append(shown[p])
+                    if p not in kn:
+                        bisect.insort(kp, p)
+                    kn[p] = shown[p]
+    a = lambda v: np.asarray(v, np.int64)  # noqa: E731
+    return {"ts_ns": a(out_t), "kind": a(out_k), "side": a(out_s), "price": a(out_p), "qty": a(out_q)}
+
+
+def lobster_l2_events(message_path, orderbook: str | Path | None = None) -> MarketEvents:
+    """A LOBSTER day read as L2 data (``lobster_l2_rows``): needs its orderbook file (beside the
+    message file, or ``orderbook``). Tick 100, prices in LOBSTER units (dollars x 10,000)."""
+    from hpte.engine.md import lobster as L
+
+    mp = Path(message_path)
+    ob = Path(orderbook) if orderbook else orderbook_beside(mp)
+    if ob is None:
+        raise InputError(f"{mp}: L2 data from a LOBSTER day needs its orderbook file beside it "
+                         f"({mp.name.replace('_message_', '_orderbook_')})")
+    m = L.read_messages(mp)
+    book = L.read_orderbook(ob)
+    if len(book) != len(m.time_ns):
+        raise InputError(f"{ob}: {len(book)} rows, the message file has {len(m.time_ns)}")
+    c = lobster_l2_rows(m.time_ns, m.type, m.price, m.size, m.direction, book.rows, book.levels)
+    return l2_events(c["ts_ns"], c["kind"], c["side"], c["price"], c["qty"], tick=100, name=f"{mp} [L2]",
+                     price_scale=1e-4)
+
+
+def lobster_cache_path(message_path, l2: bool = False) -> Path:
     """Where the converted stream of a LOBSTER day is cached: the cache folder
     (``$HPTE_CACHE_DIR``, else ``~/.cache/hpte/backtest``) / lobster / a key of the message and
     orderbook files' paths, sizes and modification times and of this conversion's source."""
@@ -176,26 +275,28 @@ def lobster_cache_path(message_path) -> Path:
             h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\0".encode())
     for src in (__file__, L.__file__):
         h.update(Path(src).read_bytes())
-    return cache_dir() / "lobster" / f"{mp.stem}_{h.hexdigest()[:20]}.parquet"
+    return cache_dir() / "lobster" / f"{mp.stem}{'_l2' if l2 else ''}_{h.hexdigest()[:20]}.parquet"
 
 
-def lobster_events_cached(message_path):
-    """A LOBSTER day's stream, converted once and cached as a Parquet events file (read back in
-    record batches, so memory stays flat); ``HPTE_DATA_CACHE=0`` turns the cache off. A change
-    to either file (size or modification time) or to the conversion's code converts anew."""
+def lobster_events_cached(message_path, l2: bool = False):
+    """A LOBSTER day's stream (``l2``: read as L2 data, ``lobster_l2_events``), converted once
+    and cached as a Parquet events file (read back in record batches, so memory stays flat);
+    ``HPTE_DATA_CACHE=0`` turns the cache off. A change to either file (size or modification
+    time) or to the conversion's code converts anew."""
     import os
 
+    convert = lobster_l2_events if l2 else lobster_events
     if os.environ.get("HPTE_DATA_CACHE", "1") == "0":
-        return lobster_events(message_path)
-    path = lobster_cache_path(message_path)
+        return convert(message_path)
+    path = lobster_cache_path(message_path, l2)
     if not path.is_file():
-        ev = lobster_events(message_path)
+        ev = convert(message_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         write_events(tmp, ev)
         os.replace(tmp, path)       # atomic: a concurrent run never reads half a file
     f = EventFile(path, tick=100, price_scale=1e-4)
-    f.name = str(message_path)
+    f.name = str(message_path) + (" [L2]" if l2 else "")
     return f
 
 
@@ -228,19 +329,22 @@ class EventFile:
                 f = pq.ParquetFile(self.path)
             except Exception as e:  # noqa: BLE001 - pyarrow's many error types
                 raise InputError(f"{self.path}: not a Parquet file ({e})") from None
-            missing = [c for c in COLUMNS if c not in f.schema_arrow.names]
+            missing = [c for c in COLUMNS if c not in f.schema_arrow.names and c != "order_id"]
             if missing:
                 raise InputError(f"{self.path}: missing column(s) {', '.join(missing)} "
                                  f"(events need {', '.join(COLUMNS)})")
-            yield from f.iter_batches(batch_size=size, columns=list(COLUMNS))
+            yield from f.iter_batches(batch_size=size, columns=[c for c in COLUMNS if c in f.schema_arrow.names])
 
     def _cols(self, b) -> dict:
         names = b.schema.names
         for c in COLUMNS:
-            if c not in names:
+            if c not in names and c != "order_id":
                 raise InputError(f"{self.path}: missing column {c!r} (events need {', '.join(COLUMNS)})")
-        return {c: np.asarray(b.column(names.index(c)).to_numpy(zero_copy_only=False), dtype=np.int64)
-                for c in COLUMNS}
+        out = {c: np.asarray(b.column(names.index(c)).to_numpy(zero_copy_only=False), dtype=np.int64)
+               for c in COLUMNS if c in names}
+        if "order_id" not in out:      # L2 data: no order ids
+            out["order_id"] = np.full(b.num_rows, -1, np.int64)
+        return out
 
     def price_range(self, size: int = 1 << 18) -> tuple[int, int] | None:
         lo = hi = None
@@ -307,24 +411,11 @@ def _stock_locate(data, stock: str, name: str) -> int:
     raise InputError(f"{name}: no stock {want.decode().strip()!r}{hint}")
 
 
-def itch_events(data, stock: str | None, tick: int = 100, name: str | None = None,
-                price_scale: float = 1e-4) -> MarketEvents:
-    """One stock of an ITCH 5.0 file (a path, or decoded ItchData) as a market-event stream
-    (hpte.kernels.backtest.itch_events has the rules). Prices stay in ITCH Price(4) units
-    ($0.0001); ``tick`` is the price grid of the book (100: one cent, NASDAQ's tick above $1)."""
-    from hpte.engine.md.itch import ItchData, read_itch
+def _itch_ops(d, loc: int) -> dict:
+    """The order ops (hpte.kernels.backtest.itch_events ``OP_*``) of stock locate ``loc`` in
+    decoded ITCH data, merged in stream order: columns seq, code, ts, ref, ref2, side, px, n."""
     from hpte.kernels.backtest import itch_events as IK
-    from hpte.kernels.backtest import loop as LK
 
-    if isinstance(data, ItchData):
-        d = data
-        name = name or "<itch>"
-    else:
-        d = read_itch(data)
-        name = name or str(data)
-    if not stock:
-        raise InputError(f"{name}: an ITCH file holds many stocks: choose one with --stock NAME")
-    loc = _stock_locate(d, stock, name)
     T = d.tables
     parts = []
 
@@ -353,24 +444,133 @@ def itch_events(data, stock: str | None, tick: int = 100, name: str | None = Non
     if parts:
         ops = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
         o = np.argsort(ops["seq"], kind="stable")
-        ops = {c: np.ascontiguousarray(v[o]) for c, v in ops.items()}
+        return {c: np.ascontiguousarray(v[o]) for c, v in ops.items()}
+    return {c: np.zeros(0, np.int64) for c in ("seq", "code", "ts", "ref", "ref2", "side", "px", "n")}
+
+
+class _ItchOps:
+    """itch_ops_cpu over successive op batches, its live-order table carried and grown."""
+
+    def __init__(self):
+        from hpte.kernels.backtest import itch_events as IK
+        from hpte.kernels.backtest import loop as LK
+
+        self.IK, self.LK = IK, LK
+        self.bits = 4
+        self.keys = np.full(1 << self.bits, LK.EMPTY_KEY, np.int64)
+        self.vals = np.zeros((1 << self.bits, 2), np.int64)
+        self.counts = np.zeros(IK.NCOUNT, np.int64)
+
+    def run(self, ops: dict) -> np.ndarray:
+        """The event rows (int64[k, 6]) of one batch of ops."""
+        IK, LK = self.IK, self.LK
+        adds = int(((ops["code"] == IK.OP_ADD) | (ops["code"] == IK.OP_REPLACE)).sum())
+        live = int(np.count_nonzero(self.keys != LK.EMPTY_KEY))
+        need = max(4, int(2 * (live + adds) + 2).bit_length())
+        if need > self.bits:        # at least twice the live orders plus this batch's adds
+            k2 = np.full(1 << need, LK.EMPTY_KEY, np.int64)
+            v2 = np.zeros((1 << need, 2), np.int64)
+            LK.rehash_cpu(self.keys, self.vals, k2, v2, need)
+            self.keys, self.vals, self.bits = k2, v2, need
+        out = np.zeros((2 * len(ops["code"]), 6), np.int64)
+        w = IK.itch_ops_cpu(ops["code"], ops["ts"], ops["ref"], ops["ref2"], ops["side"], ops["px"], ops["n"],
+                            self.keys, self.vals, self.bits, out, self.counts)
+        return out[:w]
+
+    def anomalies(self) -> dict:
+        c, IK = self.counts, self.IK
+        return {"unknown_reference": int(c[IK.C_UNKNOWN]), "clipped": int(c[IK.C_CLIPPED]),
+                "bad_adds": int(c[IK.C_BAD_ADD])}
+
+
+def itch_events(data, stock: str | None, tick: int = 100, name: str | None = None,
+                price_scale: float = 1e-4) -> MarketEvents:
+    """One stock of an ITCH 5.0 file (a path, or decoded ItchData) as a market-event stream in
+    memory (hpte.kernels.backtest.itch_events has the rules; ``ItchSource`` streams a file in
+    chunks instead). Prices stay in ITCH Price(4) units ($0.0001); ``tick`` is the price grid
+    of the book (100: one cent, NASDAQ's tick above $1)."""
+    from hpte.engine.md.itch import ItchData, read_itch
+
+    if isinstance(data, ItchData):
+        d = data
+        name = name or "<itch>"
     else:
-        ops = {c: np.zeros(0, np.int64) for c in ("seq", "code", "ts", "ref", "ref2", "side", "px", "n")}
-    m = len(ops["code"])
-    adds = int(((ops["code"] == IK.OP_ADD) | (ops["code"] == IK.OP_REPLACE)).sum())
-    bits = max(4, int(2 * adds + 2).bit_length())
-    keys = np.full(1 << bits, LK.EMPTY_KEY, np.int64)
-    vals = np.zeros((1 << bits, 2), np.int64)
-    out = np.zeros((2 * m, 6), np.int64)
-    counts = np.zeros(IK.NCOUNT, np.int64)
-    w = IK.itch_ops_cpu(ops["code"], ops["ts"], ops["ref"], ops["ref2"], ops["side"], ops["px"], ops["n"],
-                        keys, vals, bits, out, counts)
-    o = out[:w]
+        d = read_itch(data)
+        name = name or str(data)
+    if not stock:
+        raise InputError(f"{name}: an ITCH file holds many stocks: choose one with --stock NAME")
+    loc = _stock_locate(d, stock, name)
+    run = _ItchOps()
+    o = run.run(_itch_ops(d, loc))
     ev = MarketEvents(ts_ns=o[:, 0], kind=o[:, 1], order_id=o[:, 2], side=o[:, 3], price=o[:, 4], qty=o[:, 5],
                       tick=tick, name=f"{name} [{str(stock).strip()}]", price_scale=price_scale)
-    ev.anomalies = {"unknown_reference": int(counts[IK.C_UNKNOWN]), "clipped": int(counts[IK.C_CLIPPED]),
-                    "bad_adds": int(counts[IK.C_BAD_ADD])}
+    ev.anomalies = run.anomalies()
     return ev
+
+
+class ItchSource:
+    """One stock of an ITCH 5.0 file (plain or ``.gz``) streamed: decoded ``chunk_bytes`` of
+    stream at a time (hpte.engine.md.itch.iter_itch), each batch's ops turned into market
+    events with the live-order table carried across batches, so memory does not grow with the
+    file's length (only with the live orders). The same rows as ``itch_events`` for any
+    ``chunk_bytes``; the stock's locate is taken from the first batch that names it (R, else A/F);
+    ``price_range`` is one more pass over the file."""
+
+    def __init__(self, path, stock: str | None, tick: int = 100, price_scale: float = 1e-4,
+                 chunk_bytes: int | None = None):
+
+        self.path = Path(path)
+        if not stock:
+            raise InputError(f"{self.path}: an ITCH file holds many stocks: choose one with --stock NAME")
+        self.stock = str(stock).strip()
+        self.tick = int(tick)
+        self.price_scale = price_scale
+        self.chunk_bytes = int(chunk_bytes or (8 << 20))
+        self.name = f"{self.path} [{self.stock}]"
+        self.anomalies = None
+        self.loc = self._locate()
+
+    def _batches(self):
+        from hpte.engine.md.itch import iter_itch
+
+        return iter_itch(self.path, chunk_bytes=self.chunk_bytes)
+
+    def _locate(self) -> int:
+        known = []
+        for d in self._batches():
+            try:
+                return _stock_locate(d, self.stock, str(self.path))
+            except InputError as e:
+                known.append(str(e))
+        raise InputError(known[0] if len(known) == 1 else
+                         f"{self.path}: no stock {self.stock!r} (no stock directory or add order names it)")
+
+    def price_range(self) -> tuple[int, int] | None:
+        lo = hi = None
+        for d in self._batches():
+            for letter in ("A", "F", "U"):
+                t = d.tables[letter]
+                m = (t["stock_locate"] == self.loc) & (t["price"] > 0)
+                if m.any():
+                    p = t["price"][m].astype(np.int64)
+                    lo = int(p.min()) if lo is None else min(lo, int(p.min()))
+                    hi = int(p.max()) if hi is None else max(hi, int(p.max()))
+        return None if lo is None else (lo, hi)
+
+    def chunks(self, size: int) -> Iterator[dict]:
+        run = _ItchOps()
+        row = 0
+        prev = np.iinfo(np.int64).min
+        for d in self._batches():
+            o = run.run(_itch_ops(d, self.loc))
+            for a in range(0, len(o), size):
+                part = o[a:a + size]
+                c = {col: np.ascontiguousarray(part[:, j]) for j, col in enumerate(COLUMNS)}
+                check_chunk(c, self.tick, row, prev, self.name)
+                row += len(part)
+                prev = int(part[-1, 0])
+                yield c
+        self.anomalies = run.anomalies()
 
 
 def order_file_events(path, stock: str | None = None, tick: int = 1) -> MarketEvents:
@@ -414,19 +614,20 @@ def _is_order_file(p: Path) -> bool:
     return "price_ticks" in names and "kind" not in names
 
 
-def open_data(data, tick: int | None = None, stock: str | None = None):
-    """A source from a path or a MarketEvents: a LOBSTER message CSV, an ITCH 5.0 file
-    (``stock`` required), an hpte order file (matched by the engine first; ``price_ticks``
-    column) or a Parquet/IPC events file."""
-    if isinstance(data, MarketEvents):
-        return data
+def open_data(data, tick: int | None = None, stock: str | None = None, l2: bool = False):
+    """A source from a path or a MarketEvents: a LOBSTER message CSV (``l2``: read as L2 data
+    from its orderbook file), an ITCH 5.0 file (``stock`` required), an hpte order file
+    (matched by the engine first; ``price_ticks`` column) or a Parquet/IPC events file (L3 or
+    L2 rows)."""
+    if isinstance(data, MarketEvents) or (hasattr(data, "chunks") and hasattr(data, "price_range")):
+        return data         # a source already (MarketEvents, EventFile, ItchSource, ...)
     p = Path(data)
     if not p.is_file():
         raise InputError(f"{p}: no such data file")
     if p.suffix.lower() == ".csv":
-        return lobster_events_cached(p)
+        return lobster_events_cached(p, l2=l2)
     if is_itch_path(p):
-        return itch_events(p, stock, tick=tick or 100)
+        return ItchSource(p, stock, tick=tick or 100)
     if _is_order_file(p):
         return order_file_events(p, stock, tick=tick or 1)
     if stock is not None:

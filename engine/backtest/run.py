@@ -36,11 +36,65 @@ MODES = ("no-impact", "impact")
 
 @dataclass
 class Latency:
-    """Latencies in ns: (lo, hi) per channel; lo == hi is a constant, else uniform in [lo, hi]."""
+    """Latencies in ns: (lo, hi) per channel; lo == hi is a constant, else uniform in [lo, hi];
+    a channel in ``tables`` draws from that int64 array of observed values instead (its (lo,
+    hi) is then the table's min and max, for display)."""
     feed: tuple = (0, 0)
     entry: tuple = (0, 0)
     response: tuple = (0, 0)
     seed: int = 0
+    tables: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)
+
+
+def read_latency_table(path, what: str = "latency") -> np.ndarray:
+    """Observed latencies (int64 ns, >= 0) from a CSV (one value per line, an optional header
+    line; or a ``latency_ns`` column among several) or a Parquet/IPC file (its ``latency_ns``
+    column, or its only column)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"latency {what}: table {p}: no such file")
+    if p.suffix.lower() == ".csv":
+        import pyarrow.csv as pc
+
+        try:
+            t = pc.read_csv(p)
+        except Exception as e:  # noqa: BLE001 - pyarrow's error types
+            raise InputError(f"latency {what}: table {p}: not a readable CSV ({e})") from None
+        if t.num_columns == 1 and t.column_names[0].strip().lstrip("-").isdigit():
+            t = pc.read_csv(p, read_options=pc.ReadOptions(column_names=["latency_ns"]))
+    else:
+        import pyarrow.parquet as pq
+
+        try:
+            if p.suffix.lower() in (".arrow", ".ipc", ".feather"):
+                import pyarrow as pa
+
+                with pa.memory_map(str(p)) as src:
+                    t = pa.ipc.open_file(src).read_all()
+            else:
+                t = pq.read_table(p)
+        except Exception as e:  # noqa: BLE001
+            raise InputError(f"latency {what}: table {p}: not a readable Parquet/IPC file ({e})") from None
+    if "latency_ns" in t.column_names:
+        col = t.column("latency_ns")
+    elif t.num_columns == 1:
+        col = t.column(0)
+    else:
+        raise InputError(f"latency {what}: table {p}: no latency_ns column (columns: {', '.join(t.column_names)})")
+    if len(col) == 0:
+        raise InputError(f"latency {what}: table {p}: no values")
+    if col.null_count:
+        raise InputError(f"latency {what}: table {p}: {col.null_count} empty value(s)")
+    v = np.asarray(col.to_numpy(zero_copy_only=False))
+    if v.dtype.kind not in "iu" and not (v.dtype.kind == "f" and np.all(v == np.floor(v))):
+        raise InputError(f"latency {what}: table {p}: values must be integer nanoseconds")
+    v = v.astype(np.int64)
+    if len(v) == 0:
+        raise InputError(f"latency {what}: table {p}: no values")
+    if (v < 0).any():
+        raise InputError(f"latency {what}: table {p}: row {int(np.flatnonzero(v < 0)[0])}: negative latency {int(v[v < 0][0])}")
+    return np.ascontiguousarray(v)
 
 
 def _dur(text: str, what: str) -> int:
@@ -55,7 +109,9 @@ def _dur(text: str, what: str) -> int:
 
 def parse_latency(spec, seed: int = 0) -> Latency:
     """``None`` (zero), a Latency, one duration for all three channels ('100us'), or
-    'feed=100us,entry=50us:150us,response=100us' (lo:hi = uniform, seeded); a dict works too."""
+    'feed=100us,entry=50us:150us,response=100us' (lo:hi = uniform, seeded), where a channel may
+    be ``table:FILE`` (observed latencies in ns, ``read_latency_table``; drawn uniformly, seeded)
+    or an int array; a dict works too."""
     if spec is None:
         return Latency(seed=seed)
     if isinstance(spec, Latency):
@@ -77,6 +133,19 @@ def parse_latency(spec, seed: int = 0) -> Latency:
     for k, v in items:
         if k not in ("feed", "entry", "response"):
             raise ValueError(f"latency: unknown channel {k!r} (channels: feed, entry, response)")
+        if isinstance(v, np.ndarray) or (isinstance(v, str) and v.strip().lower().startswith("table:")):
+            if isinstance(v, np.ndarray):
+                tab = np.ascontiguousarray(v, dtype=np.int64)
+                if len(tab) == 0 or (tab < 0).any():
+                    raise ValueError(f"latency {k}: a table needs values >= 0")
+                out.sources[k] = f"table of {len(tab)} values"
+            else:
+                path = v.strip()[len("table:"):]
+                tab = read_latency_table(path, k)
+                out.sources[k] = f"table:{path}"
+            out.tables[k] = tab
+            setattr(out, k, (int(tab.min()), int(tab.max())))
+            continue
         if isinstance(v, (tuple, list)):
             lo, hi = (_dur(x, k) for x in v)
         elif ":" in str(v):
@@ -88,6 +157,55 @@ def parse_latency(spec, seed: int = 0) -> Latency:
             raise ValueError(f"latency {k}: the range {v!r} is inverted")
         setattr(out, k, (lo, hi))
     return out
+
+
+QUEUE_HELP = "conservative, prob (= prob:power:3), prob:power:N (N > 0) or prob:log"
+
+
+def parse_queue(spec) -> tuple[int, int]:
+    """The queue model of L2 data as (cfg[CF_QUEUE], cfg[CF_QPARAM]): None (L3 data, exact
+    queue position: (Q_L3, 0)), 'conservative', 'prob' (= 'prob:power:3'), 'prob:power:N'
+    (f(x) = x ** N, N > 0, kept to 1/1000) or 'prob:log' (f(x) = log(1 + x))."""
+    if spec is None:
+        return K.Q_L3, 0
+    text = str(spec).strip().lower()
+    if text == "conservative":
+        return K.Q_CONSERVATIVE, 0
+    parts = text.split(":")
+    if parts[0] == "prob":
+        if len(parts) == 1:
+            return K.Q_POWER, 3000
+        if parts[1] == "log" and len(parts) == 2:
+            return K.Q_LOG, 0
+        if parts[1] == "power" and len(parts) <= 3:
+            if len(parts) == 2:
+                return K.Q_POWER, 3000
+            try:
+                n = float(parts[2])
+            except ValueError:
+                raise ValueError(f"queue {spec!r}: the exponent {parts[2]!r} is not a number") from None
+            if not (math.isfinite(n) and 0 < n <= 100) or round(n * 1000) == 0:
+                raise ValueError(f"queue {spec!r}: the exponent must be in (0, 100], got {parts[2]}")
+            return K.Q_POWER, int(round(n * 1000))
+    raise ValueError(f"queue {spec!r}: use {QUEUE_HELP}")
+
+
+def check_l2_chunk(chunk: dict, queue: int, row0: int, name: str) -> None:
+    """L2 rows (MK_LEVEL, MK_TRADE) need a queue model, a queue model needs L2 rows."""
+    k = chunk["kind"]
+    if queue != K.Q_L3:
+        m = (k != A.MK_LEVEL) & (k != A.MK_TRADE)
+        if m.any():
+            i = int(np.flatnonzero(m)[0])
+            raise InputError(f"{name}: row {row0 + i}: kind {int(k[i])} is L3 data (orders with ids); a queue "
+                             f"model (--queue) applies to L2 data (LEVEL and TRADE rows only): drop --queue for "
+                             f"exact queue position on L3 data")
+    else:
+        m = k == A.MK_LEVEL
+        if m.any():
+            i = int(np.flatnonzero(m)[0])
+            raise InputError(f"{name}: row {row0 + i}: a LEVEL row: L2 data needs a queue model, "
+                             f"--queue {QUEUE_HELP}")
 
 
 def parse_fees(spec) -> tuple[int, int]:
@@ -132,7 +250,10 @@ class BacktestResult:
 
     def summary(self) -> str:
         m = self.metrics
-        rows = [("strategy", self.strategy), ("mode", self.config.get("mode", "no-impact")),
+        mode = self.config.get("mode", "no-impact")
+        if self.config.get("queue"):
+            mode += f", L2 data, queue model {self.config['queue']}"
+        rows = [("strategy", self.strategy), ("mode", mode),
                 ("events", f"{self.stats.get('events', 0):,}"),
                 ("pnl", f"{m['pnl']:,.2f} price units ({m['pnl_currency']:,.4f} currency)"),
                 ("return", f"{m['return']:.6%}"), ("sharpe", f"{m['sharpe']:.3f}"),
@@ -226,10 +347,13 @@ def _pow2(x: int) -> int:
     return 1 << max(4, int(x - 1).bit_length())
 
 
-def _as_source(data, tick, stock=None):
+def _as_source(data, tick, stock=None, l2: bool = False):
     if isinstance(data, dict):
-        return MarketEvents(**{c: data[c] for c in COLUMNS}, tick=tick or 1)
-    return open_data(data, tick=tick, stock=stock)
+        cols = dict(data)
+        if "order_id" not in cols and "ts_ns" in cols:
+            cols["order_id"] = np.full(len(cols["ts_ns"]), -1, np.int64)
+        return MarketEvents(**{c: cols[c] for c in COLUMNS}, tick=tick or 1)
+    return open_data(data, tick=tick, stock=stock, l2=l2)
 
 
 @dataclass
@@ -254,9 +378,10 @@ class RunConfig:
 
 
 def prepare_run(strat: Strategy, src, *, latency=None, fees=None, seed: int = 0, sample="1m", timer=None,
-                margin_ticks: int = 1000, max_instant_actions: int = 100_000) -> RunConfig:
+                margin_ticks: int = 1000, max_instant_actions: int = 100_000, queue=None) -> RunConfig:
     """Validate the run options and build the kernel's configuration for ``src``."""
     lat = parse_latency(latency, seed)
+    qmodel, qparam = parse_queue(queue)
     maker_fee, taker_fee = parse_fees(fees)
     sample_ns = parse_duration(sample)
     timer_ns = strat.timer_ns if timer is None else (0 if str(timer) in ("0", "") else parse_duration(timer))
@@ -272,22 +397,32 @@ def prepare_run(strat: Strategy, src, *, latency=None, fees=None, seed: int = 0,
     if base <= 0:
         base = lo % tk if lo % tk else tk
     L = (hi - base) // tk + 1 + margin_ticks
-    cfg = np.zeros(K.NCF, np.int64)
+    ntab = sum(len(t) for t in lat.tables.values())
+    cfg = np.zeros(K.NCF + ntab, np.int64)
     cfg[K.CF_BASE] = base
     cfg[K.CF_TICK] = tk
     cfg[K.CF_FEED_LO], cfg[K.CF_FEED_HI] = lat.feed
     cfg[K.CF_ENTRY_LO], cfg[K.CF_ENTRY_HI] = lat.entry
     cfg[K.CF_RESP_LO], cfg[K.CF_RESP_HI] = lat.response
+    off = K.NCF
+    for name, col in (("feed", K.CF_FEED_LO), ("entry", K.CF_ENTRY_LO), ("response", K.CF_RESP_LO)):
+        if name in lat.tables:      # an empirical table: its values after the NCF fields
+            tab = lat.tables[name]
+            cfg[off:off + len(tab)] = tab
+            cfg[col], cfg[col + 1] = off, -len(tab)
+            off += len(tab)
     cfg[K.CF_MAKER_FEE] = maker_fee
     cfg[K.CF_TAKER_FEE] = taker_fee
     cfg[K.CF_TIMER_NS] = timer_ns
     cfg[K.CF_SAMPLE_NS] = sample_ns
     cfg[K.CF_DEPTH] = strat.depth
     cfg[K.CF_MAX_INSTANT] = max_instant_actions
+    cfg[K.CF_QUEUE] = qmodel
+    cfg[K.CF_QPARAM] = qparam
     sc = np.zeros(K.NSC, np.int64)
     sc[K.SC_XBB] = sc[K.SC_XBA] = sc[K.SC_LBB] = sc[K.SC_LBA] = sc[K.SC_MAXBUY] = sc[K.SC_DBB] = sc[K.SC_DBA] = -1
     sc[K.SC_MINSELL] = K.INF
-    for j, col in enumerate((K.SC_RNG_F, K.SC_RNG_E, K.SC_RNG_R)):
+    for j, col in enumerate((K.SC_RNG_F, K.SC_RNG_E, K.SC_RNG_R, K.SC_RNG_Q)):
         sc[col] = rng_seed(seed, j)
     md = A.new_md()
     md[A.MD_TICK] = tk
@@ -300,7 +435,8 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
              fees=None, seed: int = 0, capital: float = 1e9, sample: str | int = "1m",
              timer: str | int | None = None, tick: int | None = None, chunk_events: int = 1 << 20,
              margin_ticks: int = 1000, progress=None, max_instant_actions: int = 100_000,
-             fee: float | None = None, init_cash: float | None = None, symbol=None, stock: str | None = None):
+             fee: float | None = None, init_cash: float | None = None, symbol=None, stock: str | None = None,
+             queue: str | None = None):
     """Backtest ``strategy`` (a file path, a bundled name or a Strategy) over ``data`` (a LOBSTER
     message CSV, an ITCH 5.0 file with ``stock``, an hpte order file (matched by the engine
     first; ``stock`` picks its symbol), a Parquet/IPC events file, a MarketEvents or a dict of
@@ -310,7 +446,11 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
     mode : "no-impact" (the replayed book as the data says; queue position tracked) or
         "impact" (the strategy's orders trade in a real book with the replayed orders, matched by
         the engine's step; hpte.kernels.backtest.impact has the reconciliation rules).
-    latency : see ``parse_latency``; seed seeds the random latencies.
+    queue : the queue model of L2 data (price levels, no order ids; hpte.engine.backtest.data):
+        see ``parse_queue`` ('conservative', 'prob', 'prob:power:N', 'prob:log'); None for L3
+        data (exact queue position). With a LOBSTER message file, a queue model reads the day
+        as L2 data (its orderbook file's snapshots); no-impact mode only.
+    latency : see ``parse_latency``; seed seeds the random latencies (and the queue model's draws).
     fees : see ``parse_fees`` (price units per lot; negative: rebate).
     capital : the base of return and turnover, price units.
     sample : equity-curve interval (Sharpe and drawdown use it).
@@ -327,7 +467,7 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
     """
     t_start = time.perf_counter()
     if is_bar_strategy(strategy):
-        tick_only = {"latency": latency, "fees": fees, "timer": timer, "tick": tick, "stock": stock}
+        tick_only = {"latency": latency, "fees": fees, "timer": timer, "tick": tick, "stock": stock, "queue": queue}
         given = [k for k, v in tick_only.items() if v is not None] + (["mode"] if mode != "no-impact" else [])
         if given:
             raise ValueError(f"{', '.join(given)}: tick-backtest options; a bar strategy trades at each bar's "
@@ -345,11 +485,15 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
         raise ValueError(f"chunk_events must be >= 1, got {chunk_events}")
     if not (capital > 0 and math.isfinite(capital)):
         raise ValueError(f"capital must be positive and finite, got {capital}")
+    qmodel, _ = parse_queue(queue)
+    if qmodel != K.Q_L3 and mode == "impact":
+        raise ValueError(f"queue {queue!r}: queue models are for no-impact mode on L2 data; impact mode "
+                         f"needs L3 data (orders with ids)")
     strat = strategy if isinstance(strategy, Strategy) else load_strategy(strategy)
     pvec = strat.param_vector(params)
-    src = _as_source(data, tick, stock)
+    src = _as_source(data, tick, stock, l2=qmodel != K.Q_L3)
     run_cfg = prepare_run(strat, src, latency=latency, fees=fees, seed=seed, sample=sample, timer=timer,
-                          margin_ticks=margin_ticks, max_instant_actions=max_instant_actions)
+                          margin_ticks=margin_ticks, max_instant_actions=max_instant_actions, queue=queue)
     lat, maker_fee, taker_fee = run_cfg.latency, run_cfg.maker_fee, run_cfg.taker_fee
     sample_ns, timer_ns, tk, base, L = run_cfg.sample_ns, run_cfg.timer_ns, run_cfg.tick, run_cfg.base, run_cfg.L
 
@@ -410,6 +554,7 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
         if chunk is None:
             chunk = {c: np.zeros(0, np.int64) for c in COLUMNS}
         chunk = dict(chunk)
+        check_l2_chunk(chunk, qmodel, events, src.name)
         chunk["arrival"] = arrivals.resolve(chunk)     # the new rows' market order ids, once
         chunk["ends"] = arrivals.ends
         events += len(chunk["ts_ns"])
@@ -464,7 +609,8 @@ def backtest(strategy, data, *, params: dict | None = None, mode: str = "no-impa
     E["reason"] = np.array([A.REASON_NAMES.get(int(v), str(v)) for v in E["reason"]], dtype=object)
     metrics = finish_metrics(acc_i, acc_f, capital=capital, sample_ns=sample_ns,
                              price_scale=getattr(src, "price_scale", 1.0))
-    config = {"mode": mode, "latency_ns": {"feed": list(lat.feed), "entry": list(lat.entry),
+    config = {"latency_tables": dict(lat.sources), "mode": mode, "queue": None if qmodel == K.Q_L3 else str(queue), "queue_model": [int(qmodel), int(cfg[K.CF_QPARAM])],
+              "latency_ns": {"feed": list(lat.feed), "entry": list(lat.entry),
                                            "response": list(lat.response)}, "seed": seed,
               "fees": {"maker": maker_fee, "taker": taker_fee}, "capital": capital,
               "sample_ns": sample_ns, "timer_ns": timer_ns, "depth": strat.depth, "tick": tk, "base": int(base), "ladder": int(L),

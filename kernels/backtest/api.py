@@ -73,6 +73,7 @@ MK_CANCEL = 2       # quantity left the book unexecuted (partial cancel or delet
 MK_EXEC = 3         # a resting visible order executed (side = resting side)
 MK_TRADE = 4        # a hidden execution: a trade, the visible book unchanged
 MK_SEED = 5         # quantity learned from a snapshot (orders that rested unseen)
+MK_LEVEL = 6        # L2 data: the level (side, px) now shows qty (0: the level is empty)
 
 # --- own order events (MD_EV_KIND for on_order / on_fill) ------------------------------------
 EV_ACCEPTED = 11

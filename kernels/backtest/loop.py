@@ -19,7 +19,8 @@ Clocks and channels (all times int64 ns; every channel is FIFO)
   book (so it never acts on information it could not have yet);
 * entry: an action taken at local time t reaches the exchange at ``max(prev, t + entry)``;
 * response: an exchange reply made at t reaches the strategy at ``max(prev, t + response)``.
-Each latency is a constant or uniform in [lo, hi] drawn from its own seeded splitmix64 stream.
+Each latency is a constant, uniform in [lo, hi], or one of an empirical table's values (kept in
+cfg after its NCF fields), drawn from its own seeded splitmix64 stream.
 Among items due at the same time the order is: market event, order arrival, feed update,
 response, timer. A strategy that keeps acting at one instant (at zero latency every action can
 bring a response at the same instant, and so on) is stopped after cfg[CF_MAX_INSTANT] actions
@@ -37,6 +38,18 @@ from that volume. Each market event's volume is shared among the strategy's orde
 order, so their fills from one event never exceed its quantity. A marketable strategy order
 takes the displayed opposite levels up to its limit (the book is left as the data says) and
 the rest expires; a post-only order that would take is rejected.
+
+Queue models (no-impact, L2 data: cfg[CF_QUEUE] != Q_L3)
+--------------------------------------------------------
+L2 data has price levels and trades but no order ids: MK_LEVEL rows (the level's new
+quantity) and MK_TRADE rows. A resting strategy order joins behind the level's quantity as on
+L3 data; then ``x_level_event`` moves it by the chosen model, as hftbacktest's queue models
+do: a trade at its price consumes ``ahead`` first and what passes it fills the order;
+Q_CONSERVATIVE advances only so (a level decrease that is not a trade only caps ``ahead`` at
+the level's new quantity); Q_POWER / Q_LOG take such a decrease from behind the order with
+probability f(behind) / (f(behind) + f(ahead)) (f(x) = x ** n, or log(1 + x)), drawn from
+the seeded stream sc[SC_RNG_Q]. Trades, trades through its price and opposite levels that
+grow at or through it fill it as on L3 data.
 """
 from __future__ import annotations
 
@@ -49,7 +62,7 @@ from hpte.kernels.backtest.api import (
     EV_REJECTED, EV_SUBMITTED, MD_ASK_PX, MD_ASK_QTY, MD_BID_PX, MD_BID_QTY, MD_CASH,
     MD_EV_ID, MD_EV_KIND, MD_EV_LEAVES, MD_EV_MAKER, MD_EV_PX, MD_EV_QTY, MD_EV_REASON,
     MD_EV_SIDE, MD_EV_TS, MD_FEES, MD_LAST_PX, MD_LAST_QTY, MD_LAST_SIDE, MD_LAST_TS,
-    MD_LEVELS, MD_NOW, MD_OPEN, MD_POSITION, MK_ADD, MK_CANCEL, MK_EXEC, MK_SEED, MK_TRADE,
+    MD_LEVELS, MD_NOW, MD_OPEN, MD_POSITION, MK_ADD, MK_CANCEL, MK_EXEC, MK_LEVEL, MK_SEED, MK_TRADE,
     NO_PRICE, OF_AHEAD, OF_ID, OF_LEAVES, OF_PX, OF_QTY, OF_SIDE, OF_STATUS, OF_TAG, OF_TS,
     OS_CANCELLING, OS_OPEN, OS_PENDING, RJ_NO_LIQUIDITY, RJ_NONE, RJ_POST_ONLY, RJ_PRICE,
     RJ_QTY, RJ_RANGE, RJ_TOO_MANY, RJ_UNKNOWN, T_MARKET, TIF_IOC, AF_ACTION, AF_ID, AF_POST,
@@ -116,7 +129,8 @@ SC_INST_N = 35  # actions taken at that instant so far
 SC_RUNAWAY = 36  # 1: stopped by the per-instant action limit
 SC_DBB = 37     # impact mode: the data's own best bid / ask index (xlad is the data's ladder)
 SC_DBA = 38
-NSC = 39
+SC_RNG_Q = 39   # L2 probabilistic queue model: its seeded splitmix64 stream
+NSC = 40
 
 # --- cfg: int64 configuration ----------------------------------------------------------------
 CF_BASE = 0     # price of ladder index 0
@@ -136,7 +150,15 @@ CF_HBITS = 13       # (unused)
 CF_DEPTH = 14       # levels per side written into md (the strategy's BOOK_DEPTH, 1..DEPTH)
 CF_MAX_INSTANT = 15  # most actions the strategy may take at one local instant (0: no limit)
 CF_IMPACT = 16  # 1: impact mode (the run uses a driver built with IMPACT = True)
-NCF = 17
+CF_QUEUE = 17   # Q_*: 0 L3 data, exact queue position; else L2 data (MK_LEVEL, MK_TRADE) and a queue model
+CF_QPARAM = 18  # Q_POWER: the exponent n x 1000
+NCF = 19
+
+# --- queue models of L2 data (cfg[CF_QUEUE]) ---------------------------------------------------
+Q_L3 = 0            # L3 data: exact queue position (no model)
+Q_CONSERVATIVE = 1  # ahead shrinks only by trades at the level (and never exceeds the level)
+Q_POWER = 2         # probabilistic, f(x) = x ** n
+Q_LOG = 3           # probabilistic, f(x) = log(1 + x)
 
 # --- exchange-side strategy orders: int64[MAX_ORDERS, NXO] -----------------------------------
 XO_ID = 0
@@ -148,7 +170,8 @@ XO_AHEAD = 5
 XO_ENTRY = 6    # market events applied before it rested (those are ahead of it)
 XO_TS = 7       # exchange time it was accepted
 XO_QTY = 8
-NXO = 9
+XO_TRADED = 9   # L2: traded quantity at its level since the level's last update (hftbacktest's cum_trade_qty)
+NXO = 10
 
 # --- request ring: int64[R, NRQ] ---------------------------------------------------------------
 RQ_T = 0
@@ -246,8 +269,13 @@ def rand_u64(sc, k):
 
 @register_jitable
 def latency(sc, cfg, k, lo_col):
+    """The next latency of a channel (ns): constant (lo == hi), uniform in [lo, hi] from the
+    seeded stream sc[k], or, when hi < 0, an empirical table: one of the -hi values stored in
+    cfg from index lo, picked uniformly by the same stream."""
     lo = cfg[lo_col]
     hi = cfg[lo_col + 1]
+    if hi < 0:
+        return cfg[lo + np.int64(rand_u64(sc, k) % np.uint64(-hi))]
     if hi <= lo:
         return lo
     return lo + np.int64(rand_u64(sc, k) % np.uint64(hi - lo + 1))
@@ -515,6 +543,100 @@ def x_market_event(kind, side, px, idx, q, arrival, t, cfg, sc, xlad, xo, fills,
 
 
 @register_jitable
+def q_behind(cfg, front, back):
+    """The probabilistic queue model: the probability that a level decrease (not a trade) comes
+    from behind the strategy's order, f(back) / (f(back) + f(front)), with f(x) = x ** n
+    (Q_POWER, n = cfg[CF_QPARAM] / 1000) or log(1 + x) (Q_LOG); front, back >= 1 lots."""
+    if cfg[CF_QUEUE] == Q_LOG:
+        fa = np.log1p(np.float64(front))
+        fb = np.log1p(np.float64(back))
+    else:
+        n = cfg[CF_QPARAM] / 1000.0
+        fa = np.float64(front) ** n
+        fb = np.float64(back) ** n
+    return fb / (fa + fb)
+
+
+@register_jitable
+def x_level_event(kind, side, px, idx, q, t, cfg, sc, xlad, xo, fills, rsp):
+    """Apply one L2 market event (MK_LEVEL: level (side, px) now shows q; MK_TRADE: q traded
+    at px, side = the resting side) at the exchange and move the strategy's orders by the queue
+    model cfg[CF_QUEUE]. Returns False if the response ring is full.
+
+    A level update at an order's (side, price) first discounts the quantity traded there since
+    the level's last update (XO_TRADED: that volume already passed through ``ahead``); a
+    decrease d left over then: Q_CONSERVATIVE ignores it; the probabilistic models draw one
+    uniform u from the seeded stream sc[SC_RNG_Q] (only when 0 < ahead < previous level qty)
+    and take d from behind the order when u < q_behind(ahead, behind) (what exceeds the volume
+    behind comes off ahead), else from ahead; with nothing behind, d comes off ahead. After
+    every update ahead <= the level's new quantity. A trade at the order's price consumes
+    ahead first, what passes it fills the order; a trade through the order's price, or an
+    opposite level that grows at or through it, fills it from that volume (shared among the
+    strategy's orders in id order, as on L3 data)."""
+    s = 0 if side > 0 else 1
+    seq = sc[SC_SEQ]
+    prev = np.int64(0)
+    if kind == MK_LEVEL:
+        prev = xlad[s, idx]
+        if q > prev:
+            lad_add(xlad, sc, SC_XBB, s, idx, q - prev)
+        elif q < prev:
+            lad_sub(xlad, sc, SC_XBB, s, idx, prev - q)
+    if sc[SC_NXO] == 0:
+        return True
+    ok = True
+    avail = q if kind == MK_TRADE else q - prev
+    model = cfg[CF_QUEUE]
+    for i in range(sc[SC_NXO]):      # rows are in id order
+        if xo[i, XO_LEAVES] <= 0:
+            continue
+        oside = xo[i, XO_SIDE]
+        opx = xo[i, XO_PX]
+        if kind == MK_LEVEL:
+            if oside == side:
+                if opx == px:
+                    d = prev - q - xo[i, XO_TRADED]
+                    xo[i, XO_TRADED] = 0
+                    a = xo[i, XO_AHEAD]
+                    if d > 0 and a > 0 and model != Q_CONSERVATIVE:
+                        back = prev - a
+                        if back <= 0:
+                            a -= min(d, a)
+                        else:
+                            u = np.float64(rand_u64(sc, SC_RNG_Q) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+                            if u < q_behind(cfg, a, back):
+                                if d > back:
+                                    a -= min(d - back, a)
+                            else:
+                                a -= min(d, a)
+                    xo[i, XO_AHEAD] = a if a < q else q
+            elif avail > 0 and ((oside > 0 and px <= opx) or (oside < 0 and px >= opx)):
+                f = min(avail, xo[i, XO_LEAVES])
+                avail -= f
+                ok = x_fill(xo, i, opx, f, 1, t, seq, sc, cfg, fills, rsp) and ok
+            continue
+        # MK_TRADE: a resting quantity on `side` at px traded
+        if oside != side:
+            continue
+        if (oside > 0 and opx > px) or (oside < 0 and opx < px):
+            if avail > 0:
+                f = min(avail, xo[i, XO_LEAVES])
+                avail -= f
+                ok = x_fill(xo, i, opx, f, 1, t, seq, sc, cfg, fills, rsp) and ok
+        elif opx == px:
+            xo[i, XO_TRADED] += q
+            ahead = xo[i, XO_AHEAD]
+            c = min(q, ahead)
+            xo[i, XO_AHEAD] = ahead - c
+            f = min(q - c, xo[i, XO_LEAVES], avail)
+            if f > 0:
+                avail -= f
+                ok = x_fill(xo, i, opx, f, 1, t, seq, sc, cfg, fills, rsp) and ok
+    compact(xo, sc)
+    return ok
+
+
+@register_jitable
 def x_request(req, h, t, cfg, sc, xlad, xo, fills, evs, rsp):
     """A strategy request arrives at the exchange."""
     action = req[h, RQ_ACTION]
@@ -572,6 +694,7 @@ def x_request(req, h, t, cfg, sc, xlad, xo, fills, evs, rsp):
     xo[row, XO_QTY] = qty
     xo[row, XO_ENTRY] = sc[SC_SEQ]
     xo[row, XO_TS] = t
+    xo[row, XO_TRADED] = 0
     ahead = 0
     if not crosses and tif != TIF_IOC:
         ahead = xlad[s, xo[row, XO_IDX]]
@@ -977,7 +1100,7 @@ def run_cpu(ts, kind, arrival, ends, side, px, qty, lvl, cfg, sc, xlad, llad, xo
     ends : int64[n], 1 where the data says that order is gone after the event (impact mode
         only; ignored otherwise).
     lvl : int64[n], the ladder index of px, (px - base) // tick (ignored for MK_TRADE).
-    cfg : int64[NCF]; sc : int64[NSC] (state carried across calls).
+    cfg : int64[NCF + latency table values] (``latency``); sc : int64[NSC] (state carried across calls).
     xlad, llad : int64[2, L], the exchange's and the strategy's displayed quantity per level.
     xo, orders : exchange-side and strategy-side own orders; md, params, state, act: see api.
     req, rsp : request and response rings; fills, evs, eq : outputs, rows counted in sc.
@@ -1052,6 +1175,9 @@ def run_cpu(ts, kind, arrival, ends, side, px, qty, lvl, cfg, sc, xlad, llad, xo
                     return ST_POOL
                 if ist != IM_OK:
                     return ST_RING
+            elif cfg[CF_QUEUE] != Q_L3:
+                if not x_level_event(k, side[ix], p, j, qty[ix], tx, cfg, sc, xlad, xo, fills, rsp):
+                    return ST_RING
             elif not x_market_event(k, side[ix], p, j, qty[ix], arrival[ix], tx, cfg, sc, xlad, xo, fills, rsp):
                 return ST_RING
             sc[SC_SEQ] += 1
@@ -1081,6 +1207,12 @@ def run_cpu(ts, kind, arrival, ends, side, px, qty, lvl, cfg, sc, xlad, llad, xo
                 lad_add(llad, sc, SC_LBB, s, lvl[fi], qty[fi])
             elif k == MK_CANCEL or k == MK_EXEC:
                 lad_sub(llad, sc, SC_LBB, s, lvl[fi], qty[fi])
+            elif k == MK_LEVEL:
+                lq = llad[s, lvl[fi]]
+                if qty[fi] > lq:
+                    lad_add(llad, sc, SC_LBB, s, lvl[fi], qty[fi] - lq)
+                elif qty[fi] < lq:
+                    lad_sub(llad, sc, SC_LBB, s, lvl[fi], lq - qty[fi])
             sc[SC_FEED_PREV] = tf
             sc[SC_FEED_OK] = 0
             sc[SC_IF] = fi + 1

@@ -196,3 +196,42 @@ def test_lobster_conversion_is_cached(tmp_path, monkeypatch):
     assert lobster_cache_path(msg) != path
     monkeypatch.setenv("HPTE_DATA_CACHE", "0")
     assert isinstance(open_data(msg), MarketEvents)
+
+
+def _itch_file(tmp_path, n):
+    """An ITCH 5.0 file of the engine's run over the order file made from the AMZN day."""
+    from hpte.engine.io import read_orders
+    from hpte.engine.md.itch import encode_itch
+    from hpte.engine.md.itch_out import events_to_itch
+    from hpte.engine.pipeline import match_columns
+
+    run = match_columns(read_orders(_lobster_order_file(tmp_path, n)))
+    out = events_to_itch(run.events, n_fills=run.fills.n_rows if hasattr(run.fills, "n_rows") else None)
+    p = tmp_path / "amzn.itch"
+    p.write_bytes(bytes(encode_itch(out.tables)))
+    return p
+
+
+def test_itch_file_is_streamed_in_chunks_with_the_same_rows(tmp_path):
+    """ItchSource decodes a few KiB of the file at a time and carries the live orders across
+    batches: the rows equal the whole-file conversion for any chunk size, and so do backtests."""
+    from hpte.engine.backtest.data import ItchSource, open_data
+
+    p = _itch_file(tmp_path, 4000)
+    whole = itch_events(p, "SYM0", tick=1)
+    assert len(whole) > 3000
+    for cb, size in ((4096, 37), (10_000, 1000), (1 << 26, 1 << 20)):
+        src = ItchSource(p, "SYM0", tick=1, chunk_bytes=cb)
+        got = list(src.chunks(size))
+        if cb == 4096:
+            assert len(got) > 20
+        for c, v in whole.columns().items():
+            np.testing.assert_array_equal(np.concatenate([g[c] for g in got]), v, err_msg=c)
+        assert src.anomalies == whole.anomalies and src.price_range() == whole.price_range()
+    assert isinstance(open_data(p, stock="SYM0"), ItchSource)
+    kw = dict(params={"size": 100}, latency="feed=0:3us,entry=1us,response=1us", seed=2, sample="10s")
+    a = backtest("market_maker", ItchSource(p, "SYM0", tick=1, chunk_bytes=4096), chunk_events=101, **kw)
+    b = backtest("market_maker", whole, **kw)
+    assert a.metrics == b.metrics and np.array_equal(a.fills["seq"], b.fills["seq"]) and a.metrics["orders"] > 0
+    with pytest.raises(InputError, match="no stock 'ZZZ'"):
+        ItchSource(p, "ZZZ")

@@ -29,8 +29,29 @@ class SplitMix:
         return lo if hi <= lo else lo + self.next() % (hi - lo + 1)
 
 
+def draw(rng: SplitMix, spec) -> int:
+    """A channel's next latency: spec (lo, hi), or an array of observed values (a table: one
+    picked uniformly by the stream's next value)."""
+    if isinstance(spec, np.ndarray):
+        return int(spec[rng.next() % len(spec)])
+    return rng.latency(*spec)
+
+
 def _noop(md, orders, params, state, act):
     return None
+
+
+# queue models of L2 data (the kernel's Q_*): 0 none (L3), 1 conservative, 2 power, 3 log
+def prob_behind(model, param, front, back):
+    """f(back) / (f(back) + f(front)): the chance that a level decrease is behind the order."""
+    import math
+
+    if model == 3:
+        fa, fb = math.log1p(float(front)), math.log1p(float(back))
+    else:
+        n = param / 1000.0
+        fa, fb = float(front) ** n, float(back) ** n
+    return fb / (fa + fb)
 
 
 STRAT, MKT = "strategy", "market"
@@ -153,12 +174,16 @@ class Runaway(Exception):
 
 def run_reference(module, events: dict, *, params, state_size, tick, base, L, feed=(0, 0), entry=(0, 0),
                   response=(0, 0), seed=0, maker_fee=0, taker_fee=0, timer_ns=0, sample_ns=60_000_000_000,
-                  depth=1, max_instant=0, mode="no-impact"):
+                  depth=1, max_instant=0, mode="no-impact", queue=(0, 0)):
     """Run a strategy module over event columns; returns (fills, log, equity, md, state, orders)
     with rows as tuples in the kernel's column order (loop.FL_*, EL_*, EQ_*). Raises Runaway when
     the actions taken at one local instant exceed ``max_instant`` (> 0). ``mode="impact"``: the
     exchange is a PlainBook holding the replayed orders and the strategy's, with the replay
-    rules of hpte.kernels.backtest.impact (written again here from that list)."""
+    rules of hpte.kernels.backtest.impact (written again here from that list). feed, entry,
+    response: (lo, hi) or an int64 array of observed latencies (``draw``). ``queue`` =
+    (model, param) != (0, 0): the events are L2 data (LEVEL and TRADE rows) and the strategy's
+    resting orders move by that queue model (1 conservative, 2 power with n = param / 1000,
+    3 log; draws from their own SplitMix stream seed * 3 + 4)."""
     impact = mode == "impact"
     pb = PlainBook()
     cb = {name: getattr(module, name, _noop) for name in ("on_book", "on_trade", "on_order", "on_fill", "on_timer")}
@@ -169,7 +194,8 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
     pxs = [int(x) for x in events["price"]]
     qtys = [int(x) for x in events["qty"]]
     n = len(ts)
-    rng_f, rng_e, rng_r = (SplitMix(seed * 3 + j + 1) for j in range(3))
+    rng_f, rng_e, rng_r, rng_q = (SplitMix(seed * 3 + j + 1) for j in range(4))
+    qmodel, qparam = queue
     params = np.asarray(params, np.float64)
     state = np.zeros(state_size, np.float64)
     md = A.new_md()
@@ -198,7 +224,7 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
         return [(p, book[side][p]) for p in ps]
 
     def respond(t, kind_, oid, px, qty, leaves, ahead, reason, maker, side, fee):
-        arr = max(last["rsp"], t + rng_r.latency(*response))
+        arr = max(last["rsp"], t + draw(rng_r, response))
         last["rsp"] = arr
         responses.append(dict(t=arr, kind=kind_, oid=oid, px=px, qty=qty, leaves=leaves, ahead=ahead,
                               reason=reason, maker=maker, side=side, xts=t, fee=fee))
@@ -286,10 +312,67 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
         tidy()
         seq += 1
 
+    def market_l2(i):
+        """An L2 row at the exchange: the level's new quantity, or a trade; the queue model."""
+        nonlocal seq
+        k, s, p, q, t = kind[i], sides[i], pxs[i], qtys[i], ts[i]
+        prev = 0
+        if k == A.MK_LEVEL:
+            prev = xbook[s].get(p, 0)
+            xbook[s][p] = q
+            grown = q - prev
+        else:
+            grown = q
+        left = grown                    # volume the strategy's orders may still take
+        for o in mine:
+            if o["leaves"] <= 0:
+                continue
+            if k == A.MK_LEVEL:
+                if o["side"] == s and o["px"] == p:
+                    dec = prev - q - o["traded"]
+                    o["traded"] = 0
+                    a = o["ahead"]
+                    if dec > 0 and a > 0 and qmodel != 1:
+                        back = prev - a
+                        if back <= 0:
+                            a -= min(dec, a)
+                        else:
+                            u = (rng_q.next() >> 11) / 9007199254740992.0
+                            if u < prob_behind(qmodel, qparam, a, back):
+                                a -= min(max(dec - back, 0), a)
+                            else:
+                                a -= min(dec, a)
+                    o["ahead"] = min(a, q)
+                    assert 0 <= o["ahead"] <= q, "queue position outside [0, level]"
+                elif o["side"] == -s and left > 0 and ((o["side"] == 1 and p <= o["px"]) or
+                                                       (o["side"] == -1 and p >= o["px"])):
+                    f = min(left, o["leaves"])
+                    left -= f
+                    fill(o, o["px"], f, 1, t, seq)
+            elif o["side"] == s:        # a trade against resting quantity on side s at p
+                if (s == 1 and o["px"] > p) or (s == -1 and o["px"] < p):
+                    if left > 0:
+                        f = min(left, o["leaves"])
+                        left -= f
+                        fill(o, o["px"], f, 1, t, seq)
+                elif o["px"] == p:
+                    o["traded"] += q
+                    c = min(q, o["ahead"])
+                    o["ahead"] -= c
+                    assert o["ahead"] >= 0, "queue position negative"
+                    f = min(q - c, o["leaves"], left)
+                    if f > 0:
+                        left -= f
+                        fill(o, o["px"], f, 1, t, seq)
+        tidy()
+        seq += 1
+
     def market(i):
         nonlocal seq
         if impact:
             return market_impact(i)
+        if qmodel:
+            return market_l2(i)
         k, s, p, q, oid, t = kind[i], sides[i], pxs[i], qtys[i], oids[i], ts[i]
         arrival = None
         if k in (A.MK_ADD, A.MK_SEED):
@@ -390,7 +473,7 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
             tidy()
             return
         ahead = xbook[side].get(px, 0) if (not crosses and tif != A.TIF_IOC) else 0
-        o = dict(id=r["oid"], side=side, px=px, leaves=qty, ahead=ahead, entry=seq, ts=t)
+        o = dict(id=r["oid"], side=side, px=px, leaves=qty, ahead=ahead, entry=seq, ts=t, traded=0)
         mine.append(o)
         log.append((t, o["id"], A.EV_ACCEPTED, side, px, qty, qty, ahead, 0, otype, tif))
         respond(t, A.EV_ACCEPTED, o["id"], px, 0, qty, ahead, 0, 0, side, 0)
@@ -454,7 +537,7 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
                             int(orders[i, A.OF_LEAVES]), 0, 0, 0, 0))
             else:
                 continue
-            arr = max(last["req"], t + rng_e.latency(*entry))
+            arr = max(last["req"], t + draw(rng_e, entry))
             last["req"] = arr
             requests.append(dict(t=arr, action=action, oid=oid, side=int(row[A.AF_SIDE]), px=int(row[A.AF_PX]),
                                  qty=int(row[A.AF_QTY]), type=int(row[A.AF_TYPE]), tif=int(row[A.AF_TIF]),
@@ -502,6 +585,8 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
             lbook[s][p] = lbook[s].get(p, 0) + q
         elif k in (A.MK_CANCEL, A.MK_EXEC):
             lbook[s][p] = max(0, lbook[s].get(p, 0) - q)
+        elif k == A.MK_LEVEL:
+            lbook[s][p] = q
         md[A.MD_NOW] = t
         md[A.MD_EV_TS] = ts[i]
         md[A.MD_EV_KIND] = k
@@ -534,7 +619,7 @@ def run_reference(module, events: dict, *, params, state_size, tick, base, L, fe
     # feed arrivals: FIFO, each ts + its latency
     arrive, prev = [], -(1 << 63)
     for i in range(n):
-        prev = max(prev, ts[i] + rng_f.latency(*feed))
+        prev = max(prev, ts[i] + draw(rng_f, feed))
         arrive.append(prev)
     end = ts[-1]
     ix = fi = 0
