@@ -41,6 +41,8 @@ def sweep_cmd(
     mode: Annotated[str, typer.Option("--mode", help="Tick strategies: no-impact (the replayed book as the data says) "
                                       "or impact (each parameter set's orders in its own copy of the replayed L3 book, "
                                       "as hpte backtest --mode impact).")] = "no-impact",
+    queue: Annotated[Optional[str], typer.Option("--queue", help="Tick strategies on L2 data: the queue model, as "
+                                                 "hpte backtest's --queue (conservative, prob, prob:power:N, prob:log).")] = None,
     latency: Annotated[Optional[str], typer.Option("--latency", help="Tick strategies: as hpte backtest's --latency.")] = None,
     fees: Annotated[Optional[str], typer.Option("--fees", help="Tick strategies: maker=-20,taker=30 per lot.")] = None,
     capital: Annotated[float, typer.Option("--capital", help="Tick strategies: base of return and turnover.")] = 1e9,
@@ -79,7 +81,7 @@ def sweep_cmd(
                     out=out, top=top, metric=metric, fee=fee, init_cash=init_cash, symbol=symbol, chunk=chunk,
                     memory=memory, workers=workers, plot=plot, progress=progress, latency=latency, fees=fees,
                     seed=seed, capital=capital, sample=sample, timer=timer, tick=tick, stock=stock,
-                    max_instant_actions=max_instant_actions, mode=mode)
+                    max_instant_actions=max_instant_actions, mode=mode, queue=queue)
     except (StrategyError, InputError, DeviceError, ValueError) as e:
         raise fail(str(e)) from None
     except OSError as e:

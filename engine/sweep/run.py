@@ -504,7 +504,7 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
           workers: int = 2, threads_per_worker: int = 1, plot: bool = True, progress=None,
           latency=None, fees=None, seed: int = 0, capital: float = 1e9, sample="1m", timer=None,
           tick: int | None = None, max_instant_actions: int = 100_000, stock: str | None = None,
-          mode: str = "no-impact") -> SweepResult:
+          mode: str = "no-impact", queue: str | None = None) -> SweepResult:
     """Run ``strategy`` (a bar strategy file, bundled name or BarStrategy) over every parameter
     set of a grid on ``data`` (bars: see hpte.engine.sweep.data.load_bars).
 
@@ -527,7 +527,8 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
     ``max_instant_actions``, ``stock`` and ``mode`` ("no-impact" or "impact": every parameter set
     with its own simulated book, as ``hpte backtest --mode impact``) are; rows carry the
     backtest's metrics (ranked by ``pnl`` by default); CPU threads, a Dask cluster or (no-impact
-    mode) a GPU (hpte.engine.sweep.ticks_gpu).
+    mode) a GPU (hpte.engine.sweep.ticks_gpu). ``queue`` (no-impact, CPU): the queue model of L2
+    data (price levels and trades, no order ids), as ``hpte backtest --queue``.
     """
     t_start = time.perf_counter()
     from hpte.engine.backtest.strategy import is_bar_strategy
@@ -553,12 +554,13 @@ def sweep(strategy, data, *, params: dict | None = None, grid=None, device: str 
                            metric=metric, latency=latency, fees=fees, seed=seed, capital=capital, sample=sample,
                            timer=timer, tick=tick, max_instant_actions=max_instant_actions, chunk=chunk,
                            workers=workers, threads_per_worker=threads_per_worker, plot=plot, progress=progress,
-                           stock=stock, mode=mode, device=device)
+                           stock=stock, mode=mode, device=device, queue=queue)
     if mode != "no-impact":
         raise SweepError(f"--mode {mode}: a tick-sweep option (the strategy's orders in the replayed L3 book); "
                          f"a bar strategy trades at each bar's close")
     tick_only = [k for k, v, d in (("latency", latency, None), ("fees", fees, None), ("timer", timer, None),
-                                   ("tick", tick, None), ("stock", stock, None)) if v != d]
+                                   ("tick", tick, None), ("stock", stock, None),
+                                   ("queue", queue, None)) if v != d]
     if tick_only:
         raise SweepError(f"{', '.join(tick_only)}: tick-sweep options; a bar strategy takes fee (a fraction of "
                          f"traded value) and init_cash")

@@ -35,7 +35,8 @@ import numpy as np
 
 from hpte.engine.backtest.data import COLUMNS, MarketEvents
 from hpte.kernels.backtest.impact import SimBook, no_book
-from hpte.engine.backtest.run import (Arrivals, RunConfig, _as_source, _ro, finish_metrics, prepare_run,
+from hpte.engine.backtest.run import (Arrivals, RunConfig, _as_source, _ro, check_l2_chunk, finish_metrics,
+                                     parse_queue, prepare_run,
                                      runaway_message)
 from hpte.engine.backtest.strategy import Strategy, StrategyError, diagnose, driver, load_strategy
 from hpte.kernels.backtest import api as A
@@ -256,10 +257,11 @@ def sweep_ticks(strategy, data, *, params=None, grid=None, cluster=None, out=Non
                 metric: str | None = None, latency=None, fees=None, seed: int = 0, capital: float = 1e9,
                 sample="1m", timer=None, tick: int | None = None, max_instant_actions: int = 100_000,
                 chunk: int | None = None, workers: int = 2, threads_per_worker: int = 1, plot: bool = True,
-                progress=None, stock: str | None = None, mode: str = "no-impact", device: str = "cpu"):
+                progress=None, stock: str | None = None, mode: str = "no-impact", device: str = "cpu",
+                queue: str | None = None):
     """``hpte.sweep`` for a tick strategy (see the module docstring); the options are
     ``hpte.backtest``'s (mode, latency, fees, seed, capital, sample, timer, tick,
-    max_instant_actions) and the sweep's (params, grid, cluster, out, top, metric, chunk, workers)."""
+    max_instant_actions, queue: the queue model of L2 data) and the sweep's (params, grid, cluster, out, top, metric, chunk, workers)."""
     from hpte.engine.sweep.run import (SweepError, SweepResult, _connect, _Sink, _strategy_blob, check_common,
                                       run_on_dask, swept_grid)
 
@@ -275,9 +277,18 @@ def sweep_ticks(strategy, data, *, params=None, grid=None, cluster=None, out=Non
     strat = strategy if isinstance(strategy, Strategy) else load_strategy(strategy)
     g = swept_grid(strat, params, grid, 1 << 32, " for a tick sweep", "NAME=A,B,C or START:STOP:STEP")
     size = g.size
-    src = _as_source(data, tick, stock)
+    try:
+        qmodel, _ = parse_queue(queue)
+    except ValueError as e:
+        raise SweepError(f"--{e}") from None
+    if qmodel != K.Q_L3 and mode == "impact":
+        raise SweepError(f"--queue {queue}: queue models are for no-impact mode on L2 data; impact mode needs "
+                         f"L3 data (orders with ids)")
+    if qmodel != K.Q_L3 and device == "gpu":
+        raise SweepError(f"--queue {queue}: L2 data with a queue model is swept on the CPU (--device cpu) only")
+    src = _as_source(data, tick, stock, l2=qmodel != K.Q_L3)
     rc = prepare_run(strat, src, latency=latency, fees=fees, seed=seed, sample=sample, timer=timer,
-                     max_instant_actions=max_instant_actions)
+                     max_instant_actions=max_instant_actions, queue=queue)
     ginfo = None
     if device == "gpu":
         from hpte.engine.device import resolve_device
@@ -289,6 +300,7 @@ def sweep_ticks(strategy, data, *, params=None, grid=None, cluster=None, out=Non
     try:
         t0 = time.perf_counter()
         cols, _tk, price_scale, name = decode(src)
+        check_l2_chunk(cols, qmodel, 0, name)      # L2 rows need a queue model, a queue model L2 rows
         decode_s = time.perf_counter() - t0
         P = len(g.names)
         names = list(g.names)

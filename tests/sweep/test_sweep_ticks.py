@@ -17,7 +17,7 @@ from hpte.kernels.backtest import loop as K
 from hpte.kernels.backtest import metrics as M
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "backtest"))
-from bt_flows import random_flow  # noqa: E402
+from bt_flows import random_flow, random_l2_flow  # noqa: E402
 
 KW = dict(latency="feed=3us,entry=1us:5us,response=2us", fees="maker=-1,taker=2", seed=3, sample="50us")
 
@@ -67,6 +67,39 @@ def test_rows_equal_single_backtests_any_threads_and_chunks():
     for k in res.table:
         np.testing.assert_array_equal(one.table[k], res.table[k], err_msg=k)
     assert res.top["pnl"][0] == res.table["pnl"].max()
+
+
+@pytest.mark.parametrize("queue", ["conservative", "prob:log"])
+def test_l2_rows_equal_single_backtests_with_the_queue_model(queue):
+    """L2 data (levels and trades, no order ids): each row equals ``hpte.backtest(queue=...)`` of
+    its set (the prob model's draws seeded the same); 1 and 2 threads identical."""
+    import numba
+
+    ev = random_l2_flow(4, 1200)
+    p = {"half_spread": "0,1", "size": "1,3"}
+    kw = dict(KW, queue=queue)
+    old = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = sweep("market_maker", ev, params=p, chunk=1, **kw)
+    finally:
+        numba.set_num_threads(old)
+    res = sweep("market_maker", ev, params=p, **kw)
+    assert res.table["maker_fills"].max() > 0
+    _rows_equal_backtests(res, ev, **kw)
+    _same_tables(one.table, res.table)
+
+
+def test_l2_data_needs_a_queue_model_and_a_queue_model_needs_l2_no_impact_cpu():
+    p = {"half_spread": "0,1"}
+    with pytest.raises(Exception, match="L2 data needs a queue model"):
+        sweep("market_maker", random_l2_flow(4, 200), params=p, **KW)
+    with pytest.raises(Exception, match="applies to L2 data"):
+        sweep("market_maker", random_flow(11, 200), params=p, queue="conservative", **KW)
+    with pytest.raises(SweepError, match="impact mode needs L3 data"):
+        sweep("market_maker", random_l2_flow(4, 200), params=p, queue="prob", mode="impact", **KW)
+    with pytest.raises(SweepError, match="queue.*bogus"):
+        sweep("market_maker", random_l2_flow(4, 200), params=p, queue="bogus", **KW)
 
 
 def _same_tables(a, b):
