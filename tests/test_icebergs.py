@@ -256,8 +256,12 @@ def _stream(draw):
                             tif=draw(st.sampled_from([GTC, GTC, DAY, IOC]))))
             if rows[-1]["tif"] == IOC:
                 rows[-1]["display_qty"] = 0
-        elif k < 7:
+        elif k < 6:
             rows.append(row(oid, side, px, qty, acct=acct, tif=draw(st.sampled_from([IOC, FOK, GTC]))))
+        elif k < 7:                     # stops: a triggered stop takes through icebergs too
+            lim = draw(st.booleans())
+            rows.append(row(oid, side, px if lim else 0, qty, acct=acct, stop=draw(st.integers(98, 102)),
+                            otype=S.OT_STOP_LIMIT if lim else S.OT_STOP))
         elif k < 8:
             rows.append(cancel(oid, acct=acct))
         else:
