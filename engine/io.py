@@ -129,34 +129,15 @@ def check_column(name: str, a: np.ndarray, n_rows: int | None) -> int:
     return len(a)
 
 
-def _refuse_icebergs(data, name) -> None:
-    """Raise InputError naming the first row of a non-zero `display_qty` column (data: a dict of
-    columns when `name` is given, else column_getter's get)."""
-    if name is None:
-        d = data("display_qty", np.dtype(np.int64))
-    else:
-        d = cast_checked(np.ascontiguousarray(data[name]), np.dtype(np.int64), name)
-    bad = np.flatnonzero(d != 0)
-    if bad.size:
-        r = int(bad[0])
-        raise InputError(f"column 'display_qty' row {r}: iceberg orders (display_qty {int(d[r])}) are not "
-                         f"supported by the engine yet (issue 11); use 0 or drop the column")
-
-
-def order_columns(data, icebergs: bool = False) -> Columns:
+def order_columns(data) -> Columns:
     """Normalise an order batch to the order schema's SoA columns.
 
     `data` is a mapping of column name -> array-like, a numpy structured array, a pyarrow
     RecordBatch or Table. Required columns must be present; optional ones default (FORMATS.md).
     A legacy `kind` column (0 NEW LIMIT GTC, 1 CANCEL, 2 NEW LIMIT IOC) fills `action` and
-    `tif` where those are absent. Unknown columns are ignored, except `display_qty` (iceberg
-    orders, issue 11): the engine does not match icebergs yet, so a non-zero value is an error
-    rather than an order silently shown in full (``icebergs=True``: the caller reads that column
-    itself; the reference matcher of tests/reference does).
+    `tif` where those are absent. Unknown columns are ignored.
     """
     if type(data) is dict and _exact(data):
-        if "display_qty" in data and not icebergs:
-            _refuse_icebergs(data, "display_qty")
         # fast path (one-order batches): every column present with its exact dtype
         out = {name: data[name] for name, _dt, _r, _d in S.ORDER_COLUMNS}
         ts = out["ts_ns"]
@@ -165,8 +146,6 @@ def order_columns(data, icebergs: bool = False) -> Columns:
             raise InputError(f"column 'ts_ns' row {r}: timestamps must not decrease ({int(ts[r - 1])} then {int(ts[r])})")
         return out
     names, get = column_getter(data, "orders")
-    if "display_qty" in names and not icebergs:
-        _refuse_icebergs(get, None)
     missing = [n for n, _, req, _ in S.ORDER_COLUMNS if req and n not in names]
     if missing:
         raise InputError(f"missing required column {missing[0]!r}" + (f" (and {missing[1:]})" if len(missing) > 1 else ""))

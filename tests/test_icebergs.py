@@ -1,6 +1,6 @@
-"""Iceberg orders (issue 11) on the plain-Python reference matcher: hand-computed scenarios and a
-random-stream invariant test. The engine does not match icebergs yet: it refuses a non-zero
-`display_qty` column with a named error (last tests here).
+"""Iceberg orders (issue 11): hand-computed scenarios run on the plain-Python reference matcher
+and the engine (1 and 2 threads), and a random-stream invariant test of the reference (the
+differential streams with icebergs are in test_differential.py).
 
 Every expected row below was worked out by hand from README "Iceberg orders", not by running
 code. Rows are compared on the fields that carry the rule (ids, kinds, quantities, leaves).
@@ -13,7 +13,6 @@ from hypothesis import given, settings, strategies as st
 
 from hpte.engine import schema as S
 from hpte.engine.engine import Engine
-from hpte.engine.io import InputError
 from reference.matcher import ReferenceEngine
 
 B, SL = S.BUY, S.SELL
@@ -46,11 +45,20 @@ def batch(rows, ts0=1000):
     return cols
 
 
-class Run:
-    """A reference engine fed row batches; the last result's rows in compact forms."""
+IMPLS = {"reference": lambda **kw: ReferenceEngine(**kw), "engine": lambda **kw: Engine(**kw),
+         "engine-2threads": lambda **kw: Engine(threads=2, **kw)}
 
-    def __init__(self, stp="none", algo="fifo"):
-        self.eng = ReferenceEngine(stp=stp, algo=algo)
+
+@pytest.fixture(params=list(IMPLS))
+def impl(request):
+    return IMPLS[request.param]
+
+
+class Run:
+    """An engine (`impl`) fed row batches; the last result's rows in compact forms."""
+
+    def __init__(self, impl, stp="none", algo="fifo"):
+        self.eng = impl(stp=stp, algo=algo)
         self.ts = 1000
 
     def __call__(self, *rows):
@@ -75,8 +83,8 @@ def test_schema_names_the_reason():
     assert S.REASON_NAMES[BADD] == "INVALID_DISPLAY_QTY"
 
 
-def test_only_the_slice_shows_and_events_carry_total_leaves():
-    r = Run()
+def test_only_the_slice_shows_and_events_carry_total_leaves(impl):
+    r = Run(impl)
     r(row(1, SL, 100, 10, disp=3))
     assert r.events == [(1, ACC, R0, 10, 10)]
     assert r.deltas == [(SL, 100, 3, 1)]
@@ -85,8 +93,8 @@ def test_only_the_slice_shows_and_events_carry_total_leaves():
     assert list(lv["qty"]) == [3] and list(lv["orders"]) == [1]
 
 
-def test_replenished_slice_joins_the_back_reserve_behind_displayed_orders_ahead():
-    r = Run()
+def test_replenished_slice_joins_the_back_reserve_behind_displayed_orders_ahead(impl):
+    r = Run(impl)
     r(row(1, SL, 100, 10, disp=3), row(2, SL, 100, 4, acct=3))
     assert r.deltas[-1] == (SL, 100, 7, 2)
     r(row(10, B, 100, 5, acct=2))
@@ -102,8 +110,8 @@ def test_replenished_slice_joins_the_back_reserve_behind_displayed_orders_ahead(
     assert r.l3() == [(SL, 100, 1, 1)]
 
 
-def test_a_sweep_through_several_slices():
-    r = Run()
+def test_a_sweep_through_several_slices(impl):
+    r = Run(impl)
     r(row(1, SL, 100, 10, disp=3))
     r(row(10, B, 101, 12, acct=2))
     assert r.fills == [(10, 1, 3), (10, 1, 3), (10, 1, 3), (10, 1, 1)]
@@ -113,8 +121,8 @@ def test_a_sweep_through_several_slices():
     assert r.l3() == [(B, 101, 10, 2)]
 
 
-def test_two_icebergs_alternate_slice_by_slice():
-    r = Run()
+def test_two_icebergs_alternate_slice_by_slice(impl):
+    r = Run(impl)
     r(row(1, SL, 100, 6, disp=2), row(2, SL, 100, 4, disp=2, acct=3))
     r(row(10, B, 100, 9, acct=2))
     assert r.fills == [(10, 1, 2), (10, 2, 2), (10, 1, 2), (10, 2, 2), (10, 1, 1)]
@@ -123,8 +131,8 @@ def test_two_icebergs_alternate_slice_by_slice():
     assert r.l3() == [(SL, 100, 1, 1)]
 
 
-def test_incoming_iceberg_takes_with_its_whole_quantity_then_shows_a_slice():
-    r = Run()
+def test_incoming_iceberg_takes_with_its_whole_quantity_then_shows_a_slice(impl):
+    r = Run(impl)
     r(row(1, SL, 100, 3, acct=3))
     r(row(10, B, 100, 10, disp=2, acct=2))
     assert r.fills == [(10, 1, 3)]
@@ -136,8 +144,8 @@ def test_incoming_iceberg_takes_with_its_whole_quantity_then_shows_a_slice():
     assert r.l3() == [(B, 100, 10, 1)]
 
 
-def test_pro_rata_allocates_on_displayed_quantity_and_reallocates_after_replenishment():
-    r = Run(algo="pro-rata")
+def test_pro_rata_allocates_on_displayed_quantity_and_reallocates_after_replenishment(impl):
+    r = Run(impl, algo="pro-rata")
     r(row(1, SL, 100, 20, disp=2), row(2, SL, 100, 8, acct=3))
     # displayed T = 10 (not 28): 5 * 2 // 10 = 1, 5 * 8 // 10 = 4
     r(row(10, B, 100, 5, acct=2))
@@ -151,8 +159,8 @@ def test_pro_rata_allocates_on_displayed_quantity_and_reallocates_after_replenis
     assert r.l3() == [(SL, 100, 1, 1)]
 
 
-def test_stp_cancel_oldest_cancels_the_whole_iceberg():
-    r = Run(stp="cancel-oldest")
+def test_stp_cancel_oldest_cancels_the_whole_iceberg(impl):
+    r = Run(impl, stp="cancel-oldest")
     r(row(1, SL, 100, 10, disp=3, acct=2), row(2, SL, 100, 5, acct=1))
     r(row(10, B, 100, 4, acct=2))
     assert r.events[:2] == [(10, ACC, R0, 4, 4), (1, CXL, ST, 10, 0)]
@@ -160,8 +168,8 @@ def test_stp_cancel_oldest_cancels_the_whole_iceberg():
     assert r.l3() == [(SL, 100, 2, 1)]
 
 
-def test_stp_decrement_takes_the_reserve_first():
-    r = Run(stp="decrement")
+def test_stp_decrement_takes_the_reserve_first(impl):
+    r = Run(impl, stp="decrement")
     r(row(1, SL, 100, 10, disp=3, acct=2))
     r(row(10, B, 100, 4, acct=2))
     assert r.events == [(10, ACC, R0, 4, 4), (1, RPL, ST, 4, 6), (10, CXL, ST, 4, 0)]
@@ -171,8 +179,8 @@ def test_stp_decrement_takes_the_reserve_first():
     assert r.l3() == [(SL, 100, 1, 1)]
 
 
-def test_fok_dry_run_counts_reserves():
-    r = Run()
+def test_fok_dry_run_counts_reserves(impl):
+    r = Run(impl)
     r(row(1, SL, 100, 10, disp=2))
     r(row(10, B, 100, 11, tif=FOK, acct=2))
     assert r.events == [(10, ACC, R0, 11, 11), (10, EXP, S.R_FOK_NOT_FILLABLE, 11, 0)]
@@ -181,8 +189,8 @@ def test_fok_dry_run_counts_reserves():
     assert r.l3() == [(SL, 100, 1, 1)]
 
 
-def test_cancel_and_expiry_report_total_leaves():
-    r = Run()
+def test_cancel_and_expiry_report_total_leaves(impl):
+    r = Run(impl)
     r(row(1, SL, 100, 10, disp=3), row(2, SL, 101, 9, disp=4, tif=DAY))
     r(cancel(1))
     assert r.events == [(1, CXL, R0, 10, 0)]
@@ -191,8 +199,8 @@ def test_cancel_and_expiry_report_total_leaves():
     assert [(int(e["order_id"][i]), int(e["qty"][i])) for i in range(len(e["qty"]))] == [(2, 9)]
 
 
-def test_replace_keeps_display_size_and_qty_is_the_total():
-    r = Run()
+def test_replace_keeps_display_size_and_qty_is_the_total(impl):
+    r = Run(impl)
     r(row(1, SL, 100, 10, disp=3), row(2, SL, 100, 1, acct=3))
     r(replace(1, 100, 5))                       # in place: slice 3 stays, reserve 2
     assert r.events == [(1, RPL, R0, 5, 5)] and r.deltas == []
@@ -219,23 +227,23 @@ def test_replace_keeps_display_size_and_qty_is_the_total():
     row(1, B, 0, 10, disp=2, otype=S.OT_STOP, stop=90),
     row(1, B, 100, 10, disp=2, otype=S.OT_STOP_LIMIT, stop=90),
 ])
-def test_invalid_display_qty_is_rejected(bad):
-    r = Run()
+def test_invalid_display_qty_is_rejected(bad, impl):
+    r = Run(impl)
     r(bad)
     assert r.events == [(1, REJ, BADD, 10, 0)]
     assert r.l3() == [] and r.deltas == []
 
 
-def test_replace_row_with_display_qty_is_rejected():
-    r = Run()
+def test_replace_row_with_display_qty_is_rejected(impl):
+    r = Run(impl)
     r(row(1, SL, 100, 10, disp=3))
     r(replace(1, 100, 5, disp=2))
     assert r.events == [(1, REJ, BADD, 5, 10)]
     assert r.l3() == [(SL, 100, 1, 3)]
 
 
-def test_display_equal_to_qty_and_post_only_are_accepted():
-    r = Run()
+def test_display_equal_to_qty_and_post_only_are_accepted(impl):
+    r = Run(impl)
     r(row(1, SL, 100, 4, disp=4), row(2, SL, 101, 6, disp=2, po=1))
     assert [e[1] for e in r.events] == [ACC, ACC]
     assert r.l3() == [(SL, 100, 1, 4), (SL, 101, 2, 2)]
@@ -274,7 +282,7 @@ def _stream(draw):
        st.sampled_from(["fifo", "pro-rata", "allocation", "split", "fifo-lmm"]))
 def test_reference_iceberg_streams_conserve_quantity_and_never_cross(data, stp, algo):
     rows = _stream(data.draw)
-    r = Run(stp=stp, algo=algo)
+    r = Run(IMPLS["reference"], stp=stp, algo=algo)
     r(*rows)
     e = r.eng
     last = {}                       # order id -> leaves of its last event (total leaves)
@@ -301,11 +309,10 @@ def test_reference_iceberg_streams_conserve_quantity_and_never_cross(data, stp, 
         assert int(l3["qty"][m].sum()) == int(lv["qty"][i]) and int(m.sum()) == int(lv["orders"][i])
 
 
-# ------------------------------------------------------------------ the engine refuses them
-def test_engine_refuses_icebergs_with_a_named_error():
-    eng = Engine()
-    with pytest.raises(InputError, match="display_qty.*row 1"):
-        eng.submit(batch([row(1, SL, 100, 10), row(2, SL, 100, 10, disp=3)]))
-    cols = batch([row(1, SL, 100, 10)])
-    res = eng.submit(cols)                  # a zero display_qty column is fine (nothing to refuse)
-    assert list(res.events["event"]) == [ACC]
+# ------------------------------------------------------------------ risk engines
+def test_risk_engine_rejects_icebergs():
+    from hpte.engine.risk.limits import RiskLimits
+    eng = Engine(risk=RiskLimits.from_toml(""))
+    res = eng.submit(batch([row(1, SL, 100, 10, disp=3), row(2, SL, 100, 10, disp=11)]))
+    assert [(int(a), int(b)) for a, b in zip(res.events["event"], res.events["reason"])] == \
+        [(REJ, S.R_ICEBERG_NOT_SUPPORTED), (REJ, BADD)]

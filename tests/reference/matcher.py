@@ -18,9 +18,7 @@ proposals):
 - a priority-keeping REPLACE with new qty == leaves changes nothing in the book and emits no
   delta row (it still emits its REPLACED event).
 
-Icebergs (issue 11; so far only here: the engine refuses a non-zero display_qty column, see
-engine/io.py): a batch may carry a ``display_qty`` column (int64, 0 = not an iceberg), read by
-this matcher beside the schema's columns. ``_Order.leaves`` is the displayed slice's leaves (what
+Icebergs (column ``display_qty``, 0 = not an iceberg): ``_Order.leaves`` is the displayed slice's leaves (what
 levels, deltas and L3 show), ``_Order.reserve`` the hidden rest, ``_Order.display`` the slice
 size; events carry the total (leaves + reserve). Rules: README "Iceberg orders".
 """
@@ -33,7 +31,7 @@ import numpy as np
 
 from hpte.engine import schema as S
 from hpte.kernels.book import ALG_FIFO, ALG_LMM, ALG_PRO, ALG_TOP
-from hpte.engine.io import column_getter, order_columns
+from hpte.engine.io import order_columns
 from hpte.engine.matching import resolve_matching
 
 
@@ -125,6 +123,7 @@ class ReferenceEngine:
     """Plain-Python matcher with the real engine's API; `stp` is a key of schema.STP_NAMES."""
 
     stops_supported = True          # the risk engines reject STOP / STOP_LIMIT (STOP_NOT_SUPPORTED)
+    icebergs_supported = True       # ... and icebergs (ICEBERG_NOT_SUPPORTED)
 
     def __init__(self, stp: str = "none", algo: str = "fifo", matching=None):
         if stp not in S.STP_NAMES:
@@ -169,13 +168,11 @@ class ReferenceEngine:
 
     # ------------------------------------------------------------------ public API
     def submit(self, batch) -> Result:
-        cols = order_columns(batch, icebergs=True)
+        cols = order_columns(batch)
         self._fills, self._events, self._deltas = [], [], []
         n = len(cols["ts_ns"])
-        disp = _display_column(batch, n)
         for i in range(n):
             row = {name: int(cols[name][i]) for name, *_ in S.ORDER_COLUMNS}
-            row["display_qty"] = int(disp[i])
             self._process(row)
             self.seq += 1
         return self._result()
@@ -327,9 +324,11 @@ class ReferenceEngine:
             return self._reject(row, S.R_INVALID_STOP_PRICE)
         if is_stop and tif in (S.TIF_IOC, S.TIF_FOK):
             return self._reject(row, S.R_INVALID_STOP_TIF)
-        display = row.get("display_qty", 0)
+        display = row["display_qty"]
         if display < 0 or display > qty or (display > 0 and (otype != S.OT_LIMIT or tif in (S.TIF_IOC, S.TIF_FOK))):
             return self._reject(row, S.R_INVALID_DISPLAY_QTY)
+        if display and not self.icebergs_supported:
+            return self._reject(row, S.R_ICEBERG_NOT_SUPPORTED)
         book = self._book(row["symbol"])
         if row["order_id"] in book.orders:
             return self._reject(row, S.R_DUPLICATE_ORDER_ID)
@@ -567,7 +566,7 @@ class ReferenceEngine:
             return self._reject(row, S.R_UNKNOWN_ORDER)
         if o.account != row["account"]:
             return self._reject(row, S.R_NOT_OWNER, o.total())
-        if row.get("display_qty", 0) != 0:      # a REPLACE keeps the order's display size
+        if row["display_qty"] != 0:      # a REPLACE keeps the order's display size
             return self._reject(row, S.R_INVALID_DISPLAY_QTY, o.total())
         qty, price = row["qty"], row["price_ticks"]
         if o in book.stops:
@@ -630,14 +629,6 @@ class ReferenceEngine:
         self._match(book, taker)
         self._remainder(book, taker)
         return None
-
-
-def _display_column(batch, n: int) -> np.ndarray:
-    """The batch's optional `display_qty` column (int64[n], zeros when absent)."""
-    names, get = column_getter(batch, "orders")
-    if "display_qty" not in names:
-        return np.zeros(n, np.int64)
-    return get("display_qty", np.dtype(np.int64))
 
 
 def allocate(algo, orders: list, R: int, top) -> dict:
