@@ -316,3 +316,16 @@ def test_risk_engine_rejects_icebergs():
     res = eng.submit(batch([row(1, SL, 100, 10, disp=3), row(2, SL, 100, 10, disp=11)]))
     assert [(int(a), int(b)) for a, b in zip(res.events["event"], res.events["reason"])] == \
         [(REJ, S.R_ICEBERG_NOT_SUPPORTED), (REJ, BADD)]
+
+
+def test_itch_out_refuses_icebergs(tmp_path):
+    """ITCH out does not publish icebergs yet (events carry total leaves, not the slice)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from hpte.engine.io import InputError
+    from hpte.engine.pipeline import match_file
+    path = tmp_path / "orders.parquet"
+    pq.write_table(pa.table(batch([row(1, SL, 100, 10), row(2, SL, 101, 10, disp=3)])), path)
+    with pytest.raises(InputError, match="display_qty' row 1: ITCH out"):
+        match_file(path, tmp_path / "fills.parquet", keep=True)
+    match_file(path, tmp_path / "fills2.parquet")       # without ITCH it matches
