@@ -282,6 +282,9 @@ def _digest(cols) -> str:
     for name, dt, _req, _default in S.ORDER_COLUMNS:
         a = np.ascontiguousarray(cols[name])
         assert a.dtype == dt, name
+        if name == "display_qty":   # added after these digests (icebergs): no iceberg in the flow
+            assert not a.any()
+            continue
         h.update(name.encode())
         h.update(a.tobytes())
     return h.hexdigest()
