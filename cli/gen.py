@@ -11,7 +11,7 @@ import typer
 
 _OPTION_NAMES = {"n_events": "--events", "n_books": "--books", "n_accounts": "--accounts",
                  "seed": "--seed", "start_mid": "--start-mid",
-                 "stops": "--stops", "gtd": "--gtd"}
+                 "stops": "--stops", "gtd": "--gtd", "icebergs": "--icebergs"}
 
 
 def gen(
@@ -23,6 +23,7 @@ def gen(
     start_mid: Annotated[int, typer.Option("--start-mid", help="Starting mid of every book, ticks.")] = 100_000,
     stops: Annotated[float, typer.Option("--stops", help="Share of the NEW GTC rows turned into stop / stop-limit orders (0..1).")] = 0.0,
     gtd: Annotated[float, typer.Option("--gtd", help="Share of the NEW GTC rows given an expiry (good-till-date, 0..1).")] = 0.0,
+    icebergs: Annotated[float, typer.Option("--icebergs", help="Share of the NEW GTC rows made icebergs (display_qty 1..qty, 0..1).")] = 0.0,
 ) -> None:
     """Generate synthetic order flow (60% new GTC, 30% cancels, 10% IOC) and write it as an order file."""
     from hpte.engine import gen as G
@@ -41,9 +42,9 @@ def gen(
                 done[0] = i
 
             cols, st = G.generate_flow_stats(events, books, accounts, seed, start_mid, progress=progress,
-                                                 stops=stops, gtd=gtd)
+                                                 stops=stops, gtd=gtd, icebergs=icebergs)
         t0 = time.perf_counter()
-        path = io.write_columns(out, cols, schema.ORDER_SCHEMA)
+        path = io.write_columns(out, cols, schema.ORDER_FILE_SCHEMA)
         t_write = time.perf_counter() - t0
     except (ValueError, OSError) as e:
         msg = str(e)
@@ -52,8 +53,9 @@ def gen(
         typer.echo(f"hpte gen: error: {msg}", err=True)
         raise typer.Exit(1) from None
     mix = ""
-    if stops or gtd:
-        mix = (f"; mixed in {st.stops + st.stop_limits:,} stops ({st.stop_limits:,} stop-limit) and {st.gtd:,} GTD "
+    if stops or gtd or icebergs:
+        mix = (f"; mixed in {st.stops + st.stop_limits:,} stops ({st.stop_limits:,} stop-limit), {st.gtd:,} GTD and "
+               f"{st.icebergs:,} icebergs "
                "(trades and resting at end are the generator's plain simulation, without them)")
     typer.echo(
         f"wrote {st.n_events:,} events ({st.n_books:,} book{'s' if st.n_books != 1 else ''}) to {path}: "

@@ -34,6 +34,8 @@ class Inputs(NamedTuple):
     force: np.ndarray    # uint8 reject reason forced by the engine (0 = none)
     exp: np.ndarray      # int64 ns good-till-date expiry (0 = none)
     stop: np.ndarray     # int64 ticks stop price of STOP / STOP_LIMIT rows (0 = none)
+    disp: np.ndarray = np.zeros(0, np.int64)   # int64 lots iceberg slice size (0 = none); may be
+                                               #   empty (callers without icebergs): read as 0
 
 
 class State(NamedTuple):
@@ -56,6 +58,8 @@ class State(NamedTuple):
     o_arow: np.ndarray   # int32[P] risk account row of each order (engines with risk; else empty)
     o_exp: np.ndarray    # int64[P] good-till-date expiry (ns) of each order, 0 = none; a waiting
                          #   stop's stop price (kernels/book.py)
+    o_rsv: np.ndarray    # int64[P] iceberg reserve (lots hidden behind the displayed o_qty)
+    o_dsp: np.ndarray    # int64[P] iceberg slice size (lots), 0 = not an iceberg
 
 
 class Outputs(NamedTuple):
@@ -80,6 +84,7 @@ _STATE_DTYPES = {
     "lv_head": np.int32, "lv_tail": np.int32, "lv_qty": np.int64, "lv_cnt": np.int32,
     "o_id": np.uint64, "o_qty": np.int64, "o_px": np.int64, "o_next": np.int32,
     "o_prev": np.int32, "o_acct": np.uint32, "o_flags": np.uint8, "tab": np.int32, "o_exp": np.int64,
+    "o_rsv": np.int64, "o_dsp": np.int64,
 }
 
 
@@ -354,7 +359,8 @@ def _first_prices(new: np.ndarray, symbol, px, action, otype, default: int, chun
 
 
 # the per-order (pool slot) arrays of State: what moves when one book's pool moves (_move_pool)
-POOL_ARRAYS = ("o_id", "o_qty", "o_px", "o_next", "o_prev", "o_acct", "o_flags", "o_arow", "o_exp")
+POOL_ARRAYS = ("o_id", "o_qty", "o_px", "o_next", "o_prev", "o_acct", "o_flags", "o_arow", "o_exp", "o_rsv",
+               "o_dsp")
 LUT_MAX_SYMBOL = 1 << 22  # symbols below this get a direct symbol -> book lookup table
 MAX_LEVELS_MULTIPLE = 4096  # Engine(max_levels=...) stays a multiple of this (the API's rule)
 SMALL_POOL = 1024   # pools below this many slots (46 KB) grow ahead for a batch's NEW rows as before
@@ -421,7 +427,7 @@ class BookStore:
             "o_next": np.full(P, -1, np.int32), "o_prev": np.full(P, -1, np.int32),
             "o_acct": np.zeros(P, np.uint32), "o_flags": np.zeros(P, np.uint8),
             "tab": np.zeros(T, np.int32), "o_arow": np.zeros(P if self.risk_rows else 0, np.int32),
-            "o_exp": np.zeros(P, np.int64),
+            "o_exp": np.zeros(P, np.int64), "o_rsv": np.zeros(P, np.int64), "o_dsp": np.zeros(P, np.int64),
         }
         return State(bk=bk, **arr)
 

@@ -53,7 +53,7 @@ class _OneRow:
                         px=_ro(c["price_ticks"]), qty=_ro(c["qty"]), action=_ro(c["action"]),
                         otype=_ro(c["order_type"]), tif=_ro(c["tif"]), acct=_ro(c["account"]),
                         post=_ro(c["post_only"]), force=_ro(self.force),
-                        exp=_ro(c["expire_ts_ns"]), stop=_ro(c["stop_price_ticks"]))
+                        exp=_ro(c["expire_ts_ns"]), stop=_ro(c["stop_price_ticks"]), disp=_ro(c["display_qty"]))
         self.book = np.zeros(1, np.int64)
         self.bufs = OutputBuffers()         # output rows, kept across calls
         self.fn = None                      # the compiled entry point, once known
@@ -248,7 +248,7 @@ class Engine:
                    px=_ro(c["price_ticks"]), qty=_ro(c["qty"]), action=_ro(c["action"]),
                    otype=_ro(c["order_type"]), tif=_ro(c["tif"]), acct=_ro(c["account"]),
                    post=_ro(c["post_only"]), force=_ro(force), exp=_ro(c["expire_ts_ns"]),
-                   stop=_ro(c["stop_price_ticks"]))
+                   stop=_ro(c["stop_price_ticks"]), disp=_ro(c["display_qty"]))
         if self.risk is not None:
             fills, events, deltas = self._submit_risk(I, books, c, n, want, copy)
         elif self._gpu is not None:
@@ -282,7 +282,7 @@ class Engine:
     def submit_order(self, ts_ns: int, order_id: int, side: int, price_ticks: int, qty: int,
                      action: int = S.ACT_NEW, order_type: int = S.OT_LIMIT, tif: int = S.TIF_GTC,
                      account: int = 0, symbol: int = 0, post_only: int = 0, expire_ts_ns: int = 0,
-                     stop_price_ticks: int = 0, outputs=None) -> Result:
+                     stop_price_ticks: int = 0, display_qty: int = 0, outputs=None) -> Result:
         """One order, the low-latency way: scalars in, no batch validation or allocation beyond
         the few output rows returned. Same semantics and outputs as ``submit`` of a one-row
         batch (values are range-checked the same way). outputs: as for ``submit``."""
@@ -290,13 +290,13 @@ class Engine:
         if self.risk is not None:
             return self.submit(outputs=want, batch={k: np.array([v], dt) for (k, dt, _r, _d), v in zip(
                 S.ORDER_COLUMNS, (ts_ns, order_id, side, price_ticks, qty, action, order_type, tif,
-                                  account, symbol, post_only, expire_ts_ns, stop_price_ticks))})
+                                  account, symbol, post_only, expire_ts_ns, stop_price_ticks, display_qty))})
         one = self._one
         if one is None:
             one = self._one = _OneRow()
         try:
             one.set(ts_ns, order_id, side, price_ticks, qty, action, order_type, tif, account, symbol, post_only,
-                    expire_ts_ns, stop_price_ticks)
+                    expire_ts_ns, stop_price_ticks, display_qty)
         except (OverflowError, ValueError, TypeError) as e:
             raise InputError(f"submit_order: {e}") from None
         if self.last_ts is not None and ts_ns < self.last_ts:
@@ -625,6 +625,9 @@ class Engine:
             ns = int(bk[b, K.F_NSTOP])
             if self.risk is None and (ns or int(I.otype[row]) >= S.OT_STOP):   # as the kernel reserves
                 need = list(K.stop_room(nrest, ns))
+            x = int(K.ice_room(int(bk[b, K.F_NSLC]), int(I.qty[row]), ns != 0))   # icebergs' replenishments
+            need[0] += x
+            need[1] += 2 * x
             nexp = int(bk[b, K.F_NEXP])
             if nexp and int(I.ts[row]) >= nexp:   # a good-till-date sweep is due before the row:
                 x = nrest + int(bk[b, K.F_NPARK])   # up to every order of the book expires

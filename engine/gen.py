@@ -18,9 +18,10 @@ Order-type mix (``stops``, ``gtd``; both 0 by default, and then the flow is exac
 one): mix_order_types turns a seeded share of the NEW LIMIT GTC rows into STOP / STOP_LIMIT
 orders and good-till-date orders after the plain flow is generated. The generator's own book
 (and so GenStats' trades, resting_end, ...) is that of the plain flow; it does not simulate
-stops or expiry. Icebergs do not exist in the engine yet and are not mixed in.
+stops or expiry (``icebergs`` likewise: a share of NEW LIMIT GTC rows given a display_qty).
 
-Determinism: the flow is a function of (n_events, n_books, n_accounts, seed, start_mid, stops, gtd). All
+Determinism: the flow is a function of (n_events, n_books, n_accounts, seed, start_mid, stops, gtd,
+icebergs). All
 random numbers come from ``np.random.default_rng(seed)`` in a fixed order, drawn in chunks of
 GEN_CHUNK events (a constant, so progress reporting never changes the flow). A flow is not a
 prefix of a longer flow of the same seed.
@@ -108,6 +109,7 @@ class GenStats:
     stops: int = 0            # NEW GTC rows turned into STOP orders (mix_order_types)
     stop_limits: int = 0      # NEW GTC rows turned into STOP_LIMIT orders
     gtd: int = 0              # NEW GTC rows given an expire_ts_ns
+    icebergs: int = 0         # NEW GTC rows given a display_qty
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -140,15 +142,15 @@ def _check_fraction(name: str, value) -> float:
     return v
 
 
-def _validate_mix(stops, gtd) -> tuple[float, float]:
-    fs, fg = _check_fraction("stops", stops), _check_fraction("gtd", gtd)
-    if fs + fg > 1.0:
-        raise ValueError(f"stops + gtd must be at most 1 (both are shares of the NEW GTC rows), got {fs} + {fg}")
-    return fs, fg
+def _validate_mix(stops, gtd, icebergs=0.0) -> tuple[float, float, float]:
+    fs, fg, fi = _check_fraction("stops", stops), _check_fraction("gtd", gtd), _check_fraction("icebergs", icebergs)
+    if fs + fg + fi > 1.0:
+        raise ValueError(f"stops + gtd + icebergs must be at most 1 (shares of the NEW GTC rows), got {fs} + {fg} + {fi}")
+    return fs, fg, fi
 
 
 def mix_order_types(cols: Columns, mid: np.ndarray, *, stops: float = 0.0, gtd: float = 0.0,
-                    seed: int = 0) -> tuple[Columns, dict[str, int]]:
+                    seed: int = 0, icebergs: float = 0.0) -> tuple[Columns, dict[str, int]]:
     """Turn a seeded share of a flow's NEW LIMIT GTC rows into stop and good-till-date orders.
 
     Parameters
@@ -166,18 +168,21 @@ def mix_order_types(cols: Columns, mid: np.ndarray, *, stops: float = 0.0, gtd: 
     moves that way), at least 1. Half (P_STOP_LIMIT) are STOP_LIMIT with price_ticks = stop price
     + side * uniform{0..STOP_LIMIT_SLACK} (at least 1), the rest STOP with price_ticks 0.
     GTD: expire_ts_ns = ts_ns + 1 + geometric(1 / GTD_MEAN_NS) ns (> ts_ns: always valid).
+    Icebergs (share `icebergs` of the rows, disjoint from the others; sum <= 1): display_qty =
+    uniform{1..qty} (valid: <= qty), drawn after everything above, so a mix without icebergs is
+    unchanged by this option.
 
     Every mixed row passes the engine's validation. A later CANCEL row of a converted order may
     find it gone (a stop triggered and filled, an order expired) and is then rejected
     UNKNOWN_ORDER by the engine, as a cancel racing a fill would be.
 
     Returns (new columns (unchanged columns shared, changed ones copied), counts
-    {"stops", "stop_limits", "gtd"}).
+    {"stops", "stop_limits", "gtd", "icebergs"}).
     """
-    fs, fg = _validate_mix(stops, gtd)
+    fs, fg, fi = _validate_mix(stops, gtd, icebergs)
     sd = _check_int("seed", seed, 0, 2**63 - 1)
-    counts = {"stops": 0, "stop_limits": 0, "gtd": 0}
-    if fs == 0.0 and fg == 0.0:
+    counts = {"stops": 0, "stop_limits": 0, "gtd": 0, "icebergs": 0}
+    if fs == 0.0 and fg == 0.0 and fi == 0.0:
         return cols, counts
     mid = np.asarray(mid, dtype=np.float64)
     n = len(cols["ts_ns"])
@@ -205,6 +210,12 @@ def mix_order_types(cols: Columns, mid: np.ndarray, *, stops: float = 0.0, gtd: 
     out["stop_price_ticks"][si] = stop_px
     out["expire_ts_ns"][gi] = cols["ts_ns"][gi] + 1 + rng.geometric(1.0 / GTD_MEAN_NS, kg)
     counts.update(stops=int(ks - is_lim.sum()), stop_limits=int(is_lim.sum()), gtd=int(kg))
+    if fi > 0.0:
+        ki = min(m - ks - kg, int(math.floor(fi * m + 0.5)))
+        ii = np.sort(rows[perm[ks + kg:ks + kg + ki]])
+        out["display_qty"] = cols["display_qty"].copy()
+        out["display_qty"][ii] = rng.integers(1, cols["qty"][ii] + 1)
+        counts["icebergs"] = int(ki)
     return out, counts
 
 
@@ -305,7 +316,7 @@ def draw_flow_inputs(n_events: int, n_books: int = 1, n_accounts: int = 5000, se
 def generate_flow_stats(n_events: int, n_books: int = 1, n_accounts: int = 5000, seed: int = 0,
                         start_mid: int = 100_000,
                         progress: Optional[Callable[[int, int], None]] = None,
-                        stops: float = 0.0, gtd: float = 0.0) -> tuple[Columns, GenStats]:
+                        stops: float = 0.0, gtd: float = 0.0, icebergs: float = 0.0) -> tuple[Columns, GenStats]:
     """Generate a flow and its statistics; see generate_flow.
 
     progress : called as ``progress(events_done, n_events)`` after each chunk.
@@ -314,7 +325,7 @@ def generate_flow_stats(n_events: int, n_books: int = 1, n_accounts: int = 5000,
     """
     t0 = time.perf_counter()
     n, nb, na, sd, sm = _validate(n_events, n_books, n_accounts, seed, start_mid)
-    _validate_mix(stops, gtd)
+    _validate_mix(stops, gtd, icebergs)
     rng = np.random.default_rng(sd)
     st = draw_setup(rng, n, nb, sm)
     cdf, guide = _zipf_tables(na)
@@ -349,7 +360,7 @@ def generate_flow_stats(n_events: int, n_books: int = 1, n_accounts: int = 5000,
         if progress is not None:
             progress(i1, n)
     cols = {name: out[name] for name, _dt, _req, _default in S.ORDER_COLUMNS}
-    cols, mixed = mix_order_types(cols, st.mid, stops=stops, gtd=gtd, seed=sd)
+    cols, mixed = mix_order_types(cols, st.mid, stops=stops, gtd=gtd, seed=sd, icebergs=icebergs)
     cnt = counters
     passive = int(cnt[K.C_PASSIVE])
     ioc_qty = int(cnt[K.C_IOC_QTY])
@@ -368,7 +379,7 @@ def generate_flow_stats(n_events: int, n_books: int = 1, n_accounts: int = 5000,
 
 
 def generate_flow(n_events: int, n_books: int = 1, n_accounts: int = 5000, seed: int = 0,
-                  start_mid: int = 100_000, stops: float = 0.0, gtd: float = 0.0) -> Columns:
+                  start_mid: int = 100_000, stops: float = 0.0, gtd: float = 0.0, icebergs: float = 0.0) -> Columns:
     """Synthetic order flow with the statistics of FORMATS.md's benchmark flow.
 
     Parameters
@@ -381,6 +392,8 @@ def generate_flow(n_events: int, n_books: int = 1, n_accounts: int = 5000, seed:
     stops, gtd : shares in [0, 1] (sum <= 1) of the NEW LIMIT GTC rows turned into STOP /
         STOP_LIMIT orders and good-till-date orders (mix_order_types); 0 and 0 give the plain
         flow, unchanged.
+    icebergs : share in [0, 1] (stops + gtd + icebergs <= 1) of the NEW LIMIT GTC rows given a
+        display_qty (iceberg orders; mix_order_types).
 
     Returns
     -------
@@ -389,6 +402,7 @@ def generate_flow(n_events: int, n_books: int = 1, n_accounts: int = 5000, seed:
     CANCEL: the id of an order resting at that moment), side int8, price_ticks int64, qty int64
     (CANCEL: the order's leaves), action uint8 (NEW / CANCEL), order_type uint8 (LIMIT), tif uint8
     (GTC / IOC), account uint32, symbol uint32, post_only uint8 (0); with the mix also
-    order_type STOP / STOP_LIMIT, stop_price_ticks and expire_ts_ns (else 0).
+    order_type STOP / STOP_LIMIT, stop_price_ticks, expire_ts_ns and display_qty (else 0).
     """
-    return generate_flow_stats(n_events, n_books, n_accounts, seed, start_mid, stops=stops, gtd=gtd)[0]
+    return generate_flow_stats(n_events, n_books, n_accounts, seed, start_mid, stops=stops, gtd=gtd,
+                               icebergs=icebergs)[0]

@@ -292,7 +292,10 @@ class GpuMatcher:
             ns = S.bk[b_out, K.F_NSTOP]
             sk = nrest + 2 * ns + 4
             st_ = (ns != 0) | (dI.otype[row_out] >= Sch.OT_STOP)
-            need = xp.stack([xp.where(st_, sk, m), xp.where(st_, 8 * sk + 8, 2 * m + 4) + x,
+            # icebergs' replenishments (K.ice_room): a fill and two events each
+            nsl = S.bk[b_out, K.F_NSLC]
+            xi = xp.where(ns != 0, nsl, xp.minimum(nsl, xp.maximum(dI.qty[row_out], 0)))
+            need = xp.stack([xp.where(st_, sk, m) + xi, xp.where(st_, 8 * sk + 8, 2 * m + 4) + x + 2 * xi,
                              xp.where(st_, 3 * sk + 4, m + 3) + x], axis=1)
             O = grow_outputs_xp(xp, O, r_out, need)
             eng.grow_counts["output"] += int(r_out.shape[0])

@@ -183,6 +183,10 @@ def match_file(orders: str | Path, fills: str | Path, events: str | Path | None 
         if stops.size:   # their waiting time would show as orders in the ITCH book (issue 11)
             raise InputError(f"column 'order_type' row {int(stops[0])}: ITCH out (--itch) does not publish "
                              "STOP / STOP_LIMIT orders yet; match this file without --itch")
+        ice = np.flatnonzero((cols["action"] == S.ACT_NEW) & (cols["display_qty"] != 0))
+        if ice.size:     # events carry an iceberg's total leaves: ITCH would show its reserve
+            raise InputError(f"column 'display_qty' row {int(ice[0])}: ITCH out (--itch) does not publish "
+                             "iceberg orders yet; match this file without --itch")
     with (notice() if notice is not None else nullcontext()):
         from .device import resolve_device
         warm_up(resolve_device(device).kind, risk is not None)

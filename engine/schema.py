@@ -12,7 +12,7 @@ import pyarrow as pa
 from hpte.kernels.enums import (  # noqa: F401  (re-exported: the one place they are defined)
     BUY, SELL, ACT_NEW, ACT_CANCEL, ACT_REPLACE, OT_LIMIT,
     OT_MARKET, OT_STOP, OT_STOP_LIMIT, EV_TRIGGERED, R_INVALID_STOP_PRICE, R_UNEXPECTED_STOP_PRICE,
-    R_INVALID_STOP_TIF, R_STOP_NOT_SUPPORTED, TIF_GTC, TIF_IOC, TIF_FOK, TIF_DAY, KIND_NEW_GTC,
+    R_INVALID_STOP_TIF, R_STOP_NOT_SUPPORTED, R_INVALID_DISPLAY_QTY, R_ICEBERG_NOT_SUPPORTED, TIF_GTC, TIF_IOC, TIF_FOK, TIF_DAY, KIND_NEW_GTC,
     KIND_CANCEL, KIND_NEW_IOC, STP_NONE, STP_CANCEL_NEWEST, STP_CANCEL_OLDEST, STP_CANCEL_BOTH,
     STP_DECREMENT, EV_ACCEPTED, EV_REJECTED, EV_CANCELLED, EV_EXPIRED, EV_FILLED,
     EV_PARTIALLY_FILLED, EV_REPLACED, R_NONE, R_INVALID_ACTION, R_INVALID_SIDE, R_INVALID_ORDER_TYPE,
@@ -85,6 +85,8 @@ REASON_NAMES = {
     R_UNEXPECTED_STOP_PRICE: "UNEXPECTED_STOP_PRICE",
     R_INVALID_STOP_TIF: "INVALID_STOP_TIF",
     R_STOP_NOT_SUPPORTED: "STOP_NOT_SUPPORTED",
+    R_INVALID_DISPLAY_QTY: "INVALID_DISPLAY_QTY",
+    R_ICEBERG_NOT_SUPPORTED: "ICEBERG_NOT_SUPPORTED",
     # risk limits (kernels/risk/checks.py): the limit's name in upper case, or a named state
     RR_MAX_ORDER_QTY: "MAX_ORDER_QTY",
     RR_MAX_ORDER_NOTIONAL: "MAX_ORDER_NOTIONAL",
@@ -117,6 +119,7 @@ ORDER_COLUMNS: tuple[tuple[str, np.dtype, bool, int], ...] = (
     ("post_only", np.dtype(np.uint8), False, 0),
     ("expire_ts_ns", np.dtype(np.int64), False, 0),   # good-till-date: 0 = none
     ("stop_price_ticks", np.dtype(np.int64), False, 0),   # STOP / STOP_LIMIT trigger price: 0 = none
+    ("display_qty", np.dtype(np.int64), False, 0),   # iceberg slice size (lots): 0 = not an iceberg
 )
 ORDER_DTYPE = np.dtype([(n, t) for n, t, _, _ in ORDER_COLUMNS], align=True)
 
@@ -182,7 +185,12 @@ def arrow_schema(columns) -> pa.Schema:
     return pa.schema([pa.field(c[0], pa.from_numpy_dtype(c[1]), nullable=False) for c in columns])
 
 
-ORDER_SCHEMA = arrow_schema(ORDER_COLUMNS)
+# ORDER_SCHEMA leaves display_qty out for now: the gateway's journal schema (engine/server/state.py)
+# is derived from it by name and its order batches have no display_qty (no iceberg entry), so the
+# journal keeps its format. Files that may hold icebergs (hpte gen) are written with
+# ORDER_FILE_SCHEMA; readers take either (display_qty is optional).
+ORDER_SCHEMA = arrow_schema([c for c in ORDER_COLUMNS if c[0] != "display_qty"])
+ORDER_FILE_SCHEMA = arrow_schema(ORDER_COLUMNS)
 FILL_SCHEMA = arrow_schema(FILL_COLUMNS)
 DELTA_SCHEMA = arrow_schema(DELTA_COLUMNS)
 LEVEL_SCHEMA = arrow_schema(LEVEL_COLUMNS)

@@ -37,6 +37,9 @@ State tuple ``S`` (see engine/book_state.py for allocation):
                          slots the id index maps to count). For a waiting stop (flag FL_STOP,
                          never good-till-date) its stop price (ticks) instead: no pool array
                          more for stops; reset to 0 when the stop triggers
+  o_rsv   int64[P]       iceberg reserve (lots hidden behind the displayed slice o_qty); 0 on
+                         every other slot (an iceberg leaving the book clears it)
+  o_dsp   int64[P]       iceberg slice size (lots); valid only on slots flagged FL_ICE
 """
 from __future__ import annotations
 
@@ -61,7 +64,7 @@ from .enums import (
     R_DUPLICATE_ORDER_ID, R_INVALID_STOP_PRICE, R_INVALID_STOP_TIF, R_STOP_NOT_SUPPORTED, R_UNEXPECTED_STOP_PRICE,
     R_FOK_NOT_FILLABLE, R_INVALID_ACTION, R_INVALID_ORDER_TYPE, R_INVALID_POST_ONLY,
     R_INVALID_PRICE, R_INVALID_QTY, R_INVALID_SIDE, R_INVALID_TIF, R_NONE, R_NOT_OWNER,
-    R_EXPIRE_IN_PAST, R_EXPIRE_TIME, R_INVALID_EXPIRE, R_POST_ONLY_WOULD_TAKE, R_PRICE_BAND, R_SELF_TRADE, R_UNKNOWN_ORDER, R_VELOCITY, RR_SYMBOL_PAUSED,
+    R_EXPIRE_IN_PAST, R_EXPIRE_TIME, R_ICEBERG_NOT_SUPPORTED, R_INVALID_DISPLAY_QTY, R_INVALID_EXPIRE, R_POST_ONLY_WOULD_TAKE, R_PRICE_BAND, R_SELF_TRADE, R_UNKNOWN_ORDER, R_VELOCITY, RR_SYMBOL_PAUSED,
     SELL, STP_CANCEL_BOTH, TS_PAUSED,
     STP_CANCEL_NEWEST, STP_CANCEL_OLDEST, STP_DECREMENT, STP_NONE, TIF_DAY, TIF_FOK, TIF_GTC, TIF_IOC,
 )
@@ -103,6 +106,9 @@ F_NEXP = 32     # earliest expire_ts_ns (ns) of the book's good-till-date orders
                 #   stale-early after a cancel: the sweep then finds nothing due and recomputes it)
 # Stop orders (README "Stop and stop-limit orders"): untriggered stops wait in pool slots outside
 # the ladder, in a list in acceptance order (linked through o_next / o_prev like the parked list)
+F_NSLC = 33     # icebergs: replenishments still to come, sum of ceil(o_rsv / o_dsp) over the book
+                #   (0: no reserve anywhere, the matching loops never look at o_rsv); also bounds
+                #   the extra fills a row may produce (ice_room)
 F_LAST = 34     # price (ticks) of the book's last trade, 0 = none yet
 F_SHEAD = 35    # first untriggered stop (local slot), -1 none
 F_STAIL = 36    # last untriggered stop
@@ -134,6 +140,7 @@ FL_POST = 8
 FL_PARKED = 16
 FL_STOP = 32     # an untriggered stop (in the book's stop list, not in the ladder)
 FL_SMKT = 64     # ... a stop-market one (a MARKET order once triggered; o_px 0)
+FL_ICE = 128     # an iceberg (o_dsp is its slice size; README "Iceberg orders")
 
 _U1 = np.uint64(1)
 _U0 = np.uint64(0)
@@ -616,6 +623,65 @@ def crosses(S, b, side, is_market, px):
     return is_market or bk[b, F_BASE] + bb >= px
 
 
+# ---------------------------------------------------------------------------------------------
+# Icebergs (README "Iceberg orders"): o_qty is the displayed slice, o_rsv the hidden reserve
+# ---------------------------------------------------------------------------------------------
+@register_jitable
+def ice_slices(rsv, dsp):
+    """Replenishments a reserve of rsv lots gives with slices of dsp lots: ceil(rsv / dsp)."""
+    if rsv <= 0:
+        return np.int64(0)
+    return (rsv + dsp - 1) // dsp
+
+
+@register_jitable
+def ice_set_reserve(S, b, ms, rsv):
+    """Set the reserve of iceberg pool slot ms (global) of book b to rsv, keeping F_NSLC."""
+    d = S.o_dsp[ms]
+    S.bk[b, F_NSLC] += ice_slices(rsv, d) - ice_slices(S.o_rsv[ms], d)
+    S.o_rsv[ms] = rsv
+
+
+@register_jitable
+def ice_refill(S, b, poff, g, s):
+    """Iceberg at local slot s of global level g: its slice is 0, reserve left. A new slice
+    min(display, reserve) joins the back of the level (new time priority, no longer TOP).
+    Returns the new slice (the caller settles the level's quantity)."""
+    ms = poff + s
+    rsv = S.o_rsv[ms]
+    nq = min(S.o_dsp[ms], rsv)
+    S.o_rsv[ms] = rsv - nq
+    S.bk[b, F_NSLC] -= 1
+    S.o_qty[ms] = nq
+    level_unlink(S, poff, g, s)
+    level_append(S, poff, g, s)
+    top_lose(S, b, s)
+    return nq
+
+
+@register_jitable
+def ice_room(nsl, q, stops):
+    """Extra fill rows a row may need for icebergs' replenishments: each replenishment is at
+    most one fill more (and two events). A taker of q lots makes at most q fills, so min(nsl, q)
+    without stops; with stops (a cascade of takers) every replenishment left, nsl."""
+    if nsl == 0:
+        return np.int64(0)
+    if stops:
+        return nsl
+    return min(nsl, max(q, 0))
+
+
+@register_jitable
+def level_total(S, poff, g):
+    """Displayed slices and reserves of every order at global level g (lots)."""
+    t = 0
+    s = S.lv_head[g]
+    while s >= 0:
+        t += S.o_qty[poff + s] + S.o_rsv[poff + s]
+        s = S.o_next[poff + s]
+    return t
+
+
 
 # ---------------------------------------------------------------------------------------------
 # The per-row step
@@ -740,6 +806,7 @@ def _make_step(RISK):
         nlev = bk[b, F_NLEV]
         poff = bk[b, F_POFF]
         avail = 0
+        ice = bk[b, F_NSLC] != 0           # reserves count (icebergs replenish within the FOK)
         if RISK:
             lo, hi = band_limits(R, sr)
             vk = R.bp[B_VELOCITY_TICKS]
@@ -767,7 +834,7 @@ def _make_step(RISK):
                         return False
             g = loff + lvl
             if stp == STP_NONE:
-                avail += S.lv_qty[g]
+                avail += level_total(S, poff, g) if ice else S.lv_qty[g]
                 if avail >= qty:
                     return True
             elif bk[b, F_ALGO] != 0:
@@ -778,7 +845,7 @@ def _make_step(RISK):
                     if S.o_acct[poff + s] == acct:
                         return False
                     s = S.o_next[poff + s]
-                avail += S.lv_qty[g]
+                avail += level_total(S, poff, g) if ice else S.lv_qty[g]
                 if avail >= qty:
                     return True
             else:
@@ -786,7 +853,7 @@ def _make_step(RISK):
                 while s >= 0:
                     if S.o_acct[poff + s] == acct:
                         return False
-                    avail += S.o_qty[poff + s]
+                    avail += S.o_qty[poff + s] + S.o_rsv[poff + s]
                     if avail >= qty:
                         return True
                     s = S.o_next[poff + s]
@@ -805,6 +872,7 @@ def _make_step(RISK):
         settles the level's quantity and delta."""
         ms = poff + s
         mq = S.o_qty[ms]
+        rsv = S.o_rsv[ms]                  # an iceberg's reserve (0 otherwise): STP acts on the total
         macct = S.o_acct[ms]
         mid = S.o_id[ms]
         maker_side = SELL if side == BUY else BUY
@@ -817,9 +885,11 @@ def _make_step(RISK):
                 risk_release_book(tar, sr, side, q, npx, True, R.acct, R.pair)
             return 0, True, 0, 0
         if stp == STP_CANCEL_OLDEST or stp == STP_CANCEL_BOTH:
-            emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_CANCELLED, R_SELF_TRADE, lp, mq, 0)
+            emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_CANCELLED, R_SELF_TRADE, lp, mq + rsv, 0)
             if RISK:
                 risk_release_book(np.int64(S.o_arow[ms]), sr, maker_side, mq, lp, True, R.acct, R.pair)
+            if rsv != 0:
+                ice_set_reserve(S, b, ms, 0)
             S.o_qty[ms] = 0
             removed_q += mq
             drop_maker(S, b, poff, g, s, mid)
@@ -831,21 +901,24 @@ def _make_step(RISK):
                 q = 0
                 stopped = True
             return q, stopped, removed_q, removed_n
-        # STP_DECREMENT
-        d = min(q, mq)
-        mq -= d
+        # STP_DECREMENT: an iceberg loses its reserve first, its displayed slice only after it
+        d = min(q, mq + rsv)
+        x = min(d, rsv)
+        if x != 0:
+            ice_set_reserve(S, b, ms, rsv - x)
+        mq -= d - x
         q -= d
         if RISK:
             risk_release_book(np.int64(S.o_arow[ms]), sr, maker_side, d, lp, mq == 0, R.acct, R.pair)
             risk_release_book(tar, sr, side, d, npx, q == 0, R.acct, R.pair)
         S.o_qty[ms] = mq
-        removed_q += d
+        removed_q += d - x
         if mq == 0:
             emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_CANCELLED, R_SELF_TRADE, lp, d, 0)
             drop_maker(S, b, poff, g, s, mid)
             removed_n += 1
         else:
-            emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_REPLACED, R_SELF_TRADE, lp, d, mq)
+            emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_REPLACED, R_SELF_TRADE, lp, d, mq + rsv - x)
         if q == 0:
             emit_event(O, r, seq, ts, sym, oid, acct, side, EV_CANCELLED, R_SELF_TRADE, tpx, d, 0)
             stopped = True
@@ -858,9 +931,12 @@ def _make_step(RISK):
         """The taker (leaves q) fills f lots against the maker at local slot s of global level g
         (price lp): the fill row, the maker's and the taker's events; a maker filled completely
         leaves the book (level count, id index, pool; the level's quantity is settled by the
-        caller). Returns (taker leaves after, 1 if the maker left the book else 0)."""
+        caller). An iceberg whose slice empties with reserve left replenishes to the back of the
+        level. Returns (taker leaves after, 1 if the maker left the book else 0, the new slice
+        (lots added to the level) or 0)."""
         ms = poff + s
         mq = S.o_qty[ms] - f
+        mt = mq + S.o_rsv[ms]              # the maker's total leaves (events carry it)
         macct = S.o_acct[ms]
         mid = S.o_id[ms]
         maker_side = SELL if side == BUY else BUY
@@ -871,17 +947,20 @@ def _make_step(RISK):
         if RISK:
             risk_fill(R, sr, ts, tar, side, npx, q == 0, np.int64(S.o_arow[ms]), mq == 0, lp, f)
         gone = 0
-        if mq == 0:
+        added = 0
+        if mt == 0:
             emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_FILLED, R_NONE, lp, f, 0)
             drop_maker(S, b, poff, g, s, mid)
             gone = 1
         else:
-            emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_PARTIALLY_FILLED, R_NONE, lp, f, mq)
+            emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_PARTIALLY_FILLED, R_NONE, lp, f, mt)
+            if mq == 0:
+                added = ice_refill(S, b, poff, g, s)
         if q == 0:
             emit_event(O, r, seq, ts, sym, oid, acct, side, EV_FILLED, R_NONE, lp, f, 0)
         else:
             emit_event(O, r, seq, ts, sym, oid, acct, side, EV_PARTIALLY_FILLED, R_NONE, lp, f, q)
-        return q, gone
+        return q, gone, added
 
     @register_jitable
     def alloc_level(S, O, r, b, seq, ts, oid, acct, side, tpx, q, stp, g, lp, R, tar, sr, npx):
@@ -902,6 +981,7 @@ def _make_step(RISK):
         algo = bk[b, F_ALGO]
         maker_side = SELL if side == BUY else BUY
         stopped = False
+        touched = False
         removed_q = 0
         removed_n = 0
         if stp != STP_NONE:
@@ -913,10 +993,15 @@ def _make_step(RISK):
                                                   poff, g, s, lp, R, tar, sr, npx)
                     removed_q += dq
                     removed_n += dn
+                    if stp != STP_CANCEL_NEWEST:
+                        touched = True
                     if stopped:
                         break
                 s = nxt
-        if not stopped and q > 0:
+        # allocation on displayed quantities; icebergs whose slice emptied joined the back with a
+        # new slice, and the level is allocated again until the taker or the level is done
+        # (without icebergs one pass always ends it: R < T allocates all of R, R >= T empties it)
+        while not stopped and q > 0 and S.lv_cnt[g] > 0:
             T = S.lv_qty[g] - removed_q
             full = q >= T                      # step 0
             top = -1
@@ -970,9 +1055,11 @@ def _make_step(RISK):
                         if a >= mina:
                             res_b -= a
                         s = S.o_next[poff + s]
-            # pass 2: one fill per maker, in time priority
+            # pass 2: one fill per maker, in time priority, up to the level's last order now
+            # (a replenished slice joins behind it: its turn is the next allocation)
             pro = (algo & ALG_PRO) != 0 and left > 0
             s = S.lv_head[g]
+            end = S.lv_tail[g]
             while s >= 0 and q > 0:
                 ms = poff + s
                 nxt = S.o_next[ms]
@@ -1001,12 +1088,15 @@ def _make_step(RISK):
                         res_b -= x
                     f = mq - rem
                 if f > 0:
-                    q, gone = fill_maker(S, O, r, b, seq, ts, sym, oid, acct, side, q, poff, g, s, lp, f,
-                                         R, tar, sr, npx)
-                    removed_q += f
+                    q, gone, added = fill_maker(S, O, r, b, seq, ts, sym, oid, acct, side, q, poff, g, s, lp, f,
+                                                R, tar, sr, npx)
+                    removed_q += f - added
                     removed_n += gone
+                    touched = True
+                if s == end:
+                    break
                 s = nxt
-        if removed_q > 0:
+        if touched:
             S.lv_qty[g] -= removed_q
             if maker_side == SELL:
                 bk[b, F_ASKQTY] -= removed_q
@@ -1040,6 +1130,7 @@ def _make_step(RISK):
         halt = 0
         maker_side = SELL if side == BUY else BUY
         algo = bk[b, F_ALGO]
+        ice = bk[b, F_NSLC] != 0       # some iceberg has reserve (else o_rsv is never read)
         if RISK:
             lo, hi = band_limits(R, sr)
         while q > 0:
@@ -1083,6 +1174,7 @@ def _make_step(RISK):
             s = S.lv_head[g]
             removed_q = 0
             removed_n = 0
+            touched = False
             while s >= 0 and q > 0:
                 ms = poff + s
                 nxt = S.o_next[ms]
@@ -1094,6 +1186,8 @@ def _make_step(RISK):
                                                   poff, g, s, lp, R, tar, sr, npx)
                     removed_q += dq
                     removed_n += dn
+                    if stp != STP_CANCEL_NEWEST:
+                        touched = True
                     if stopped:
                         break
                 else:
@@ -1102,23 +1196,31 @@ def _make_step(RISK):
                     q -= f
                     S.o_qty[ms] = mq
                     removed_q += f
+                    touched = True
+                    mt = mq                 # the maker's total leaves (events carry it)
+                    if ice:
+                        mt += S.o_rsv[ms]
                     bk[b, F_LAST] = lp
                     emit_fill(O, r, seq, ts, sym, oid, mid, acct, macct, side, lp, f)
                     if RISK:
                         risk_fill(R, sr, ts, tar, side, npx, q == 0, np.int64(S.o_arow[ms]), mq == 0, lp, f)
-                    if mq == 0:
+                    if mt == 0:
                         emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_FILLED, R_NONE, lp, f, 0)
                         drop_maker(S, b, poff, g, s, mid)
                         removed_n += 1
                     else:
-                        emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_PARTIALLY_FILLED, R_NONE, lp, f, mq)
+                        emit_event(O, r, seq, ts, sym, mid, macct, maker_side, EV_PARTIALLY_FILLED, R_NONE, lp, f, mt)
+                        if mq == 0:         # an iceberg's slice: a new one joins the back
+                            removed_q -= ice_refill(S, b, poff, g, s)
+                            if nxt < 0:     # it was the last order: it is the next one too
+                                nxt = s
                     if q == 0:
                         emit_event(O, r, seq, ts, sym, oid, acct, side, EV_FILLED, R_NONE, lp, f, 0)
                     else:
                         emit_event(O, r, seq, ts, sym, oid, acct, side, EV_PARTIALLY_FILLED, R_NONE, lp, f, q)
                 s = nxt
             # one delta for everything the taker did at this level
-            if removed_q > 0:
+            if touched:
                 S.lv_qty[g] -= removed_q
                 if maker_side == SELL:
                     bk[b, F_ASKQTY] -= removed_q
@@ -1162,7 +1264,12 @@ def _make_step(RISK):
             oside = SELL if (fl & FL_SELL) != 0 else BUY
             opx = S.o_px[ms]
             lq = S.o_qty[ms]
-            emit_event(O, r, seq, ts, sym, oid, S.o_acct[ms], oside, EV_EXPIRED, R_EXPIRE_TIME, opx, lq, 0)
+            if (fl & FL_ICE) != 0 and S.o_rsv[ms] != 0:
+                emit_event(O, r, seq, ts, sym, oid, S.o_acct[ms], oside, EV_EXPIRED, R_EXPIRE_TIME, opx,
+                           lq + S.o_rsv[ms], 0)
+                ice_set_reserve(S, b, ms, 0)
+            else:
+                emit_event(O, r, seq, ts, sym, oid, S.o_acct[ms], oside, EV_EXPIRED, R_EXPIRE_TIME, opx, lq, 0)
             if RISK:
                 risk_release_book(np.int64(S.o_arow[ms]), sr, oside, lq, opx, True, R.acct, R.pair)
             if (fl & FL_PARKED) != 0:
@@ -1204,6 +1311,11 @@ def _make_step(RISK):
         if not RISK and (ns != 0 or I.otype[i] >= OT_STOP):
             # stops may trigger after the row, each one a taker in turn (stop_room)
             m, ne, nd = stop_room(nrest, ns)
+        nsl = bk[b, F_NSLC]
+        if nsl != 0:                    # icebergs' replenishments: a fill (two events) each
+            x = ice_room(nsl, q, ns != 0)
+            m += x
+            ne += 2 * x
         if O.cur[r, 0] + m > O.cap[r, 0] or O.cur[r, 1] + ne > O.cap[r, 1] or O.cur[r, 2] + nd > O.cap[r, 2]:
             return ST_NEED_OUTPUT
         ts = I.ts[i]
@@ -1216,6 +1328,7 @@ def _make_step(RISK):
         poff = bk[b, F_POFF]
         toff = bk[b, F_TOFF]
         tmask = bk[b, F_TMASK]
+        dsp_q = I.disp[i] if I.disp.shape[0] != 0 else 0     # iceberg slice size (0 = none)
         paused = False
         sr = 0
         tar = 0
@@ -1255,6 +1368,10 @@ def _make_step(RISK):
                 rej = R_INVALID_STOP_PRICE
             elif otype >= OT_STOP and (tif == TIF_IOC or tif == TIF_FOK):
                 rej = R_INVALID_STOP_TIF
+            elif dsp_q != 0 and (dsp_q < 0 or dsp_q > q or otype != OT_LIMIT or tif == TIF_IOC or tif == TIF_FOK):
+                rej = R_INVALID_DISPLAY_QTY
+            elif dsp_q != 0 and RISK:
+                rej = R_ICEBERG_NOT_SUPPORTED
             elif id_find(S.tab, toff, tmask, S.o_id, poff, oid) >= 0:
                 rej = R_DUPLICATE_ORDER_ID
             elif I.force[i] != 0:
@@ -1324,6 +1441,12 @@ def _make_step(RISK):
             S.o_exp[ms] = e
             if e != 0 and (bk[b, F_NEXP] == 0 or e < bk[b, F_NEXP]):
                 bk[b, F_NEXP] = e
+            if dsp_q != 0:                 # an iceberg: its slice shows, the rest is its reserve
+                S.o_flags[ms] = fl | np.uint8(FL_ICE)
+                S.o_dsp[ms] = dsp_q
+                if q > dsp_q:
+                    S.o_qty[ms] = dsp_q
+                    ice_set_reserve(S, b, ms, q - dsp_q)
             id_insert(S.tab, toff, tmask, oid, s)
             if RISK:
                 S.o_arow[ms] = tar
@@ -1345,11 +1468,13 @@ def _make_step(RISK):
             emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, R_UNKNOWN_ORDER, px, q, 0)
             return ST_OK
         ms = poff + s
+        fl = S.o_flags[ms]
         lq = S.o_qty[ms]
+        if (fl & FL_ICE) != 0:          # an iceberg: events carry the total leaves
+            lq += S.o_rsv[ms]
         if S.o_acct[ms] != acct:
             emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, R_NOT_OWNER, px, q, lq)
             return ST_OK
-        fl = S.o_flags[ms]
         oside = SELL if (fl & FL_SELL) != 0 else BUY
         opx = S.o_px[ms]
         if act == ACT_CANCEL:
@@ -1372,11 +1497,16 @@ def _make_step(RISK):
             g = remove_resting(S, b, s)
             id_delete(S.tab, toff, tmask, S.o_id, poff, oid)
             slot_free(S, b, poff, s)
+            if (fl & FL_ICE) != 0:
+                ice_set_reserve(S, b, ms, 0)
             emit_event(O, r, seq, ts, sym, oid, acct, oside, EV_CANCELLED, R_NONE, opx, lq, 0)
             emit_delta(O, r, seq, ts, sym, oside, opx, S.lv_qty[g], S.lv_cnt[g])
             return ST_OK
 
-        # REPLACE: q = new open quantity, px = new price
+        # REPLACE: q = new open quantity (an iceberg's new total), px = new price
+        if dsp_q != 0:                     # a replace keeps the display size
+            emit_event(O, r, seq, ts, sym, oid, acct, side, EV_REJECTED, R_INVALID_DISPLAY_QTY, px, q, lq)
+            return ST_OK
         if not RISK and (fl & FL_STOP) != 0:
             return stop_replace(I, S, O, r, i, b, seq, s)
         rej = R_NONE
@@ -1425,7 +1555,13 @@ def _make_step(RISK):
                     return ST_OK
             g = bk[b, F_LOFF] + (opx - bk[b, F_BASE])
             diff = lq - q
-            S.o_qty[ms] = q
+            if (fl & FL_ICE) != 0:      # the slice stays up to q, the reserve takes the rest
+                shown = min(S.o_qty[ms], q)
+                diff = S.o_qty[ms] - shown
+                ice_set_reserve(S, b, ms, q - shown)
+                S.o_qty[ms] = shown
+            else:
+                S.o_qty[ms] = q
             top_lose(S, b, s)
             emit_event(O, r, seq, ts, sym, oid, acct, oside, EV_REPLACED, R_NONE, px, q, q)
             if diff > 0:
@@ -1452,6 +1588,8 @@ def _make_step(RISK):
                 return ST_OK
         g = remove_resting(S, b, s)
         top_lose(S, b, s)
+        if (fl & FL_ICE) != 0:          # re-entered: a taker of q, then a new slice if it rests
+            ice_set_reserve(S, b, ms, 0)
         emit_delta(O, r, seq, ts, sym, oside, opx, S.lv_qty[g], S.lv_cnt[g])
         emit_event(O, r, seq, ts, sym, oid, acct, oside, EV_REPLACED, R_NONE, px, q, q)
         S.o_px[ms] = rpx
@@ -1471,6 +1609,9 @@ def _make_step(RISK):
                 slot_free(S, b, poff, s)
                 return ST_OK
         S.o_qty[ms] = q
+        if (fl & FL_ICE) != 0 and q > S.o_dsp[ms]:
+            S.o_qty[ms] = S.o_dsp[ms]
+            ice_set_reserve(S, b, ms, q - S.o_dsp[ms])
         if RISK and rpx != npx:
             risk_renotional(tar, sr, q, rpx - npx, R.acct, R.pair)
         if RISK and halt == 2:      # the sweep paused the symbol: the rest waits for the auction

@@ -78,6 +78,8 @@ def compact_pool_cpu(S, b, newslot):
         S.o_acct[dst] = S.o_acct[src]
         S.o_flags[dst] = S.o_flags[src]
         S.o_exp[dst] = S.o_exp[src]
+        S.o_rsv[dst] = S.o_rsv[src]
+        S.o_dsp[dst] = S.o_dsp[src]
         if has_arow:
             S.o_arow[dst] = S.o_arow[src]
         S.o_next[dst] = newslot[nx] if nx >= 0 else -1

@@ -69,6 +69,9 @@ R_INVALID_STOP_PRICE = 24  # STOP / STOP_LIMIT with stop_price_ticks <= 0 (REPLA
 R_UNEXPECTED_STOP_PRICE = 25  # stop_price_ticks on a LIMIT / MARKET order (NEW, or REPLACE of one)
 R_INVALID_STOP_TIF = 26    # STOP / STOP_LIMIT with tif IOC or FOK (a stop waits: GTC or DAY)
 R_STOP_NOT_SUPPORTED = 27  # STOP / STOP_LIMIT on an engine with risk checks (not yet supported there)
+R_INVALID_DISPLAY_QTY = 28  # display_qty < 0, > qty, on an order that cannot rest (MARKET, IOC, FOK,
+                            # STOP, STOP_LIMIT) or non-zero on a REPLACE row
+R_ICEBERG_NOT_SUPPORTED = 29  # an iceberg (display_qty > 0) on an engine with risk checks
 
 # Risk reject reasons (kernels/risk/checks.py; README "Risk limits")
 RR_MAX_ORDER_QTY = 100

@@ -174,7 +174,8 @@ def _pick(draw, weighted: Sequence[tuple[int, object]]):
 @st.composite
 def order_streams(draw, min_rows: int = 0, max_rows: int = 60, n_symbols: int = 2,
                   n_accounts: int = 3, n_prices: int = 5, invalid: bool = True,
-                  first_id: int = 1, gtd: bool = False, stops: bool = False) -> dict[str, np.ndarray]:
+                  first_id: int = 1, gtd: bool = False, stops: bool = False,
+                  icebergs: bool = False) -> dict[str, np.ndarray]:
     """A stream of order rows (dict of numpy columns of the order schema) that stresses the book.
 
     Prices come from `n_prices` ticks around 100 (buys a little lower than sells, so books both
@@ -187,6 +188,9 @@ def order_streams(draw, min_rows: int = 0, max_rows: int = 60, n_symbols: int = 
     half of the NEW rows carry an `expire_ts_ns` a few ns ahead (some in the past, some far ahead).
     With `stops`, about a third of the NEW rows are STOP / STOP_LIMIT orders with stop prices among
     the trading prices (a few with a bad stop price or tif), and some REPLACE rows move a stop price.
+    With `icebergs`, about half of the NEW rows carry a `display_qty` (mostly 1..qty on any order
+    type: valid on resting LIMIT orders, INVALID_DISPLAY_QTY elsewhere; a few -1 or qty + 1), and a
+    few REPLACE rows one (INVALID_DISPLAY_QTY).
     """
     n = draw(st.integers(min_rows, max_rows))
     symbols = [0, 7, 1 << 31][: max(1, n_symbols)]
@@ -289,6 +293,11 @@ def order_streams(draw, min_rows: int = 0, max_rows: int = 60, n_symbols: int = 
         if invalid and draw(st.integers(0, 39)) == 0:
             qty = draw(st.sampled_from(BAD_QTYS))
         row.update(price_ticks=price, qty=qty)
+        if icebergs and action == S.ACT_NEW and draw(st.booleans()):
+            row["display_qty"] = _pick(draw, [(90, draw(st.integers(1, max(1, qty)))), (5 * bad, -1),
+                                              (5 * bad, qty + 1)])
+        elif icebergs and action == S.ACT_REPLACE and draw(st.integers(0, 19)) == 0:
+            row["display_qty"] = 1
         rows.append(row)
         sim.submit(rows_to_columns([row]))
     return rows_to_columns(rows)
@@ -302,6 +311,7 @@ def random_stream(rng: np.random.Generator, n: int, n_symbols: int = 3, n_accoun
     cols["ts_ns"][:] = 1_000_000 + np.cumsum(rng.integers(0, 3, n))
     cols["expire_ts_ns"][:] = 0             # no good-till-date orders (order_streams(gtd=True) has them)
     cols["stop_price_ticks"][:] = 0         # no stop orders (order_streams(stops=True) has them)
+    cols["display_qty"][:] = 0              # no icebergs (order_streams(icebergs=True) has them)
     used: list[int] = []
     sim = ReferenceEngine()                 # to know which orders are live
     owner: dict[int, tuple[int, int, int]] = {}

@@ -34,13 +34,14 @@ QTYS = st.integers(1, 9)
 
 class _Entry:
     __slots__ = ("side", "account", "price", "leaves", "submitted", "filled", "cancelled",
-                 "expired", "decremented", "stamp", "waiting")
+                 "expired", "decremented", "stamp", "waiting", "display")
 
     def __init__(self, side, account, price, qty, stamp):
         self.side, self.account, self.price, self.leaves = side, account, price, qty
         self.submitted, self.filled, self.cancelled, self.expired, self.decremented = qty, 0, 0, 0, 0
         self.stamp = stamp
         self.waiting = False        # an untriggered stop (not in the book)
+        self.display = 0            # an iceberg's slice size (the book shows at most that)
 
     def consumed(self):
         return self.filled + self.cancelled + self.expired + self.decremented
@@ -147,7 +148,7 @@ class BookMachine(RuleBasedStateMachine):
         self._submit([dict(order_id=oid, side=S.BUY, price_ticks=price, qty=qty, action=S.ACT_REPLACE,
                            account=acct, symbol=sym)])
 
-    @rule(cols=order_streams(max_rows=6, first_id=10_000, stops=True))
+    @rule(cols=order_streams(max_rows=6, first_id=10_000, stops=True, icebergs=True))
     def submit_batch(self, cols):
         self._submit(list(iter_rows(cols)))
 
@@ -214,6 +215,7 @@ class BookMachine(RuleBasedStateMachine):
                 self.live[key] = _Entry(side, acct, px, qty, seq)
                 r = inputs[seq - seq0]
                 self.live[key].waiting = r["order_type"] in (S.OT_STOP, S.OT_STOP_LIMIT)
+                self.live[key].display = r.get("display_qty", 0)
                 continue
             entry = self.live.get(key)
             assert entry is not None, f"event {e} for an order that is not live"
@@ -280,13 +282,18 @@ class BookMachine(RuleBasedStateMachine):
         for sym, side, px, oid, acct, qty, tif in l3:
             e = self.live.get((sym, oid))
             assert e is not None and not e.waiting, f"resting order {(sym, oid)} unknown to the ledger or a stop"
-            assert (side, px, acct, qty) == (e.side, e.price, e.account, e.leaves), (sym, oid)
+            if e.display:       # an iceberg shows a slice of its total leaves
+                assert (side, px, acct) == (e.side, e.price, e.account) and 0 < qty <= min(e.display, e.leaves)
+            else:
+                assert (side, px, acct, qty) == (e.side, e.price, e.account, e.leaves), (sym, oid)
             assert tif in (S.TIF_GTC, S.TIF_DAY)
         # books ascending, bids best->worst then asks best->worst, FIFO by stamp
         key = [(sym, 0 if side == S.BUY else 1, -px if side == S.BUY else px) for sym, side, px, *_ in l3]
         assert key == sorted(key), "book_l3 not in book/side/price order"
         last = {}
         for sym, side, px, oid, *_ in l3:
+            if self.live[(sym, oid)].display:
+                continue        # a replenished slice has a new time priority the ledger cannot see
             st_ = self.live[(sym, oid)].stamp
             k = (sym, side, px)
             assert k not in last or last[k] < st_, f"price-time priority broken at {k}: order {oid}"

@@ -165,11 +165,12 @@ def test_hypothesis_streams_gtd(cols, size):
 
 
 @settings(max_examples=10)
-@given(cols=order_streams(max_rows=50, n_symbols=3, stops=True), stp=st.sampled_from(STP_MODES),
+@given(cols=order_streams(max_rows=50, n_symbols=3, stops=True, icebergs=True), stp=st.sampled_from(STP_MODES),
        size=st.sampled_from([None, 1, 7]))
 def test_hypothesis_streams_stops(cols, stp, size):
-    """Stop and stop-limit orders (triggers and cascades inside a row, cancels, replaces), with
-    growth of the outputs a cascade needs (K.stop_room on the GPU path)."""
+    """Stop and stop-limit orders (triggers and cascades inside a row, cancels, replaces) and
+    icebergs, with growth of the outputs a cascade and replenishments need (K.stop_room,
+    K.ice_room on the GPU path)."""
     from hpte.kernels import match_cuda
     old, match_cuda.THREADS_PER_BLOCK = match_cuda.THREADS_PER_BLOCK, 2
     try:

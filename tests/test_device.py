@@ -344,7 +344,7 @@ PTX_SCRIPT = textwrap.dedent("""
     from hpte.engine.book_state import BookStore, Inputs, alloc_outputs
     from hpte.kernels import match_cuda
     dts = (np.int64, np.uint64, np.int8, np.int64, np.int64, np.uint8, np.uint8, np.uint8, np.uint32, np.uint8, np.uint8,
-           np.int64, np.int64)
+           np.int64, np.int64, np.int64)
     I = Inputs(*[np.zeros(4, dt) for dt in dts])
     v, m = np.zeros(3, np.int64), np.zeros((3, 3), np.int64)
     args = (I, BookStore(max_levels=4096).S, alloc_outputs([[1, 1, 1]]), v, v, v, v, v, v, m, m,

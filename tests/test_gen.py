@@ -282,6 +282,9 @@ def _digest(cols) -> str:
     for name, dt, _req, _default in S.ORDER_COLUMNS:
         a = np.ascontiguousarray(cols[name])
         assert a.dtype == dt, name
+        if name == "display_qty":   # added after these digests (icebergs): no iceberg in the flow
+            assert not a.any()
+            continue
         h.update(name.encode())
         h.update(a.tobytes())
     return h.hexdigest()
@@ -336,6 +339,22 @@ def test_mix_fractions_and_row_contents(stops, gtd):
     assert (st.trades, st.resting_end, st.new) == (pst.trades, pst.resting_end, pst.new)
 
 
+def test_mix_icebergs():
+    """--icebergs: a share of the NEW GTC rows (disjoint from stops / GTD) gets display_qty in
+    1..qty; the stops and GTD of the same mix are unchanged by it."""
+    base, _ = G.generate_flow_stats(4000, 2, 100, 9, stops=0.2, gtd=0.1)
+    cols, st = G.generate_flow_stats(4000, 2, 100, 9, stops=0.2, gtd=0.1, icebergs=0.3)
+    n_new = int(_new_gtc(base).sum())
+    ice = cols["display_qty"] != 0
+    assert ice.sum() == st.icebergs == round(0.3 * n_new)
+    assert ((cols["display_qty"][ice] >= 1) & (cols["display_qty"][ice] <= cols["qty"][ice])).all()
+    assert (cols["order_type"][ice] == S.OT_LIMIT).all() and (cols["expire_ts_ns"][ice] == 0).all()
+    assert _new_gtc(cols)[ice].all()
+    for name, *_ in S.ORDER_COLUMNS:
+        if name != "display_qty":
+            np.testing.assert_array_equal(cols[name], base[name], err_msg=name)
+
+
 def test_mix_is_deterministic_per_seed():
     a = G.generate_flow(3000, seed=4, stops=0.2, gtd=0.2)
     b = G.generate_flow(3000, seed=4, stops=0.2, gtd=0.2)
@@ -353,7 +372,8 @@ def test_mixed_flow_engine_equals_reference_with_triggers_and_expiries():
 
     from hpte.engine.engine import Engine
 
-    cols = G.generate_flow(3000, n_books=2, n_accounts=50, seed=21, stops=0.15, gtd=0.2)
+    cols = G.generate_flow(3000, n_books=2, n_accounts=50, seed=21, stops=0.15, gtd=0.2, icebergs=0.2)
+    assert (cols["display_qty"] != 0).sum() > 0
     res = Engine().submit(cols)
     ref = ReferenceEngine().submit(cols)
     assert_same(res.events, ref.events, S.EVENT_COLUMNS, "events")

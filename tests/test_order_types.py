@@ -365,8 +365,12 @@ def test_stop_submit_order_path_and_growth():
 @settings(max_examples=30, deadline=None)
 @given(stp=st.sampled_from(list(S.STP_NAMES)), algo=st.sampled_from(["fifo", "pro-rata", "allocation"]),
        cols=st.one_of(order_streams(max_rows=60, n_symbols=2, n_accounts=3, n_prices=4, stops=True),
-                      order_streams(max_rows=60, n_symbols=2, n_accounts=3, n_prices=4, stops=True, gtd=True)))
+                      order_streams(max_rows=60, n_symbols=2, n_accounts=3, n_prices=4, stops=True, gtd=True),
+                      order_streams(max_rows=60, n_symbols=2, n_accounts=3, n_prices=4, stops=True, gtd=True,
+                                    icebergs=True)))
 def test_stops_match_reference(stp, algo, cols):
+    """Stops, good-till-date orders and icebergs against the reference: every STP mode, three
+    algorithms, batch sizes 1, 7 and whole, 1 and 2 threads."""
     ref = _outputs(ReferenceEngine(stp=stp, algo=algo), cols, None)
     for size in (1, 7, None):
         for th in (1, 2):

@@ -17,6 +17,10 @@ proposals):
 - REPLACED events carry the order's side and account;
 - a priority-keeping REPLACE with new qty == leaves changes nothing in the book and emits no
   delta row (it still emits its REPLACED event).
+
+Icebergs (column ``display_qty``, 0 = not an iceberg): ``_Order.leaves`` is the displayed slice's leaves (what
+levels, deltas and L3 show), ``_Order.reserve`` the hidden rest, ``_Order.display`` the slice
+size; events carry the total (leaves + reserve). Rules: README "Iceberg orders".
 """
 from __future__ import annotations
 
@@ -50,10 +54,10 @@ def _columns(rows: list[tuple], columns) -> dict:
 
 class _Order:
     __slots__ = ("order_id", "account", "side", "price", "leaves", "tif", "post_only", "market", "expire",
-                 "stop", "stop_market")
+                 "stop", "stop_market", "display", "reserve")
 
     def __init__(self, order_id, account, side, price, leaves, tif, post_only, market=False, expire=0,
-                 stop=0, stop_market=False):
+                 stop=0, stop_market=False, display=0):
         self.order_id = order_id
         self.account = account
         self.side = side
@@ -65,6 +69,12 @@ class _Order:
         self.expire = expire        # good-till-date expiry (ns), 0 = none
         self.stop = stop            # stop price while an untriggered stop, else 0
         self.stop_market = stop_market   # an untriggered STOP (a MARKET order once triggered)
+        self.display = display      # iceberg slice size (lots), 0 = not an iceberg
+        self.reserve = 0            # iceberg: hidden quantity behind the displayed slice (leaves)
+
+    def total(self) -> int:
+        """Total leaves: the displayed slice and the hidden reserve."""
+        return self.leaves + self.reserve
 
 
 class _Book:
@@ -113,6 +123,7 @@ class ReferenceEngine:
     """Plain-Python matcher with the real engine's API; `stp` is a key of schema.STP_NAMES."""
 
     stops_supported = True          # the risk engines reject STOP / STOP_LIMIT (STOP_NOT_SUPPORTED)
+    icebergs_supported = True       # ... and icebergs (ICEBERG_NOT_SUPPORTED)
 
     def __init__(self, stp: str = "none", algo: str = "fifo", matching=None):
         if stp not in S.STP_NAMES:
@@ -179,7 +190,7 @@ class ReferenceEngine:
                         continue
                     for o in day:
                         self._event(o.order_id, o.account, o.side, S.EV_EXPIRED, S.R_END_OF_SESSION,
-                                    o.price, o.leaves, 0)
+                                    o.price, o.total(), 0)
                         q.remove(o)
                         del book.orders[o.order_id]
                         o.leaves = 0
@@ -240,7 +251,7 @@ class ReferenceEngine:
         due = sorted((o for o in book.orders.values() if 0 < o.expire <= ts),
                      key=lambda o: (o.expire, o.order_id))
         for o in due:
-            self._event(o.order_id, o.account, o.side, S.EV_EXPIRED, S.R_EXPIRE_TIME, o.price, o.leaves, 0)
+            self._event(o.order_id, o.account, o.side, S.EV_EXPIRED, S.R_EXPIRE_TIME, o.price, o.total(), 0)
             self._remove_resting(book, o)
             o.leaves = 0
             self._delta(book, o.side, o.price)
@@ -313,6 +324,11 @@ class ReferenceEngine:
             return self._reject(row, S.R_INVALID_STOP_PRICE)
         if is_stop and tif in (S.TIF_IOC, S.TIF_FOK):
             return self._reject(row, S.R_INVALID_STOP_TIF)
+        display = row["display_qty"]
+        if display < 0 or display > qty or (display > 0 and (otype != S.OT_LIMIT or tif in (S.TIF_IOC, S.TIF_FOK))):
+            return self._reject(row, S.R_INVALID_DISPLAY_QTY)
+        if display and not self.icebergs_supported:
+            return self._reject(row, S.R_ICEBERG_NOT_SUPPORTED)
         book = self._book(row["symbol"])
         if row["order_id"] in book.orders:
             return self._reject(row, S.R_DUPLICATE_ORDER_ID)
@@ -326,7 +342,7 @@ class ReferenceEngine:
             return None
         market = otype == S.OT_MARKET
         taker = _Order(row["order_id"], row["account"], side, 0 if market else price, qty, tif,
-                       post_only, market, expire)
+                       post_only, market, expire, display=display)
         opp = -side
         r = self._paused_reject(row)
         if r:
@@ -368,12 +384,12 @@ class ReferenceEngine:
                 # at the level stops the taker there
                 if self.stp != S.STP_NONE and any(o.account == taker.account for o in book.levels[opp][p]):
                     return counted
-                counted += sum(o.leaves for o in book.levels[opp][p])
+                counted += sum(o.total() for o in book.levels[opp][p])     # reserves count
                 continue
             for o in book.levels[opp][p]:
                 if self.stp != S.STP_NONE and o.account == taker.account:
                     return counted
-                counted += o.leaves
+                counted += o.total()
         return counted
 
     def _remove_resting(self, book: _Book, o: _Order):
@@ -395,8 +411,9 @@ class ReferenceEngine:
             return True
         if stp in (S.STP_CANCEL_OLDEST, S.STP_CANCEL_BOTH):
             self._event(maker.order_id, maker.account, maker.side, S.EV_CANCELLED,
-                        S.R_SELF_TRADE, maker.price, maker.leaves, 0)
+                        S.R_SELF_TRADE, maker.price, maker.total(), 0)
             maker.leaves = 0
+            maker.reserve = 0
             q.remove(maker)
             del book.orders[maker.order_id]
             if stp == S.STP_CANCEL_OLDEST:
@@ -406,8 +423,12 @@ class ReferenceEngine:
             taker.leaves = 0
             return True
         if stp == S.STP_DECREMENT:
-            d = min(taker.leaves, maker.leaves)
-            maker.leaves -= d
+            # on total leaves; an iceberg maker loses its hidden reserve first, so its displayed
+            # slice (and place) changes only once the reserve is gone
+            d = min(taker.leaves, maker.total())
+            r = min(d, maker.reserve)
+            maker.reserve -= r
+            maker.leaves -= d - r
             taker.leaves -= d
             if maker.leaves == 0:
                 self._event(maker.order_id, maker.account, maker.side, S.EV_CANCELLED,
@@ -416,7 +437,7 @@ class ReferenceEngine:
                 del book.orders[maker.order_id]
             else:
                 self._event(maker.order_id, maker.account, maker.side, S.EV_REPLACED,
-                            S.R_SELF_TRADE, maker.price, d, maker.leaves)
+                            S.R_SELF_TRADE, maker.price, d, maker.total())
             if taker.leaves == 0:
                 self._event(taker.order_id, taker.account, taker.side, S.EV_CANCELLED,
                             S.R_SELF_TRADE, taker.price, d, 0)
@@ -433,14 +454,23 @@ class ReferenceEngine:
         taker.leaves -= f
         self._fill(taker, maker, price, f)
         self._event(maker.order_id, maker.account, maker.side,
-                    S.EV_FILLED if maker.leaves == 0 else S.EV_PARTIALLY_FILLED,
-                    S.R_NONE, price, f, maker.leaves)
+                    S.EV_FILLED if maker.total() == 0 else S.EV_PARTIALLY_FILLED,
+                    S.R_NONE, price, f, maker.total())
         self._event(taker.order_id, taker.account, taker.side,
                     S.EV_FILLED if taker.leaves == 0 else S.EV_PARTIALLY_FILLED,
                     S.R_NONE, price, f, taker.leaves)
-        if maker.leaves == 0:
+        if maker.total() == 0:
             q.remove(maker)
             del book.orders[maker.order_id]
+        elif maker.leaves == 0:
+            # iceberg: a new slice from the reserve joins the back of the level (new time
+            # priority; a replenished order is no longer its side's TOP order)
+            maker.leaves = min(maker.display, maker.reserve)
+            maker.reserve -= maker.leaves
+            q.remove(maker)
+            q.append(maker)
+            if book.top[maker.side] is maker:
+                book.top[maker.side] = None
 
     def _match(self, book: _Book, taker: _Order):
         opp = -taker.side
@@ -477,7 +507,9 @@ class ReferenceEngine:
                                 touched = True
                             if stop:
                                 break
-                if not stop and taker.leaves > 0:
+                # allocation on displayed leaves; icebergs whose slice emptied joined the back
+                # with a new slice: allocate the level again until the taker or level is done
+                while not stop and taker.leaves > 0 and q:
                     alloc = allocate(book.algo, list(q), taker.leaves, book.top_order(opp))
                     for maker in list(q):          # time priority
                         if alloc[maker] > 0:
@@ -494,6 +526,9 @@ class ReferenceEngine:
         if taker.leaves <= 0:
             return
         if not taker.market and taker.tif in (S.TIF_GTC, S.TIF_DAY):
+            if 0 < taker.display < taker.leaves:       # iceberg: only a slice shows
+                taker.reserve = taker.leaves - taker.display
+                taker.leaves = taker.display
             book.levels[taker.side].setdefault(taker.price, deque()).append(taker)
             book.orders[taker.order_id] = taker
             self._delta(book, taker.side, taker.price)
@@ -508,7 +543,7 @@ class ReferenceEngine:
         if o is None:
             return self._reject(row, S.R_UNKNOWN_ORDER)
         if o.account != row["account"]:
-            return self._reject(row, S.R_NOT_OWNER, o.leaves)
+            return self._reject(row, S.R_NOT_OWNER, o.total())
         if o in book.stops:         # an untriggered stop: not in the book, no delta
             self._event(o.order_id, o.account, o.side, S.EV_CANCELLED, S.R_NONE, o.price, o.leaves, 0)
             book.stops.remove(o)
@@ -517,9 +552,10 @@ class ReferenceEngine:
         r = self._risk(row, o.leaves)
         if r:
             return self._reject(row, r, o.leaves)
-        self._event(o.order_id, o.account, o.side, S.EV_CANCELLED, S.R_NONE, o.price, o.leaves, 0)
+        self._event(o.order_id, o.account, o.side, S.EV_CANCELLED, S.R_NONE, o.price, o.total(), 0)
         self._remove_resting(book, o)
         o.leaves = 0
+        o.reserve = 0
         self._delta(book, o.side, o.price)
         return None
 
@@ -529,23 +565,25 @@ class ReferenceEngine:
         if o is None:
             return self._reject(row, S.R_UNKNOWN_ORDER)
         if o.account != row["account"]:
-            return self._reject(row, S.R_NOT_OWNER, o.leaves)
+            return self._reject(row, S.R_NOT_OWNER, o.total())
+        if row["display_qty"] != 0:      # a REPLACE keeps the order's display size
+            return self._reject(row, S.R_INVALID_DISPLAY_QTY, o.total())
         qty, price = row["qty"], row["price_ticks"]
         if o in book.stops:
             return self._replace_stop(book, o, row)
         if qty <= 0:
-            return self._reject(row, S.R_INVALID_QTY, o.leaves)
+            return self._reject(row, S.R_INVALID_QTY, o.total())
         if price <= 0:
-            return self._reject(row, S.R_INVALID_PRICE, o.leaves)
+            return self._reject(row, S.R_INVALID_PRICE, o.total())
         if row["stop_price_ticks"] != 0:
-            return self._reject(row, S.R_UNEXPECTED_STOP_PRICE, o.leaves)
+            return self._reject(row, S.R_UNEXPECTED_STOP_PRICE, o.total())
         if o.post_only:
             best = book.best(-o.side)
             if best is not None and _crosses(o.side, price, False, best):
-                return self._reject(row, S.R_POST_ONLY_WOULD_TAKE, o.leaves)
+                return self._reject(row, S.R_POST_ONLY_WOULD_TAKE, o.total())
         r = self._risk(row, o.leaves)
         if r:
-            return self._reject(row, r, o.leaves)
+            return self._reject(row, r, o.total())
         return self._apply_replace(book, o, qty, price)
 
     def _replace_stop(self, book: _Book, o: _Order, row):
@@ -569,10 +607,13 @@ class ReferenceEngine:
         return None
 
     def _apply_replace(self, book: _Book, o: _Order, qty: int, price: int):
-        """A REPLACE that passed every check: in place (same price, not more) or re-entered."""
-        if price == o.price and qty <= o.leaves:
+        """A REPLACE that passed every check: in place (same price, not more) or re-entered.
+        For an iceberg qty is the new total: in place it keeps its slice up to qty (the reserve
+        takes the rest), re-entered it rests with a new slice of its display size."""
+        if price == o.price and qty <= o.total():
             changed = qty < o.leaves
-            o.leaves = qty
+            o.reserve = qty - min(qty, o.leaves)
+            o.leaves = min(qty, o.leaves)
             if book.top[o.side] is o:      # replaced in any way: no longer TOP
                 book.top[o.side] = None
             self._event(o.order_id, o.account, o.side, S.EV_REPLACED, S.R_NONE, price, qty, qty)
@@ -583,7 +624,8 @@ class ReferenceEngine:
         self._remove_resting(book, o)
         self._delta(book, o.side, old_price)
         self._event(o.order_id, o.account, o.side, S.EV_REPLACED, S.R_NONE, price, qty, qty)
-        taker = _Order(o.order_id, o.account, o.side, price, qty, o.tif, o.post_only, expire=o.expire)
+        taker = _Order(o.order_id, o.account, o.side, price, qty, o.tif, o.post_only, expire=o.expire,
+                       display=o.display)
         self._match(book, taker)
         self._remainder(book, taker)
         return None

@@ -16,6 +16,7 @@ from .risk_ref import RiskRef
 
 class RiskReferenceEngine(ReferenceEngine):
     stops_supported = False     # process_row_risk rejects STOP / STOP_LIMIT (STOP_NOT_SUPPORTED)
+    icebergs_supported = False  # ... and icebergs (ICEBERG_NOT_SUPPORTED)
 
     def __init__(self, limits, stp: str = "none"):
         super().__init__(stp)
