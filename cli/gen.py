@@ -44,7 +44,7 @@ def gen(
             cols, st = G.generate_flow_stats(events, books, accounts, seed, start_mid, progress=progress,
                                                  stops=stops, gtd=gtd, icebergs=icebergs)
         t0 = time.perf_counter()
-        path = io.write_columns(out, cols, schema.ORDER_FILE_SCHEMA)
+        path = io.write_columns(out, cols, schema.ORDER_SCHEMA)
         t_write = time.perf_counter() - t0
     except (ValueError, OSError) as e:
         msg = str(e)

@@ -185,12 +185,7 @@ def arrow_schema(columns) -> pa.Schema:
     return pa.schema([pa.field(c[0], pa.from_numpy_dtype(c[1]), nullable=False) for c in columns])
 
 
-# ORDER_SCHEMA leaves display_qty out for now: the gateway's journal schema (engine/server/state.py)
-# is derived from it by name and its order batches have no display_qty (no iceberg entry), so the
-# journal keeps its format. Files that may hold icebergs (hpte gen) are written with
-# ORDER_FILE_SCHEMA; readers take either (display_qty is optional).
-ORDER_SCHEMA = arrow_schema([c for c in ORDER_COLUMNS if c[0] != "display_qty"])
-ORDER_FILE_SCHEMA = arrow_schema(ORDER_COLUMNS)
+ORDER_SCHEMA = arrow_schema(ORDER_COLUMNS)
 FILL_SCHEMA = arrow_schema(FILL_COLUMNS)
 DELTA_SCHEMA = arrow_schema(DELTA_COLUMNS)
 LEVEL_SCHEMA = arrow_schema(LEVEL_COLUMNS)

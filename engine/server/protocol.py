@@ -195,6 +195,11 @@ def parse_arrow_frame(data: bytes, account: int, symbols: frozenset) -> dict:
         msg = str(e)
         field = msg.split("'")[1] if "'" in msg else "frame"
         raise BadRequest(field, msg) from None
+    for col, what in (("display_qty", "iceberg orders"), ("expire_ts_ns", "good-till-date orders")):
+        if col in names and (c[col] != 0).any():      # never dropped silently: the journal has no such column
+            r = int(np.flatnonzero(c[col] != 0)[0])
+            raise BadRequest(col, f"column {col!r} row {r}: {what} are not taken by the gateway yet (leave it 0 "
+                                  f"or drop the column)")
     if "account" in names and (c["account"] != account).any():
         raise BadRequest("account", f"column 'account' must be this key's account {account} on every row")
     bad = ~np.isin(c["symbol"], np.fromiter(symbols, np.uint32))

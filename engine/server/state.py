@@ -21,10 +21,11 @@ from hpte.engine.engine import Engine
 
 from .protocol import OT_NAMES
 
-# the order columns the gateway takes (it has no good-till-date entry yet: expire_ts_ns is left
-# out) and the client's order id. stop_price_ticks was added after the first journals were
+# the order columns the gateway takes (it has no good-till-date or iceberg entry yet: expire_ts_ns
+# and display_qty are left out; parse_arrow_frame refuses non-zero ones) and the client's order id. stop_price_ticks was added after the first journals were
 # written; a record without it replays with its default (0: no stop), as Engine.submit does.
-JOURNAL_SCHEMA = pa.schema([f for f in S.ORDER_SCHEMA if f.name not in ("expire_ts_ns", "stop_price_ticks")]
+JOURNAL_SCHEMA = pa.schema([f for f in S.ORDER_SCHEMA if f.name not in ("expire_ts_ns", "stop_price_ticks",
+                                                                                "display_qty")]
                            + [pa.field("client_order_id", pa.uint64(), nullable=False)]
                            + [f for f in S.ORDER_SCHEMA if f.name == "stop_price_ticks"])
 LIVE = ("OPEN", "PARTIALLY_FILLED")

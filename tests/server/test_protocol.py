@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from hpte.engine.server.core import Histogram
-from hpte.engine.server.protocol import BadRequest, parse_order, parse_order_checked
+from hpte.engine.server.protocol import BadRequest, parse_arrow_frame, parse_order, parse_order_checked
 
 SYMBOLS = frozenset({0, 1, 2})
 VALUES = st.one_of(
@@ -117,3 +117,33 @@ def test_binance_config_errors_name_the_key(sym, words):
         ServerConfig.from_dict({"server": {"symbols": [0, 1]}, "binance": {"symbols": [good, {**good, "symbol": 1}]}})
     with pytest.raises(ConfigError, match="secret must be a non-empty string"):
         ServerConfig.from_dict({"keys": [{"key": "abcdefgh-1", "secret": ""}]})
+
+
+@pytest.mark.parametrize("col", ["display_qty", "expire_ts_ns"])
+def test_arrow_frame_refuses_what_the_gateway_does_not_take(col):
+    """An Arrow frame with an iceberg's display_qty or a GTD expiry is refused naming the column and
+    row (the journal has neither column: taking the row would lose it); zeros are fine."""
+    import numpy as np
+    import pyarrow as pa
+
+    from hpte.engine import schema as S
+    from hpte.engine.gen import generate_flow
+
+    cols = generate_flow(4, seed=1)
+    cols = {k: np.asarray(v) for k, v in getattr(cols, "cols", cols).items()}
+    cols["symbol"][:] = 1
+    cols["account"][:] = 7
+
+    def frame(c):
+        sink = pa.BufferOutputStream()
+        t = pa.table({k: c[k] for k in S.ORDER_SCHEMA.names}, schema=S.ORDER_SCHEMA)
+        with pa.ipc.new_stream(sink, t.schema) as w:
+            w.write_table(t)
+        return sink.getvalue().to_pybytes()
+
+    ok = parse_arrow_frame(frame(cols), 7, SYMBOLS)
+    assert len(ok["qty"]) == 4
+    cols[col][2] = 1 if col == "display_qty" else 10**18
+    with pytest.raises(BadRequest) as e:
+        parse_arrow_frame(frame(cols), 7, SYMBOLS)
+    assert e.value.field == col and "row 2" in str(e.value)
