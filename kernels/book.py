@@ -53,7 +53,7 @@ from hpte.kernels.risk.breaker import (
     band_limits, brk_begin_row, brk_pause, velocity_breach, velocity_trade,
 )
 from .emit import emit_delta, emit_event, emit_fill  # noqa: F401  (re-exported)
-from hpte.kernels.risk.checks import G_NEED_PX, risk_fill_inline, risk_release_book, risk_renotional, risk_row_book
+from hpte.kernels.risk.checks import G_NEED_PX, risk_fill_book, risk_release_book, risk_renotional, risk_row_book
 
 from .enums import (
     ACT_CANCEL, ACT_NEW, ACT_REPLACE, BUY, EV_ACCEPTED, EV_CANCELLED, EV_EXPIRED, EV_FILLED,
@@ -654,8 +654,7 @@ def risk_fill(R, sr, ts, tar, side, npx, tdone, mar, mdone, px, f):
     """A fill of f lots at px between the taker (account row tar, `side`, open quantity counted at
     npx) and a maker (account row mar, counted at px, its resting price): both parties' open
     quantity and position, the symbol's last price, the velocity anchor."""
-    risk_fill_inline(np.int64(sr), np.int64(tar), np.int64(side), np.int64(npx), tdone, mar, np.int64(px), mdone,
-                     np.int64(px), np.int64(f), R.acct, R.sym, R.pair)
+    risk_fill_book(sr, tar, np.int64(side), npx, tdone, mar, px, mdone, px, f, R.acct, R.sym, R.pair)
     velocity_trade(R, sr, ts, px)
 
 

@@ -678,10 +678,9 @@ def release_cpu(sr, oid, q, acct, pair, g, omap, released):
 # ---------------------------------------------------------------------------------------------
 # the row functions the matching kernel calls (kernels/book.py process_row_risk). There the book
 # is the open-order table: its pool holds each open order's leaves, side, price (the price its
-# open notional counts at: the price it rests at) and risk account row, so no map is kept. The
-# row check is compiled once, not inlined (inlining everything at each call site of the matching
-# step made its compile ~10x slower), with plain array arguments; the fill (risk_fill_inline) is
-# inlined. Passing the four state arrays as data
+# open notional counts at: the price it rests at) and risk account row, so no map is kept. Each
+# is compiled once, not inlined (inlining them at each call site of the matching step made its
+# compile ~10x slower), with plain array arguments. Passing the four state arrays as data
 # pointers and row counts instead (18 call arguments instead of 46) was measured in session 6:
 # no change of the risk / plain ratio beyond the noise and no shorter cold compile, so it was
 # taken out again (bench/RESULTS.md): the calls cost the spills around them, not their words.
@@ -719,15 +718,11 @@ def _risk_row_book(ts, side, px, qty, action, otype, ar, sr, lv, lpx, acct, sym,
     return 0, pxu
 
 
-@njit(cache=True, inline="always")
-def risk_fill_inline(sr, tar, side, tpx, tdone, mar, mpx, mdone, px, q, acct, sym, pair):
+@njit(cache=True, _nrt=False)
+def risk_fill_book(sr, tar, side, tpx, tdone, mar, mpx, mdone, px, q, acct, sym, pair):
     """A fill of q lots at px: the taker (account row tar, `side`, open quantity counted at tpx;
     tdone: nothing of it is left open) and the maker (mar, the other side, mpx, mdone): open
-    quantities and positions; the symbol's last trade price. Inlined at the matching step's fill
-    sites (kernels/book.py ``risk_fill``; every scalar int64): as an out-of-line call (session 6's
-    ``risk_fill_book``) it was one call a fill, with ~35 argument words and the step's live
-    values spilled around it; inlined, the risk / plain time ratio fell by ~0.1-0.4 in every
-    alternated pair measured (session 7, bench/RESULTS.md)."""
+    quantities and positions; the symbol's last trade price."""
     risk_party_book(tar, sr, side, tpx, tdone, px, q, acct, pair)
     risk_party_book(mar, sr, -side, mpx, mdone, px, q, acct, pair)
     sym[sr, S_LAST] = px
@@ -735,7 +730,7 @@ def risk_fill_inline(sr, tar, side, tpx, tdone, mar, mpx, mdone, px, q, acct, sy
 
 @njit(cache=True, inline="always")
 def risk_party_book(ar, sr, side, npx, done, px, q, acct, pair):
-    """One party of a fill (see risk_fill_inline)."""
+    """One party of a fill (see risk_fill_book)."""
     add_open(ar, sr, side, -q, -q * npx, acct, pair)
     if done:
         count_open(ar, sr, -1, acct, pair)
