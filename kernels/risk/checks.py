@@ -689,7 +689,8 @@ def release_cpu(sr, oid, q, acct, pair, g, omap, released):
 # compile of the risk step doubled (80 -> 154 s CPU: position_move lands in every inlined copy
 # of match_taker and fill_maker), so it was reverted. Inlining the NEW / CANCEL row checks
 # at their call sites as well (a second variant) gave at most ~0.1 more on the `all` flow, within
-# the noise, and compiled longer still. What would cut the calls without
+# the noise (its cold compile was not measured apart: 181 s CPU for the whole warm-up). What
+# would cut the calls without
 # compile cost is LLVM-level inlining of the one compiled body, which numba does not offer.
 # ---------------------------------------------------------------------------------------------
 @njit(cache=True, inline="always")
