@@ -684,6 +684,14 @@ def release_cpu(sr, oid, q, acct, pair, g, omap, released):
 # pointers and row counts instead (18 call arguments instead of 46) was measured in session 6:
 # no change of the risk / plain ratio beyond the noise and no shorter cold compile, so it was
 # taken out again (bench/RESULTS.md): the calls cost the spills around them, not their words.
+# Session 7 inlined the fill (risk_fill_book's body at the fill sites, numba's IR inliner): the
+# risk / plain ratio fell ~0.1-0.2 (medians of 8 alternated runs, +-0.3 each) but the cold
+# compile of the risk step doubled (80 -> 154 s CPU: position_move lands in every inlined copy
+# of match_taker and fill_maker), so it was reverted. Inlining the NEW / CANCEL row checks
+# at their call sites as well (a second variant) gave at most ~0.1 more on the `all` flow, within
+# the noise (its cold compile was not measured apart: 181 s CPU for the whole warm-up). What
+# would cut the calls without
+# compile cost is LLVM-level inlining of the one compiled body, which numba does not offer.
 # ---------------------------------------------------------------------------------------------
 @njit(cache=True, inline="always")
 def risk_row_book(ts, side, px, qty, action, otype, ar, sr, lv, lpx, acct, sym, pair, g):
