@@ -628,6 +628,8 @@ class OrderFileSource:
     (ITCH out does not publish them: the message names the column and row). ``price_range`` is
     one more pass over the file (matching again)."""
 
+    what = "order file"
+
     def __init__(self, path, stock: str | None = None, tick: int = 1, batch_rows: int | None = None):
         from hpte.engine.md.itch_out import stock_name, symbol_from_stock_name
 
@@ -642,7 +644,7 @@ class OrderFileSource:
         syms = self._symbols()
         if stock is None:
             if len(syms) != 1:
-                raise InputError(f"{self.path}: {len(syms)} symbols in the order file "
+                raise InputError(f"{self.path}: {len(syms)} symbols in the {self.what} "
                                  f"({', '.join(map(str, syms[:8].tolist()))}); choose one with --stock")
             self.symbol = int(syms[0])
         else:
@@ -651,7 +653,7 @@ class OrderFileSource:
             if sym is None or sym not in set(syms.tolist()):
                 names = [stock_name(int(x)) for x in syms[:8]]
                 shown = stock_name(sym) if s.isdigit() and sym <= 0xFFFFFFFF else s
-                raise InputError(f"{self.path}: no stock {shown!r} (the order file has {len(syms):,} symbol(s): "
+                raise InputError(f"{self.path}: no stock {shown!r} (the {self.what} has {len(syms):,} symbol(s): "
                                  f"{', '.join(names)}{', ...' if len(syms) > 8 else ''})")
             self.symbol = sym
         self.stock = stock_name(self.symbol)
@@ -828,6 +830,75 @@ class OrderFileSource:
                 yield c
 
 
+class FillsFile(OrderFileSource):
+    """A fills file (``hpte match --fills``: engine/schema.py FILL_COLUMNS) as L2 data with
+    trades only, streamed in record batches: per fill of the chosen symbol (``--stock``, as for
+    order files) one MK_TRADE row at its time, price and quantity, side = the maker's (the
+    resting side, -taker_side), order_id -1. There is no book: a backtest over it needs a queue
+    model (``--queue``), and a strategy sees trades only (its book copy stays empty).
+    ``price_range`` is the trades' range (the ladder must hold them)."""
+
+    what = "fills file"
+    NEED = ("ts_ns", "taker_side", "price_ticks", "qty")
+
+    def _event_batches(self):
+        row = 0
+        for b in self._record_batches(("ts_ns", "symbol", "taker_side", "price_ticks", "qty")):
+            names = b.schema.names
+            miss = [c for c in self.NEED if c not in names]
+            if miss:
+                raise InputError(f"{self.path}: missing column(s) {', '.join(miss)} (a fills file has "
+                                 f"{', '.join(self.NEED)} and symbol)")
+            get = {c: np.asarray(b.column(names.index(c)).to_numpy(zero_copy_only=False)) for c in names}
+            n = b.num_rows
+            m = get["symbol"].astype(np.int64) == self.symbol if "symbol" in get else np.ones(n, bool)
+            ts = get["ts_ns"].astype(np.int64)
+            ts_i = np.flatnonzero(m)
+            ts = ts[m]
+            ts = ts % 86_400_000_000_000        # ns since midnight, as the order file's stream
+            ts_side = get["taker_side"].astype(np.int64)[m]
+            bad = np.flatnonzero((ts_side != 1) & (ts_side != -1))
+            if bad.size:
+                raise InputError(f"{self.path}: column 'taker_side' row {row + int(ts_i[bad[0]])}: "
+                                 f"{int(ts_side[bad[0]])} is not +1 or -1")
+            o = np.empty((len(ts), 6), np.int64)
+            o[:, 0] = ts
+            o[:, 1] = A.MK_TRADE
+            o[:, 2] = -1
+            o[:, 3] = -ts_side
+            o[:, 4] = get["price_ticks"].astype(np.int64)[m]
+            o[:, 5] = get["qty"].astype(np.int64)[m]
+            row += n
+            yield o
+        self.anomalies = {}
+
+    def price_range(self) -> tuple[int, int] | None:
+        lo = hi = None
+        for o in self._event_batches():
+            if len(o):
+                lo = int(o[:, 4].min()) if lo is None else min(lo, int(o[:, 4].min()))
+                hi = int(o[:, 4].max()) if hi is None else max(hi, int(o[:, 4].max()))
+        return None if lo is None else (lo, hi)
+
+
+def _file_names(p: Path) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if p.suffix.lower() in (".arrow", ".ipc", ".feather"):
+            with pa.memory_map(str(p)) as src:
+                return pa.ipc.open_file(src).schema.names
+        return pq.ParquetFile(p).schema_arrow.names
+    except Exception:  # noqa: BLE001 - not readable here: EventFile names the problem
+        return []
+
+
+def _is_fills_file(p: Path) -> bool:
+    n = _file_names(p)
+    return "maker_order_id" in n and "taker_side" in n and "price_ticks" in n
+
+
 def _is_order_file(p: Path) -> bool:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -857,6 +928,8 @@ def open_data(data, tick: int | None = None, stock: str | None = None, l2: bool 
         return lobster_events_cached(p, l2=l2)
     if is_itch_path(p):
         return ItchSource(p, stock, tick=tick or 100)
+    if _is_fills_file(p):
+        return FillsFile(p, stock, tick=tick or 1)
     if _is_order_file(p):
         return OrderFileSource(p, stock, tick=tick or 1)
     if stock is not None:

@@ -122,3 +122,49 @@ def test_bad_order_files(flow, tmp_path):
     junk.write_bytes(b"PAR1 not really")
     with pytest.raises(InputError, match=r"junk\.parquet: not a readable Parquet file"):
         OrderFileSource(junk)
+
+
+def test_fills_file_as_trades_only_l2(flow, tmp_path):
+    """A fills file (``hpte match --fills``) is L2 data with trades only: one TRADE row per fill
+    of the symbol (side = the maker's), streamed; a backtest needs a queue model, and a resting
+    strategy order fills from the trades at or through its price."""
+    from pathlib import Path
+
+    from hpte.engine.backtest.data import FillsFile
+    from hpte.engine.io import read_orders, write_columns
+    from hpte.engine.pipeline import match_columns
+
+    d, _cols = flow
+    run = match_columns(read_orders(d / "flow.parquet"))
+    f = run.fills
+    fp = write_columns(tmp_path / "fills.parquet", {c: np.asarray(f[c]) for c, _dt in S.FILL_COLUMNS}, S.FILL_SCHEMA)
+    src = open_data(fp, stock="1")
+    assert isinstance(src, FillsFile)
+    m = np.asarray(f["symbol"]) == 1
+    assert 200 < m.sum() < len(m)
+    for batch in (97, 1 << 20):
+        got = _rows(FillsFile(fp, stock="SYM1", batch_rows=batch), 50)
+        np.testing.assert_array_equal(got["kind"], np.full(m.sum(), A.MK_TRADE))
+        np.testing.assert_array_equal(got["ts_ns"], np.asarray(f["ts_ns"])[m] % (86_400 * 10**9))
+        np.testing.assert_array_equal(got["side"], -np.asarray(f["taker_side"], np.int64)[m])
+        np.testing.assert_array_equal(got["price"], np.asarray(f["price_ticks"])[m])
+        np.testing.assert_array_equal(got["qty"], np.asarray(f["qty"])[m])
+        np.testing.assert_array_equal(got["order_id"], np.full(m.sum(), -1))
+    px = np.asarray(f["price_ticks"])[m]
+    assert src.price_range() == (int(px.min()), int(px.max()))
+    with pytest.raises(InputError, match="2 symbols in the fills file"):
+        open_data(fp)
+    # a bid at the median trade price from the 10th trade on, GTC: filled by trades only
+    buy = int(np.median(px))
+    strat = Path(__file__).parent / "strategies" / "trade_bid.py"
+    res = backtest(strat, fp, stock="1", queue="conservative", params={"at": 10, "side": 1, "px": buy, "qty": 5})
+    fq = np.asarray(res.fills["qty"])
+    assert 0 < fq.sum() <= 5 and (np.asarray(res.fills["price"]) == buy).all()
+    assert "queue model conservative" in res.summary()
+    later = px[10:]     # trades after the order (at or through the bid) are what can fill it
+    assert (later <= buy).any()
+    with pytest.raises(InputError, match="taker_side"):
+        bad = {c: np.asarray(f[c]) for c, _dt in S.FILL_COLUMNS}
+        bad["taker_side"] = bad["taker_side"].copy()
+        bad["taker_side"][m.nonzero()[0][3]] = 0
+        _rows(FillsFile(write_columns(tmp_path / "bad.parquet", bad, S.FILL_SCHEMA), stock="1"), 50)
