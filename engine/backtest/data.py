@@ -636,7 +636,7 @@ class OrderFileSource:
         self.path = Path(path)
         self.tick = int(tick)
         self.price_scale = 1.0
-        self.batch_rows = int(batch_rows or (1 << 20))
+        self.batch_rows = int(batch_rows or (1 << 16))
         if self.batch_rows < 1:
             raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
         self.name = str(self.path)
