@@ -574,10 +574,12 @@ class ItchSource:
 
 
 def order_file_events(path, stock: str | None = None, tick: int = 1) -> MarketEvents:
-    """An hpte order file matched by the engine first, in memory (``hpte match``'s pipeline),
-    its events published as ITCH 5.0 (``hpte match --itch``: hpte.engine.md.itch_out), decoded
-    and turned into one symbol's market-event stream (``itch_events``). Prices in engine ticks.
-    ``stock``: the symbol (``7`` or its ITCH name ``SYM7``); default: the file's only symbol."""
+    """An hpte order file matched by the engine first, whole and in memory (``hpte match``'s
+    pipeline), its events published as ITCH 5.0 (``hpte match --itch``: hpte.engine.md.itch_out),
+    decoded and turned into one symbol's market-event stream (``itch_events``). Prices in engine
+    ticks. ``stock``: the symbol (``7`` or its ITCH name ``SYM7``); default: the file's only
+    symbol. ``OrderFileSource`` gives the same rows streamed (what ``open_data`` uses); this is
+    its whole-file reference."""
     from hpte.engine.io import read_orders
     from hpte.engine.md.itch import encode_itch, parse_itch
     from hpte.engine.md.itch_out import events_to_itch, stock_name
@@ -597,6 +599,304 @@ def order_file_events(path, stock: str | None = None, tick: int = 1) -> MarketEv
     out = events_to_itch(run.events, n_fills=run.fills.n_rows if hasattr(run.fills, "n_rows") else None)
     data = parse_itch(encode_itch(out.tables), label=str(path))
     return itch_events(data, name, tick=tick, name=str(path), price_scale=1.0)
+
+
+_EV_COLS = ("seq", "ts_ns", "symbol", "order_id", "side", "event", "reason", "price_ticks", "qty", "leaves_qty")
+
+
+class _Tables:
+    """ITCH message tables (``ItchOut.tables``) in the shape ``_itch_ops`` reads (decoded ItchData)."""
+
+    def __init__(self, tables: dict):
+        empty = {"stock_locate": np.zeros(0, np.uint16)}
+        self.tables = {k: tables.get(k, empty) for k in "AFECXDUP"}
+
+
+class OrderFileSource:
+    """An hpte order file (Parquet or Arrow IPC, engine/schema.py ORDER_COLUMNS) streamed as one
+    symbol's market events: read ``batch_rows`` rows at a time, each batch submitted to one
+    Engine (its books carry across batches, and ``Engine.submit`` gives the outputs of one big
+    batch), the batch's order events published as ITCH messages (``events_to_itch``) and turned
+    into market events (``itch_ops_cpu``, live-order table carried as in ``ItchSource``). The
+    same rows as ``order_file_events`` (the whole file in memory) for any ``batch_rows``;
+    memory grows with the resting orders, not with the file.
+
+    Orders still resting from earlier batches that a batch touches are put before its events as
+    ACCEPTED events of their current price and quantity (from ``Engine.book_l3``), so that the
+    ITCH publisher sees every event since they rested; their ITCH references (numbered over the
+    whole file, as one run would) are carried. STOP / STOP_LIMIT orders and icebergs are refused
+    (ITCH out does not publish them: the message names the column and row). ``price_range`` is
+    one more pass over the file (matching again)."""
+
+    what = "order file"
+
+    def __init__(self, path, stock: str | None = None, tick: int = 1, batch_rows: int | None = None):
+        from hpte.engine.md.itch_out import stock_name, symbol_from_stock_name
+
+        self.path = Path(path)
+        self.tick = int(tick)
+        self.price_scale = 1.0
+        self.batch_rows = int(batch_rows or (1 << 16))
+        if self.batch_rows < 1:
+            raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
+        self.name = str(self.path)
+        self.anomalies = None
+        syms = self._symbols()
+        if stock is None:
+            if len(syms) != 1:
+                raise InputError(f"{self.path}: {len(syms)} symbols in the {self.what} "
+                                 f"({', '.join(map(str, syms[:8].tolist()))}); choose one with --stock")
+            self.symbol = int(syms[0])
+        else:
+            s = str(stock).strip()
+            sym = int(s) if s.isdigit() else symbol_from_stock_name(s)
+            if sym is None or sym not in set(syms.tolist()):
+                names = [stock_name(int(x)) for x in syms[:8]]
+                shown = stock_name(sym) if s.isdigit() and sym <= 0xFFFFFFFF else s
+                raise InputError(f"{self.path}: no stock {shown!r} (the {self.what} has {len(syms):,} symbol(s): "
+                                 f"{', '.join(names)}{', ...' if len(syms) > 8 else ''})")
+            self.symbol = sym
+        self.stock = stock_name(self.symbol)
+
+    # -- reading ----------------------------------------------------------------------------
+    def _record_batches(self, columns=None):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        ipc = self.path.suffix.lower() in (".arrow", ".ipc", ".feather")
+        try:
+            if ipc:
+                with pa.memory_map(str(self.path)) as src:
+                    reader = pa.ipc.open_file(src)
+                    for i in range(reader.num_record_batches):
+                        b = reader.get_batch(i)
+                        if columns is not None:
+                            b = b.select([c for c in columns if c in b.schema.names])
+                        for a in range(0, b.num_rows, self.batch_rows):
+                            yield b.slice(a, self.batch_rows)
+            else:
+                f = pq.ParquetFile(self.path)
+                cols = None if columns is None else [c for c in columns if c in f.schema_arrow.names]
+                yield from f.iter_batches(batch_size=self.batch_rows, columns=cols)
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
+            raise InputError(f"{self.path}: not a readable {'Arrow IPC' if ipc else 'Parquet'} file ({e})") from None
+
+    def _symbols(self) -> np.ndarray:
+        from hpte.engine import schema as S
+
+        seen, n = [], 0
+        has = None
+        for b in self._record_batches(["symbol"]):
+            if has is None:
+                has = "symbol" in b.schema.names
+            n += b.num_rows
+            if has:
+                seen.append(np.unique(np.asarray(b.column(0).to_numpy(zero_copy_only=False))))
+        if not n:
+            return np.zeros(0, np.uint32)
+        if not has:
+            return np.array([dict((c[0], c[3]) for c in S.ORDER_COLUMNS)["symbol"]], np.uint32)
+        return np.unique(np.concatenate(seen)).astype(np.int64)
+
+    def _order_batches(self):
+        """Validated order columns per batch (``order_columns``); errors name the file's row."""
+        import re
+
+        from hpte.engine import schema as S
+        from hpte.engine.io import order_columns
+
+        row = 0
+        for b in self._record_batches():
+            try:
+                c = order_columns(b)
+            except InputError as e:
+                msg = re.sub(r"\brow (\d+)", lambda m: f"row {row + int(m.group(1))}", str(e), count=1)
+                raise InputError(f"{self.path}: {msg}") from None
+            new = c["action"] == S.ACT_NEW
+            stops = np.flatnonzero(new & ((c["order_type"] == S.OT_STOP) | (c["order_type"] == S.OT_STOP_LIMIT)))
+            if stops.size:
+                raise InputError(f"{self.path}: column 'order_type' row {row + int(stops[0])}: a STOP / STOP_LIMIT "
+                                 "order; backtest data from an order file cannot hold them yet (ITCH out does "
+                                 "not publish them)")
+            ice = np.flatnonzero(new & (c["display_qty"] != 0))
+            if ice.size:
+                raise InputError(f"{self.path}: column 'display_qty' row {row + int(ice[0])}: an iceberg order; "
+                                 "backtest data from an order file cannot hold them yet (its events carry the "
+                                 "hidden reserve, which the market would not see)")
+            yield row, c
+            row += len(c["ts_ns"])
+
+    # -- matching and publishing ---------------------------------------------------------------
+    def _event_batches(self):
+        """Per order batch: the market-event rows (int64[k, 6]) of the chosen symbol."""
+        from hpte.engine import schema as S
+        from hpte.engine.engine import Engine
+        from hpte.engine.md.itch import ItchError
+        from hpte.engine.md.itch_out import events_to_itch
+        from hpte.engine.pipeline import warm_up
+
+        warm_up("cpu", False)
+        eng = Engine()
+        run = _ItchOps()
+        live = {}                        # (symbol, order id) -> its current ITCH reference
+        l3 = None                        # resting orders after the previous batch
+        next_ref = 1
+        for row, c in self._order_batches():
+            try:
+                res = eng.submit(c, outputs="events", copy=False)
+            except InputError as e:
+                raise InputError(f"{self.path}: rows {row}..{row + len(c['ts_ns']) - 1}: {e}") from None
+            ev = {k: np.asarray(res.events[k]) for k in _EV_COLS}
+            keep = ev["event"] != S.EV_REJECTED
+            # resting orders this batch touches: ACCEPTED at their book price and quantity first
+            syn_i = np.zeros(0, np.int64)
+            if l3 is not None and len(l3["order_id"]) and keep.any():
+                cand = keep & np.isin(ev["order_id"], l3["order_id"])
+                if cand.any():
+                    pairs = set(zip(ev["symbol"][cand].tolist(), ev["order_id"][cand].tolist()))
+                    syn_i = np.array(sorted(l3["index"][p] for p in pairs if p in l3["index"]), np.int64)
+            s = len(syn_i)
+            if s:
+                t0 = int(c["ts_ns"][0])
+                syn = {"seq": -np.arange(s, 0, -1, dtype=np.int64), "ts_ns": np.full(s, t0, np.int64),
+                       "symbol": l3["symbol"][syn_i], "order_id": l3["order_id"][syn_i],
+                       "side": l3["side"][syn_i], "event": np.full(s, S.EV_ACCEPTED, np.uint8),
+                       "reason": np.full(s, S.R_NONE, np.uint8), "price_ticks": l3["price_ticks"][syn_i],
+                       "qty": l3["qty"][syn_i], "leaves_qty": l3["qty"][syn_i]}
+                ev = {k: np.concatenate([syn[k].astype(np.int64), ev[k].astype(np.int64)]) for k in _EV_COLS}
+                syn_ref = np.array([live[(int(a), int(b))] for a, b in zip(syn["symbol"], syn["order_id"])],
+                                   np.int64)
+            else:
+                syn_ref = np.zeros(0, np.int64)
+            try:
+                out = events_to_itch(ev)
+            except ItchError as e:
+                raise InputError(f"{self.path}: rows {row}..{row + len(c['ts_ns']) - 1}: {e}") from None
+            nref = len(out.ref_symbol)
+            base = next_ref
+
+            def real(r):        # this batch's reference -> the whole file's
+                r = np.asarray(r, np.int64)
+                return np.where(r <= s, syn_ref[np.clip(r - 1, 0, max(s - 1, 0))] if s else 0, base + r - s - 1)
+
+            assert nref >= s, (nref, s)
+            refs_new = next_ref + np.arange(nref - s, dtype=np.int64)
+            live.update(zip(zip(out.ref_symbol[s:].tolist(), out.ref_order_id[s:].tolist()), refs_new.tolist()))
+            next_ref += nref - s
+            # the chosen symbol's messages, references renumbered over the whole file
+            tab = {}
+            hit = np.flatnonzero(out.symbols == self.symbol)
+            loc = int(hit[0]) + 1 if hit.size else -1
+            for k in "AEXDU":
+                t = out.tables[k]
+                m = t["stock_locate"] == loc
+                if k == "A":
+                    m &= t["order_reference_number"].astype(np.int64) > s
+                t = {col: v[m] for col, v in t.items()}
+                for col in ("order_reference_number", "original_order_reference_number", "new_order_reference_number"):
+                    if col in t:
+                        t[col] = real(t[col])
+                tab[k] = t
+            o = run.run(_itch_ops(_Tables(tab), loc)) if loc > 0 else np.zeros((0, 6), np.int64)
+            # the book after this batch: which orders rest, and their references
+            b = eng.book_l3()
+            keys = list(zip(b["symbol"].tolist(), b["order_id"].tolist()))
+            live = {kk: live[kk] for kk in keys}
+            l3 = {"symbol": b["symbol"], "order_id": b["order_id"], "side": b["side"],
+                  "price_ticks": b["price_ticks"], "qty": b["qty"], "index": {kk: i for i, kk in enumerate(keys)}}
+            yield o
+        self.anomalies = run.anomalies()
+
+    def price_range(self) -> tuple[int, int] | None:
+        lo = hi = None
+        for o in self._event_batches():
+            vis = o[:, 1] != A.MK_TRADE
+            if vis.any():
+                p = o[vis, 4]
+                lo = int(p.min()) if lo is None else min(lo, int(p.min()))
+                hi = int(p.max()) if hi is None else max(hi, int(p.max()))
+        return None if lo is None else (lo, hi)
+
+    def chunks(self, size: int) -> Iterator[dict]:
+        row = 0
+        prev = np.iinfo(np.int64).min
+        for o in self._event_batches():
+            for a in range(0, len(o), size):
+                part = o[a:a + size]
+                c = {col: np.ascontiguousarray(part[:, j]) for j, col in enumerate(COLUMNS)}
+                check_chunk(c, self.tick, row, prev, self.name)
+                row += len(part)
+                prev = int(part[-1, 0])
+                yield c
+
+
+class FillsFile(OrderFileSource):
+    """A fills file (``hpte match --fills``: engine/schema.py FILL_COLUMNS) as L2 data with
+    trades only, streamed in record batches: per fill of the chosen symbol (``--stock``, as for
+    order files) one MK_TRADE row at its time, price and quantity, side = the maker's (the
+    resting side, -taker_side), order_id -1. There is no book: a backtest over it needs a queue
+    model (``--queue``), and a strategy sees trades only (its book copy stays empty).
+    ``price_range`` is the trades' range (the ladder must hold them)."""
+
+    what = "fills file"
+    NEED = ("ts_ns", "taker_side", "price_ticks", "qty")
+
+    def _event_batches(self):
+        row = 0
+        for b in self._record_batches(("ts_ns", "symbol", "taker_side", "price_ticks", "qty")):
+            names = b.schema.names
+            miss = [c for c in self.NEED if c not in names]
+            if miss:
+                raise InputError(f"{self.path}: missing column(s) {', '.join(miss)} (a fills file has "
+                                 f"{', '.join(self.NEED)} and symbol)")
+            get = {c: np.asarray(b.column(names.index(c)).to_numpy(zero_copy_only=False)) for c in names}
+            n = b.num_rows
+            m = get["symbol"].astype(np.int64) == self.symbol if "symbol" in get else np.ones(n, bool)
+            ts = get["ts_ns"].astype(np.int64)
+            ts_i = np.flatnonzero(m)
+            ts = ts[m]
+            ts = ts % 86_400_000_000_000        # ns since midnight, as the order file's stream
+            ts_side = get["taker_side"].astype(np.int64)[m]
+            bad = np.flatnonzero((ts_side != 1) & (ts_side != -1))
+            if bad.size:
+                raise InputError(f"{self.path}: column 'taker_side' row {row + int(ts_i[bad[0]])}: "
+                                 f"{int(ts_side[bad[0]])} is not +1 or -1")
+            o = np.empty((len(ts), 6), np.int64)
+            o[:, 0] = ts
+            o[:, 1] = A.MK_TRADE
+            o[:, 2] = -1
+            o[:, 3] = -ts_side
+            o[:, 4] = get["price_ticks"].astype(np.int64)[m]
+            o[:, 5] = get["qty"].astype(np.int64)[m]
+            row += n
+            yield o
+        self.anomalies = {}
+
+    def price_range(self) -> tuple[int, int] | None:
+        lo = hi = None
+        for o in self._event_batches():
+            if len(o):
+                lo = int(o[:, 4].min()) if lo is None else min(lo, int(o[:, 4].min()))
+                hi = int(o[:, 4].max()) if hi is None else max(hi, int(o[:, 4].max()))
+        return None if lo is None else (lo, hi)
+
+
+def _file_names(p: Path) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if p.suffix.lower() in (".arrow", ".ipc", ".feather"):
+            with pa.memory_map(str(p)) as src:
+                return pa.ipc.open_file(src).schema.names
+        return pq.ParquetFile(p).schema_arrow.names
+    except Exception:  # noqa: BLE001 - not readable here: EventFile names the problem
+        return []
+
+
+def _is_fills_file(p: Path) -> bool:
+    n = _file_names(p)
+    return "maker_order_id" in n and "taker_side" in n and "price_ticks" in n
 
 
 def _is_order_file(p: Path) -> bool:
@@ -628,8 +928,10 @@ def open_data(data, tick: int | None = None, stock: str | None = None, l2: bool 
         return lobster_events_cached(p, l2=l2)
     if is_itch_path(p):
         return ItchSource(p, stock, tick=tick or 100)
+    if _is_fills_file(p):
+        return FillsFile(p, stock, tick=tick or 1)
     if _is_order_file(p):
-        return order_file_events(p, stock, tick=tick or 1)
+        return OrderFileSource(p, stock, tick=tick or 1)
     if stock is not None:
         raise InputError(f"{p}: --stock applies to ITCH and order files, not to an events file")
     return EventFile(p, tick=tick or 1)
