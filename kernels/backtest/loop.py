@@ -474,6 +474,31 @@ def compact(xo, sc):
 
 
 @register_jitable
+def x_hit(xo, i, q, avail, through, at_px, t, seq, sc, cfg, fills, rsp):
+    """Strategy order i hit by market volume: ``through`` (a print beyond its price on its side, or
+    an opposite order or level at or through its price) fills it from ``avail`` (the event's
+    volume not yet given to the strategy's orders before it); ``at_px`` (a print of q lots at its
+    price on its side) first consumes the volume ahead of it, and what passes it fills the order,
+    at most ``avail``. Returns (avail left, False if the response ring is full)."""
+    ok = True
+    opx = xo[i, XO_PX]
+    if through:
+        f = min(avail, xo[i, XO_LEAVES])
+        if f > 0:
+            avail -= f
+            ok = x_fill(xo, i, opx, f, 1, t, seq, sc, cfg, fills, rsp)
+    elif at_px:
+        ahead = xo[i, XO_AHEAD]
+        c = min(q, ahead)
+        xo[i, XO_AHEAD] = ahead - c
+        f = min(q - c, xo[i, XO_LEAVES], avail)
+        if f > 0:
+            avail -= f
+            ok = x_fill(xo, i, opx, f, 1, t, seq, sc, cfg, fills, rsp)
+    return avail, ok
+
+
+@register_jitable
 def x_market_event(kind, side, px, idx, q, arrival, t, cfg, sc, xlad, xo, fills, rsp):
     """Apply one market event at the exchange and fill strategy orders it reaches. ``arrival``:
     for a cancel or execution, the index (in the whole stream) of the ADD of the order it
@@ -516,28 +541,16 @@ def x_market_event(kind, side, px, idx, q, arrival, t, cfg, sc, xlad, xo, fills,
             continue
         if kind == MK_ADD:
             # a new opposite order at or through a resting strategy order
-            if oside == -side and avail > 0 and ((oside > 0 and px <= opx) or (oside < 0 and px >= opx)):
-                f = min(avail, xo[i, XO_LEAVES])
-                avail -= f
-                ok = x_fill(xo, i, opx, f, 1, t, seq, sc, cfg, fills, rsp) and ok
+            if oside == -side and ((oside > 0 and px <= opx) or (oside < 0 and px >= opx)):
+                avail, hit = x_hit(xo, i, q, avail, True, False, t, seq, sc, cfg, fills, rsp)
+                ok = hit and ok
             continue
-        # MK_EXEC / MK_TRADE: a resting order on `side` at px traded with an aggressor
-        if oside != side:
-            continue
-        through = (oside > 0 and opx > px) or (oside < 0 and opx < px)
-        if through:
-            if avail > 0:
-                f = min(avail, xo[i, XO_LEAVES])
-                avail -= f
-                ok = x_fill(xo, i, opx, f, 1, t, seq, sc, cfg, fills, rsp) and ok
-        elif kind == MK_EXEC and opx == px:
-            ahead = xo[i, XO_AHEAD]
-            c = min(q, ahead)
-            xo[i, XO_AHEAD] = ahead - c
-            f = min(q - c, xo[i, XO_LEAVES], avail)
-            if f > 0:
-                avail -= f
-                ok = x_fill(xo, i, opx, f, 1, t, seq, sc, cfg, fills, rsp) and ok
+        # MK_EXEC / MK_TRADE: a resting order on `side` at px traded with an aggressor (a hidden
+        # MK_TRADE at the order's price consumes nothing ahead of it)
+        if oside == side:
+            through = (oside > 0 and opx > px) or (oside < 0 and opx < px)
+            avail, hit = x_hit(xo, i, q, avail, through, kind == MK_EXEC and opx == px, t, seq, sc, cfg, fills, rsp)
+            ok = hit and ok
     compact(xo, sc)
     return ok
 
@@ -610,28 +623,19 @@ def x_level_event(kind, side, px, idx, q, t, cfg, sc, xlad, xo, fills, rsp):
                             else:
                                 a -= min(d, a)
                     xo[i, XO_AHEAD] = a if a < q else q
-            elif avail > 0 and ((oside > 0 and px <= opx) or (oside < 0 and px >= opx)):
-                f = min(avail, xo[i, XO_LEAVES])
-                avail -= f
-                ok = x_fill(xo, i, opx, f, 1, t, seq, sc, cfg, fills, rsp) and ok
+            elif (oside > 0 and px <= opx) or (oside < 0 and px >= opx):
+                # an opposite level that grows at or through the order
+                avail, hit = x_hit(xo, i, q, avail, True, False, t, seq, sc, cfg, fills, rsp)
+                ok = hit and ok
             continue
         # MK_TRADE: a resting quantity on `side` at px traded
         if oside != side:
             continue
-        if (oside > 0 and opx > px) or (oside < 0 and opx < px):
-            if avail > 0:
-                f = min(avail, xo[i, XO_LEAVES])
-                avail -= f
-                ok = x_fill(xo, i, opx, f, 1, t, seq, sc, cfg, fills, rsp) and ok
-        elif opx == px:
+        if opx == px:
             xo[i, XO_TRADED] += q
-            ahead = xo[i, XO_AHEAD]
-            c = min(q, ahead)
-            xo[i, XO_AHEAD] = ahead - c
-            f = min(q - c, xo[i, XO_LEAVES], avail)
-            if f > 0:
-                avail -= f
-                ok = x_fill(xo, i, opx, f, 1, t, seq, sc, cfg, fills, rsp) and ok
+        through = (oside > 0 and opx > px) or (oside < 0 and opx < px)
+        avail, hit = x_hit(xo, i, q, avail, through, opx == px, t, seq, sc, cfg, fills, rsp)
+        ok = hit and ok
     compact(xo, sc)
     return ok
 
