@@ -193,8 +193,9 @@ class BookMachine(RuleBasedStateMachine):
             assert q > 0
             assert (m[0], m[2], m[3], m[4], m[5], m[8], m[9]) == (fseq, fsym, mid, macc, -tside, px, q), (f, m)
             assert (t[0], t[2], t[3], t[4], t[5], t[8], t[9]) == (fseq, fsym, tid, tacc, tside, px, q), (f, t)
-        # per-order quantity bookkeeping
-        for e in events:
+        # per-order quantity bookkeeping; time priority stamps are (seq, event index): the orders
+        # one row puts in the book (the row's own, then the stops it triggers) enter in event order
+        for n_ev, e in enumerate(events):
             seq, _, sym, oid, acct, side, ev, rsn, px, qty, leaves = e
             key = (sym, oid)
             if ev == S.EV_REJECTED:
@@ -212,7 +213,7 @@ class BookMachine(RuleBasedStateMachine):
             if ev == S.EV_ACCEPTED:
                 assert key not in self.live, f"ACCEPTED {e} while {key} rests"
                 assert qty == leaves > 0
-                self.live[key] = _Entry(side, acct, px, qty, seq)
+                self.live[key] = _Entry(side, acct, px, qty, (seq, n_ev))
                 r = inputs[seq - seq0]
                 self.live[key].waiting = r["order_type"] in (S.OT_STOP, S.OT_STOP_LIMIT)
                 self.live[key].display = r.get("display_qty", 0)
@@ -223,7 +224,7 @@ class BookMachine(RuleBasedStateMachine):
             if ev == S.EV_TRIGGERED:
                 assert entry.waiting and qty == leaves == entry.leaves and rsn == S.R_NONE, e
                 entry.waiting = False
-                entry.stamp = seq           # it enters the book now
+                entry.stamp = (seq, n_ev)   # it enters the book now
                 continue
             if entry.waiting:
                 assert ev in (S.EV_REPLACED, S.EV_CANCELLED, S.EV_EXPIRED) and rsn in (
@@ -235,7 +236,7 @@ class BookMachine(RuleBasedStateMachine):
                 entry.leaves = qty
                 entry.price = px
                 if not in_place:
-                    entry.stamp = seq
+                    entry.stamp = (seq, n_ev)
                 continue
             assert 0 < qty <= entry.leaves, f"{e}: qty vs leaves {entry.leaves}"
             assert leaves == entry.leaves - qty, f"{e}: leaves should be {entry.leaves - qty}"
