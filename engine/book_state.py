@@ -395,6 +395,13 @@ class BookStore:
         self.matching = None   # engine/matching.py MatchingConfig: algorithm columns of new books
         self.S = self._alloc(np.zeros((0, K.NF), dtype=np.int64))
 
+    def __setstate__(self, d: dict) -> None:
+        """Unpickling (the server's snapshots): a store pickled before the iceberg arrays were
+        lazy has them sized; it keeps them (and their reserves) through later relayouts."""
+        self.__dict__.update(d)
+        if "icebergs" not in d:
+            self.icebergs = self.S.o_rsv.shape[0] > 0
+
     # ---- geometry ------------------------------------------------------------------------
     @property
     def n_books(self) -> int:
