@@ -58,8 +58,9 @@ class State(NamedTuple):
     o_arow: np.ndarray   # int32[P] risk account row of each order (engines with risk; else empty)
     o_exp: np.ndarray    # int64[P] good-till-date expiry (ns) of each order, 0 = none; a waiting
                          #   stop's stop price (kernels/book.py)
-    o_rsv: np.ndarray    # int64[P] iceberg reserve (lots hidden behind the displayed o_qty)
-    o_dsp: np.ndarray    # int64[P] iceberg slice size (lots), 0 = not an iceberg
+    o_rsv: np.ndarray    # int64[P] iceberg reserve (lots hidden behind the displayed o_qty);
+                         #   empty until the engine's first iceberg (BookStore.ensure_icebergs)
+    o_dsp: np.ndarray    # int64[P] iceberg slice size (lots), 0 = not an iceberg; as o_rsv
 
 
 class Outputs(NamedTuple):
@@ -385,6 +386,7 @@ class BookStore:
         self.book_of_sorted = np.empty(0, dtype=np.int64)  # book index of each sorted symbol
         self._lut = np.empty(0, dtype=np.int64)             # symbol -> book (-1 unknown), small symbols
         self.risk_rows = bool(risk_rows)   # keep o_arow (4 bytes a pool slot) for the risk kernel
+        self.icebergs = False   # o_rsv / o_dsp sized (16 bytes a pool slot) since the first iceberg
         self.relayouts = 0      # every book laid out afresh (growth without free room, new books)
         self.pool_moves = 0     # one book's pool moved alone into free room
         self.shrinks = 0        # pools cut back to what they hold (maybe_shrink)
@@ -392,6 +394,13 @@ class BookStore:
         self._full_reserve = np.zeros(0, np.int64)   # NEW rows per book of the last batch reserved in full
         self.matching = None   # engine/matching.py MatchingConfig: algorithm columns of new books
         self.S = self._alloc(np.zeros((0, K.NF), dtype=np.int64))
+
+    def __setstate__(self, d: dict) -> None:
+        """Unpickling (the server's snapshots): a store pickled before the iceberg arrays were
+        lazy has them sized; it keeps them (and their reserves) through later relayouts."""
+        self.__dict__.update(d)
+        if "icebergs" not in d:
+            self.icebergs = self.S.o_rsv.shape[0] > 0
 
     # ---- geometry ------------------------------------------------------------------------
     @property
@@ -427,9 +436,22 @@ class BookStore:
             "o_next": np.full(P, -1, np.int32), "o_prev": np.full(P, -1, np.int32),
             "o_acct": np.zeros(P, np.uint32), "o_flags": np.zeros(P, np.uint8),
             "tab": np.zeros(T, np.int32), "o_arow": np.zeros(P if self.risk_rows else 0, np.int32),
-            "o_exp": np.zeros(P, np.int64), "o_rsv": np.zeros(P, np.int64), "o_dsp": np.zeros(P, np.int64),
+            "o_exp": np.zeros(P, np.int64), "o_rsv": np.zeros(P if self.icebergs else 0, np.int64),
+            "o_dsp": np.zeros(P if self.icebergs else 0, np.int64),
         }
         return State(bk=bk, **arr)
+
+    def ensure_icebergs(self) -> bool:
+        """The kernel met the engine's first iceberg (ST_NEED_ICE): size o_rsv and o_dsp like
+        the pool (zeros: no reserve anywhere yet); from now on they are laid out, moved and
+        compacted with it. Between kernel calls only. Returns True if they were allocated."""
+        if self.icebergs:
+            return False
+        S = self.S
+        P = S.o_id.shape[0]
+        self.icebergs = True
+        self.S = S._replace(o_rsv=np.zeros(P, np.int64), o_dsp=np.zeros(P, np.int64))
+        return True
 
     def _relayout(self, bk_new: np.ndarray) -> None:
         self.relayouts += 1
@@ -603,7 +625,7 @@ class BookStore:
         src, hw, dst = int(bk[b, K.F_POFF]), int(bk[b, K.F_HW]), self.p_end
         for name in POOL_ARRAYS:
             a = getattr(S, name)
-            if a.shape[0]:                 # o_arow is empty without risk
+            if a.shape[0]:                 # o_arow is empty without risk, o_rsv / o_dsp before icebergs
                 a[dst:dst + hw] = a[src:src + hw]
         bk[b, K.F_POFF] = dst
         bk[b, K.F_PCAP] = pcap

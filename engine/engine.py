@@ -617,6 +617,9 @@ class Engine:
                 force = I.force.base if I.force.base is not None else I.force
                 force[row] = S.R_PRICE_OUT_OF_RANGE
             self.grow_counts["ladder"] += 1
+        elif st == K.ST_NEED_ICE:
+            self.store.ensure_icebergs()
+            self.grow_counts["icebergs"] = self.grow_counts.get("icebergs", 0) + 1
         elif st == K.ST_NEED_OUTPUT:
             nrest = int(self.store.S.bk[b, K.F_NREST])
             m = nrest if self.stp != S.STP_NONE else min(max(int(I.qty[row]), 0), nrest)

@@ -308,6 +308,9 @@ class GpuMatcher:
                 if not store.ladder_for(b_k, int(I.px[r_k])):
                     dI.force[r_k] = Sch.R_PRICE_OUT_OF_RANGE
                 eng.grow_counts["ladder"] += 1
+            elif s_k == K.ST_NEED_ICE:
+                store.ensure_icebergs()
+                eng.grow_counts["icebergs"] = eng.grow_counts.get("icebergs", 0) + 1
             else:  # pragma: no cover - a kernel bug
                 raise RuntimeError(f"kernel returned unknown status {s_k}")
         return O

@@ -38,7 +38,10 @@ State tuple ``S`` (see engine/book_state.py for allocation):
                          never good-till-date) its stop price (ticks) instead: no pool array
                          more for stops; reset to 0 when the stop triggers
   o_rsv   int64[P]       iceberg reserve (lots hidden behind the displayed slice o_qty); 0 on
-                         every other slot (an iceberg leaving the book clears it)
+                         every other slot (an iceberg leaving the book clears it). Empty (length
+                         0, with o_dsp) until the engine's first iceberg: a NEW iceberg row
+                         finding them empty returns ST_NEED_ICE and the host sizes both like
+                         the pool; read through rsv_at where the slot may not be an iceberg
   o_dsp   int64[P]       iceberg slice size (lots); valid only on slots flagged FL_ICE
 """
 from __future__ import annotations
@@ -134,6 +137,7 @@ ST_NEED_LADDER = 2   # order may rest outside the book's ladder
 ST_NEED_OUTPUT = 3   # output region too small for the worst case of the next order
 ST_NEED_AUCTION = 4  # (risk) the row's symbol must reopen by call auction before the row
 ST_NEED_MAP = 5      # (risk) the open-order map of the risk state is half full
+ST_NEED_ICE = 6      # a NEW iceberg row found the iceberg arrays (o_rsv, o_dsp) empty
 
 FL_SELL = 1
 FL_POST = 8
@@ -634,6 +638,15 @@ def ice_slices(rsv, dsp):
     return (rsv + dsp - 1) // dsp
 
 
+@register_jitable(inline="always")
+def rsv_at(S, ms):
+    """Reserve (lots) of global pool slot ms: 0 while the iceberg arrays are empty (no iceberg
+    yet; every reserve is 0 then)."""
+    if S.o_rsv.shape[0] == 0:
+        return np.int64(0)
+    return S.o_rsv[ms]
+
+
 @register_jitable
 def ice_set_reserve(S, b, ms, rsv):
     """Set the reserve of iceberg pool slot ms (global) of book b to rsv, keeping F_NSLC."""
@@ -853,7 +866,7 @@ def _make_step(RISK):
                 while s >= 0:
                     if S.o_acct[poff + s] == acct:
                         return False
-                    avail += S.o_qty[poff + s] + S.o_rsv[poff + s]
+                    avail += S.o_qty[poff + s] + rsv_at(S, poff + s)
                     if avail >= qty:
                         return True
                     s = S.o_next[poff + s]
@@ -872,7 +885,7 @@ def _make_step(RISK):
         settles the level's quantity and delta."""
         ms = poff + s
         mq = S.o_qty[ms]
-        rsv = S.o_rsv[ms]                  # an iceberg's reserve (0 otherwise): STP acts on the total
+        rsv = rsv_at(S, ms)                # an iceberg's reserve (0 otherwise): STP acts on the total
         macct = S.o_acct[ms]
         mid = S.o_id[ms]
         maker_side = SELL if side == BUY else BUY
@@ -936,7 +949,7 @@ def _make_step(RISK):
         (lots added to the level) or 0)."""
         ms = poff + s
         mq = S.o_qty[ms] - f
-        mt = mq + S.o_rsv[ms]              # the maker's total leaves (events carry it)
+        mt = mq + rsv_at(S, ms)            # the maker's total leaves (events carry it)
         macct = S.o_acct[ms]
         mid = S.o_id[ms]
         maker_side = SELL if side == BUY else BUY
@@ -1395,6 +1408,8 @@ def _make_step(RISK):
             if rests:
                 if bk[b, F_FREE] < 0 and bk[b, F_HW] >= bk[b, F_PCAP]:
                     return ST_NEED_POOL
+                if dsp_q != 0 and S.o_dsp.shape[0] == 0:
+                    return ST_NEED_ICE     # the engine's first iceberg: the host sizes o_rsv, o_dsp
                 if outside_ladder(S, b, rpx):
                     if RISK:
                         R.g[G_NEED_PX] = rpx

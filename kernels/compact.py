@@ -33,7 +33,7 @@ def compact_pool_cpu(S, b, newslot):
     S: the State (engine/book_state.py). b: the book. newslot: int32 scratch of at least
     bk[b, F_HW] entries (contents ignored; on return newslot[s] is the new number of old slot s,
     or -1 for a free slot). Every per-order array (o_id, o_qty, o_px, o_next, o_prev, o_acct,
-    o_flags, o_exp and, when present, o_arow) is moved; links, level heads and tails, the parked
+    o_flags, o_exp and, when present, o_arow, o_rsv and o_dsp) is moved; links, level heads and tails, the parked
     list, the stop list, the TOP orders (F_TOPB / F_TOPA) and the id table follow; afterwards the
     free list is empty (F_FREE = -1) and F_HW = live. Returns live (slots in use). The pool's capacity
     (F_PCAP) and place are unchanged: the caller lays the books out afresh to give memory back.
@@ -64,6 +64,7 @@ def compact_pool_cpu(S, b, newslot):
     # move: new number <= old number, and slots are visited in increasing order, so a slot is
     # only ever written after its own old contents were moved (or were free)
     has_arow = S.o_arow.shape[0] > 0
+    has_ice = S.o_rsv.shape[0] > 0        # the iceberg arrays are empty until the first iceberg
     for s in range(hw):
         t = newslot[s]
         if t < 0:
@@ -78,8 +79,9 @@ def compact_pool_cpu(S, b, newslot):
         S.o_acct[dst] = S.o_acct[src]
         S.o_flags[dst] = S.o_flags[src]
         S.o_exp[dst] = S.o_exp[src]
-        S.o_rsv[dst] = S.o_rsv[src]
-        S.o_dsp[dst] = S.o_dsp[src]
+        if has_ice:
+            S.o_rsv[dst] = S.o_rsv[src]
+            S.o_dsp[dst] = S.o_dsp[src]
         if has_arow:
             S.o_arow[dst] = S.o_arow[src]
         S.o_next[dst] = newslot[nx] if nx >= 0 else -1

@@ -110,8 +110,10 @@ def relayout_cpu(S, T, nbooks_old):
             T.o_acct[tp + s] = S.o_acct[sp + s]
             T.o_flags[tp + s] = S.o_flags[sp + s]
             T.o_exp[tp + s] = S.o_exp[sp + s]
-            T.o_rsv[tp + s] = S.o_rsv[sp + s]
-            T.o_dsp[tp + s] = S.o_dsp[sp + s]
+        if T.o_rsv.shape[0] > 0:          # the iceberg arrays: empty until the first iceberg
+            for s in range(S.bk[b, F_HW]):
+                T.o_rsv[tp + s] = S.o_rsv[sp + s]
+                T.o_dsp[tp + s] = S.o_dsp[sp + s]
         if T.o_arow.shape[0] > 0:
             for s in range(S.bk[b, F_HW]):
                 T.o_arow[tp + s] = S.o_arow[sp + s]

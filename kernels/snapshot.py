@@ -12,7 +12,7 @@ from numba import njit
 from .book import (
     F_ASK, F_ASKQTY, F_BASE, F_BID, F_BIDQTY, F_LOFF, F_NLEV, F_PHEAD, F_POFF, F_SHEAD, F_SYM, F_TMASK,
     F_TOFF, FL_PARKED, FL_SELL, stop_unlink, add_resting, emit_delta, emit_event, emit_fill, id_delete, id_find,
-    ice_set_reserve, park_unlink, remove_resting, scan_down, scan_up, slot_free,
+    ice_set_reserve, park_unlink, remove_resting, rsv_at, scan_down, scan_up, slot_free,
 )
 from hpte.kernels.risk.breaker import (
     B_BAND_BPS, K_CAUSE, K_HI, K_LO, K_REF, K_REF_TS, K_SINCE, K_STATE, K_VA_PX, K_VA_TS, UNSET,
@@ -118,10 +118,11 @@ def remove_orders_cpu(S, O, order, seq, ts, mode, acct, code, reason):
                     if mode == 2 or (mode == 1 and S.o_acct[poff + s] == acct) or \
                             (mode == 0 and (((S.o_flags[poff + s] >> 1) & 3) == TIF_DAY
                                             or 0 < S.o_exp[poff + s] <= ts)):
-                        q = S.o_qty[poff + s] + S.o_rsv[poff + s]     # an iceberg's total
+                        rsv = rsv_at(S, poff + s)
+                        q = S.o_qty[poff + s] + rsv     # an iceberg's total
                         oid = S.o_id[poff + s]
                         emit_event(O, 0, seq, ts, sym, oid, S.o_acct[poff + s], side, code, reason, lp, q, 0)
-                        if S.o_rsv[poff + s] != 0:
+                        if rsv != 0:
                             ice_set_reserve(S, b, poff + s, 0)
                         remove_resting(S, b, s)
                         id_delete(S.tab, S.bk[b, F_TOFF], S.bk[b, F_TMASK], S.o_id, poff, oid)

@@ -329,3 +329,67 @@ def test_itch_out_refuses_icebergs(tmp_path):
     with pytest.raises(InputError, match="display_qty' row 1: ITCH out"):
         match_file(path, tmp_path / "fills.parquet", keep=True)
     match_file(path, tmp_path / "fills2.parquet")       # without ITCH it matches
+
+
+# ------------------------------------------------------------------ lazily allocated arrays
+def _with_icebergs(cols, lo):
+    """Rows from `lo` on: every valid NEW LIMIT GTC/DAY row becomes an iceberg (display a third)."""
+    cols = {k: v.copy() for k, v in cols.items()}
+    ok = ((cols["action"] == S.ACT_NEW) & (cols["order_type"] == S.OT_LIMIT) & (cols["qty"] > 0)
+          & ((cols["tif"] == GTC) | (cols["tif"] == DAY)) & (cols["side"] >= 0) & (cols["price_ticks"] > 0))
+    ok[:lo] = False
+    cols["display_qty"][ok] = np.maximum(cols["qty"][ok] // 3, 1)
+    return cols, int(np.flatnonzero(ok)[0])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_iceberg_arrays_are_empty_until_the_first_iceberg_then_sized_mid_batch(threads):
+    """An engine that never saw an iceberg holds zero-length o_rsv / o_dsp (no memory per
+    order); the first iceberg NEW row stops its book (ST_NEED_ICE), the host sizes both like
+    the pool, the batch resumes; outputs, books and end of session equal the reference's."""
+    from strategies import STP_MODES, assert_same, random_stream, run_batches, split_batches
+    rng = np.random.default_rng(11)
+    plain = random_stream(rng, 600)
+    cols, first = _with_icebergs(plain, 300)
+    for stp in ("none", STP_MODES[-1]):
+        eng, ref = Engine(stp=stp, threads=threads), ReferenceEngine(stp=stp)
+        parts = split_batches(cols, [250, 350])       # the second batch meets the first iceberg
+        out = run_batches(eng, parts[:1])
+        S_ = eng.store.S
+        assert S_.o_rsv.shape == (0,) and S_.o_dsp.shape == (0,) and S_.o_id.shape[0] > 0
+        assert "icebergs" not in eng.grow_counts
+        out2 = run_batches(eng, parts[1:])
+        S_ = eng.store.S
+        assert S_.o_rsv.shape == S_.o_id.shape == S_.o_dsp.shape
+        assert eng.grow_counts["icebergs"] >= 1 and first > 250
+        want = run_batches(ref, parts)
+        for k, cols_k in (("fills", S.FILL_COLUMNS), ("events", S.EVENT_COLUMNS), ("deltas", S.DELTA_COLUMNS)):
+            got = {n: np.concatenate([out[k][n], out2[k][n]]) for n, _ in cols_k}
+            assert_same(got, want[k], cols_k, f"{stp} {k}")
+        assert_same(eng.book_l3(), ref.book_l3(), S.L3_COLUMNS, f"{stp} l3")
+        assert_same(eng.end_session(10**12).events, ref.end_session(10**12).events, S.EVENT_COLUMNS,
+                    f"{stp} end_session")
+    # without icebergs the arrays stay empty through the whole stream (pool growth included)
+    eng = Engine(threads=threads)
+    run_batches(eng, split_batches(plain, 97))
+    assert eng.store.S.o_rsv.shape == (0,) and eng.store.S.o_dsp.shape == (0,)
+
+
+def test_first_iceberg_through_submit_order_allocates_the_arrays():
+    eng, ref = Engine(), ReferenceEngine()
+    rows = [row(1, SL, 100, 5), row(2, SL, 100, 9, disp=4), row(3, B, 100, 12)]
+    for i, r in enumerate(rows):
+        if i == 1:
+            assert eng.store.S.o_rsv.shape == (0,)
+        got = eng.submit_order(1000 + i, r["order_id"], r["side"], r["price_ticks"], r["qty"],
+                               display_qty=r["display_qty"], account=r["account"])
+        want = ref.submit(batch([r], 1000 + i))
+        assert_same_events(got.events, want.events)
+        assert_same_events(got.fills, want.fills, S.FILL_COLUMNS)
+    assert eng.store.S.o_rsv.shape == eng.store.S.o_id.shape
+    assert eng.book_l3()["qty"].tolist() == ref.book_l3()["qty"].tolist() == [1]
+
+
+def assert_same_events(a, b, columns=S.EVENT_COLUMNS):
+    from strategies import assert_same
+    assert_same(a, b, columns)
