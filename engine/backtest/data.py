@@ -129,6 +129,22 @@ class MarketEvents:
 _KIND_OF_LOBSTER = np.array([0, A.MK_ADD, A.MK_CANCEL, A.MK_CANCEL, A.MK_EXEC, A.MK_TRADE, 0, 0], np.int64)
 
 
+def checked_chunks(batches, size: int, tick: int, name: str) -> Iterator[dict]:
+    """Row arrays of a stream (int64[n, 6] in COLUMNS order, batch after batch) cut into column
+    chunks of at most ``size`` rows, each validated by ``check_chunk`` (row numbers and time order
+    over the whole stream)."""
+    row = 0
+    prev = np.iinfo(np.int64).min
+    for o in batches:
+        for a in range(0, len(o), size):
+            part = o[a:a + size]
+            c = {col: np.ascontiguousarray(part[:, j]) for j, col in enumerate(COLUMNS)}
+            check_chunk(c, tick, row, prev, name)
+            row += len(part)
+            prev = int(part[-1, 0])
+            yield c
+
+
 def orderbook_beside(message_path: Path) -> Path | None:
     """The orderbook file LOBSTER names beside a message file, if it is there."""
     name = message_path.name
@@ -559,17 +575,8 @@ class ItchSource:
 
     def chunks(self, size: int) -> Iterator[dict]:
         run = _ItchOps()
-        row = 0
-        prev = np.iinfo(np.int64).min
-        for d in self._batches():
-            o = run.run(_itch_ops(d, self.loc))
-            for a in range(0, len(o), size):
-                part = o[a:a + size]
-                c = {col: np.ascontiguousarray(part[:, j]) for j, col in enumerate(COLUMNS)}
-                check_chunk(c, self.tick, row, prev, self.name)
-                row += len(part)
-                prev = int(part[-1, 0])
-                yield c
+        yield from checked_chunks((run.run(_itch_ops(d, self.loc)) for d in self._batches()), size, self.tick,
+                                  self.name)
         self.anomalies = run.anomalies()
 
 
@@ -818,16 +825,7 @@ class OrderFileSource:
         return None if lo is None else (lo, hi)
 
     def chunks(self, size: int) -> Iterator[dict]:
-        row = 0
-        prev = np.iinfo(np.int64).min
-        for o in self._event_batches():
-            for a in range(0, len(o), size):
-                part = o[a:a + size]
-                c = {col: np.ascontiguousarray(part[:, j]) for j, col in enumerate(COLUMNS)}
-                check_chunk(c, self.tick, row, prev, self.name)
-                row += len(part)
-                prev = int(part[-1, 0])
-                yield c
+        yield from checked_chunks(self._event_batches(), size, self.tick, self.name)
 
 
 class FillsFile(OrderFileSource):
