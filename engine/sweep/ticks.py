@@ -68,16 +68,19 @@ def decode(src) -> tuple[dict, int, float, str]:
     return cols, int(src.tick), float(getattr(src, "price_scale", 1.0)), str(getattr(src, "name", "<events>"))
 
 
+def _set_inputs(cols: dict, rc: RunConfig, k: int) -> tuple:
+    """What k parameter sets run with: zeroed accumulators (acc_i int64[k, NMI], acc_f
+    float64[k, NMF], info int64[k, 4]), the stream's columns read-only, as the single backtest
+    passes them (one compiled run_cpu serves both), and each row's ladder index."""
+    c = {n: _ro(v) for n, v in cols.items()}
+    return (np.zeros((k, M.NMI), np.int64), np.zeros((k, M.NMF), np.float64), np.zeros((k, 4), np.int64), c,
+            _ro((c["price"] - rc.base) // rc.tick))
+
+
 def run_sets(strat: Strategy, cols: dict, rc: RunConfig, sets: np.ndarray) -> tuple:
     """Parameter sets (float64[k, P]) over the decoded stream with the CPU sweep kernel:
     (acc_i int64[k, NMI], acc_f float64[k, NMF], info int64[k, 4])."""
-    k = sets.shape[0]
-    acc_i = np.zeros((k, M.NMI), np.int64)
-    acc_f = np.zeros((k, M.NMF), np.float64)
-    info = np.zeros((k, 4), np.int64)
-    # read-only int64 columns, as the single backtest passes them: one compiled run_cpu serves both
-    c = {n: _ro(v) for n, v in cols.items()}
-    lvl = _ro((c["price"] - rc.base) // rc.tick)
+    acc_i, acc_f, info, c, lvl = _set_inputs(cols, rc, sets.shape[0])
     kern = driver(strat).sweep_cpu
     try:
         kern(c["ts_ns"], c["kind"], c["arrival"], c["side"], c["price"], c["qty"], lvl, rc.cfg, rc.sc, rc.md,
@@ -143,11 +146,7 @@ def run_sets_impact(strat: Strategy, cols: dict, rc: RunConfig, sets: np.ndarray
     Python threads (the kernel releases the GIL): (acc_i int64[k, NMI], acc_f float64[k, NMF],
     info int64[k, 4]); row j is written by set j only."""
     k = sets.shape[0]
-    acc_i = np.zeros((k, M.NMI), np.int64)
-    acc_f = np.zeros((k, M.NMF), np.float64)
-    info = np.zeros((k, 4), np.int64)
-    c = {n: _ro(v) for n, v in cols.items()}
-    lvl = _ro((c["price"] - rc.base) // rc.tick)
+    acc_i, acc_f, info, c, lvl = _set_inputs(cols, rc, k)
     run = driver(strat, impact=True).run_cpu
     sets = np.ascontiguousarray(sets, dtype=np.float64)
     ss = max(strat.state_size, 0)
