@@ -422,8 +422,11 @@ def run_on_dask(client, data: tuple, bounds, size: int, submit, emit, retries: i
     from dask.distributed import as_completed
     held: list = []
 
+    def futures(x):     # client.scatter gives a future, or a dict / list of them for a dict / list
+        return list(x.values()) if isinstance(x, dict) else list(x) if isinstance(x, (list, tuple)) else [x]
+
     def scattered():
-        if not held or any(f.status != "finished" for f in held[-1]):
+        if not held or any(f.status != "finished" for x in held[-1] for f in futures(x)):
             held.append([client.scatter(x, broadcast=True) for x in data])
         return held[-1]
 

@@ -53,6 +53,8 @@ grow at or through it fill it as on L3 data.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 from numba.extending import register_jitable
@@ -561,8 +563,8 @@ def q_behind(cfg, front, back):
     from behind the strategy's order, f(back) / (f(back) + f(front)), with f(x) = x ** n
     (Q_POWER, n = cfg[CF_QPARAM] / 1000) or log(1 + x) (Q_LOG); front, back >= 1 lots."""
     if cfg[CF_QUEUE] == Q_LOG:
-        fa = np.log1p(np.float64(front))
-        fb = np.log1p(np.float64(back))
+        fa = math.log1p(np.float64(front))     # math, not np: CUDA lowers math.log1p only
+        fb = math.log1p(np.float64(back))
     else:
         n = cfg[CF_QPARAM] / 1000.0
         fa = np.float64(front) ** n
