@@ -643,6 +643,33 @@ def x_level_event(kind, side, px, idx, q, t, cfg, sc, xlad, xo, fills, rsp):
 
 
 @register_jitable
+def reject_unknown(t, oid, cfg, sc, evs, rsp):
+    """A strategy cancel of an id that is not live at the exchange: REJECTED (RJ_UNKNOWN) in the
+    event log and the response ring; False if the ring is full."""
+    log_ev(evs, sc, t, oid, EV_REJECTED, 0, 0, 0, 0, 0, RJ_UNKNOWN, 0, 0)
+    return push_rsp(rsp, sc, cfg, t, EV_REJECTED, oid, 0, 0, 0, 0, RJ_UNKNOWN, 0, 0, 0)
+
+
+@register_jitable
+def new_reason(qty, otype, px, cfg, L, row, nrows):
+    """The reject reason of a strategy's new order at the exchange before the book is looked at
+    (RJ_NONE: none): quantity (lots) not positive, a limit price (ticks) off the grid or outside
+    the ladder of L levels, or no free order row (row of nrows)."""
+    base = cfg[CF_BASE]
+    tick = cfg[CF_TICK]
+    if qty <= 0:
+        return RJ_QTY
+    if otype != T_MARKET:
+        if px <= 0 or (px - base) % tick != 0:
+            return RJ_PRICE
+        if px < base or (px - base) // tick >= L:
+            return RJ_RANGE
+    if row >= nrows:
+        return RJ_TOO_MANY
+    return RJ_NONE
+
+
+@register_jitable
 def x_request(req, h, t, cfg, sc, xlad, xo, fills, evs, rsp):
     """A strategy request arrives at the exchange."""
     action = req[h, RQ_ACTION]
@@ -662,22 +689,12 @@ def x_request(req, h, t, cfg, sc, xlad, xo, fills, evs, rsp):
                 xo[i, XO_ID] = 0
                 compact(xo, sc)
                 return ok
-        log_ev(evs, sc, t, oid, EV_REJECTED, 0, 0, 0, 0, 0, RJ_UNKNOWN, 0, 0)
-        return push_rsp(rsp, sc, cfg, t, EV_REJECTED, oid, 0, 0, 0, 0, RJ_UNKNOWN, 0, 0, 0)
+        return reject_unknown(t, oid, cfg, sc, evs, rsp)
     base = cfg[CF_BASE]
     tick = cfg[CF_TICK]
     L = xlad.shape[1]
-    reason = RJ_NONE
-    if qty <= 0:
-        reason = RJ_QTY
-    elif otype != T_MARKET:
-        if px <= 0 or (px - base) % tick != 0:
-            reason = RJ_PRICE
-        elif px < base or (px - base) // tick >= L:
-            reason = RJ_RANGE
     row = sc[SC_NXO]    # appended: rows stay in id order (ids increase)
-    if reason == RJ_NONE and row >= xo.shape[0]:
-        reason = RJ_TOO_MANY
+    reason = new_reason(qty, otype, px, cfg, L, row, xo.shape[0])
     s = 0 if side > 0 else 1
     o = 1 - s
     best_opp = sc[SC_XBB + o]
@@ -847,21 +864,11 @@ def im_request(req, h, t, cfg, sc, S, O, I, books, nor, xo, fills, evs, rsp, L):
                 compact(xo, sc)
                 sync_best(S, sc, SC_XBB)
                 return IM_OK if ok else IM_RING
-        log_ev(evs, sc, t, oid, EV_REJECTED, 0, 0, 0, 0, 0, RJ_UNKNOWN, 0, 0)
-        return IM_OK if push_rsp(rsp, sc, cfg, t, EV_REJECTED, oid, 0, 0, 0, 0, RJ_UNKNOWN, 0, 0, 0) else IM_RING
+        return IM_OK if reject_unknown(t, oid, cfg, sc, evs, rsp) else IM_RING
     base = cfg[CF_BASE]
     tick = cfg[CF_TICK]
-    reason = RJ_NONE
-    if qty <= 0:
-        reason = RJ_QTY
-    elif otype != T_MARKET:
-        if px <= 0 or (px - base) % tick != 0:
-            reason = RJ_PRICE
-        elif px < base or (px - base) // tick >= L:
-            reason = RJ_RANGE
     row = sc[SC_NXO]
-    if reason == RJ_NONE and row >= xo.shape[0]:
-        reason = RJ_TOO_MANY
+    reason = new_reason(qty, otype, px, cfg, L, row, xo.shape[0])
     s = 0 if side > 0 else 1
     best_opp = sc[SC_XBB + 1 - s]
     if reason == RJ_NONE and otype == T_MARKET and best_opp < 0:
